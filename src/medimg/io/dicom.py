@@ -1,0 +1,405 @@
+"""DICOM image reading: folders with one or several series, single files, multi-frame (enhanced) objects.
+
+A folder is scanned header-only (pydicom, ``stop_before_pixels``); files are grouped by SeriesInstanceUID.
+Within a series, slices are sorted by their position along the slice normal ``row x column`` (the same
+rule as GDCM/SimpleITK), the rescale slope/intercept of each slice is applied, and the slice spacing is
+*measured*: a gap (missing slice) or irregular spacing raises :class:`DicomSeriesError` instead of
+silently producing a wrong geometry, unless ``allow_irregular=True``, which interpolates the slices onto a
+regular grid and records that in ``meta``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medimg.errors import CorruptFileError, DicomSeriesError
+from medimg.image import Image
+
+#: Relative deviation of a slice gap from the median gap that counts as irregular.
+SLICE_GAP_RTOL = 0.05
+
+_HEADER_TAGS = [
+    "SOPClassUID",
+    "SeriesInstanceUID",
+    "StudyInstanceUID",
+    "Modality",
+    "SeriesDescription",
+    "SeriesNumber",
+    "InstanceNumber",
+    "ImagePositionPatient",
+    "ImageOrientationPatient",
+    "PixelSpacing",
+    "ImagerPixelSpacing",
+    "SliceThickness",
+    "SpacingBetweenSlices",
+    "Rows",
+    "Columns",
+    "NumberOfFrames",
+    "SamplesPerPixel",
+    "PhotometricInterpretation",
+    "RescaleSlope",
+    "RescaleIntercept",
+    "BitsAllocated",
+    "PixelRepresentation",
+    "AcquisitionNumber",
+    "EchoNumbers",
+    "TemporalPositionIdentifier",
+    "PatientID",
+    "StudyDate",
+]
+
+
+@dataclass
+class DicomSeries:
+    """One DICOM series found in a folder (header information only)."""
+
+    uid: str
+    files: list[Path] = field(default_factory=list)
+    modality: str = ""
+    description: str = ""
+    number: int | None = None
+    rows: int = 0
+    columns: int = 0
+    frames: int = 0
+
+    @property
+    def n_files(self) -> int:
+        """Number of files in the series."""
+        return len(self.files)
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-friendly description."""
+        return {
+            "series_uid": self.uid,
+            "modality": self.modality,
+            "description": self.description,
+            "series_number": self.number,
+            "files": self.n_files,
+            "frames": self.frames,
+            "rows": self.rows,
+            "columns": self.columns,
+        }
+
+
+def _read_header(path: Path) -> Any | None:
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    try:
+        return pydicom.dcmread(path, stop_before_pixels=True, specific_tags=_HEADER_TAGS)
+    except (InvalidDicomError, OSError, ValueError, TypeError, AttributeError, EOFError):
+        return None
+
+
+def _candidate_files(folder: Path, recursive: bool) -> list[Path]:
+    out: list[Path] = []
+    walker = os.walk(folder) if recursive else [(str(folder), [], os.listdir(folder))]
+    for root, dirs, files in walker:
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for f in sorted(files):
+            if f.startswith(".") or f.upper() == "DICOMDIR":
+                continue
+            p = Path(root) / f
+            if p.is_file():
+                out.append(p)
+    return out
+
+
+def scan_folder(folder: str | Path, recursive: bool = True) -> list[DicomSeries]:
+    """List the DICOM series in ``folder`` (header-only read), largest first.
+
+    Files that are not DICOM are skipped. Raises :class:`DicomSeriesError` when no DICOM file is found.
+    """
+    root = Path(folder)
+    if not root.is_dir():
+        raise DicomSeriesError(f"{str(root)!r} is not a folder.")
+    files = _candidate_files(root, recursive)
+    with ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 1) * 2)) as pool:
+        headers = list(pool.map(_read_header, files))
+    series: dict[str, DicomSeries] = {}
+    for path, ds in zip(files, headers, strict=True):
+        if ds is None or "SeriesInstanceUID" not in ds:
+            continue
+        uid = str(ds.SeriesInstanceUID)
+        s = series.get(uid)
+        if s is None:
+            s = series[uid] = DicomSeries(
+                uid=uid,
+                modality=str(ds.get("Modality", "")),
+                description=str(ds.get("SeriesDescription", "")),
+                number=int(ds.SeriesNumber) if ds.get("SeriesNumber") not in (None, "") else None,
+                rows=int(ds.get("Rows", 0) or 0),
+                columns=int(ds.get("Columns", 0) or 0),
+            )
+        s.files.append(path)
+        s.frames += int(ds.get("NumberOfFrames", 1) or 1)
+    if not series:
+        raise DicomSeriesError(
+            f"No DICOM files found in {str(root)!r} ({len(files)} files checked). Point to the folder that holds "
+            "the .dcm files of one series."
+        )
+    return sorted(series.values(), key=lambda s: (-s.frames, s.uid))
+
+
+def choose_series(found: Sequence[DicomSeries], series: str | None, folder: Path) -> DicomSeries:
+    """Pick one series: by UID (or a unique UID suffix), ``"largest"``, or the only one present."""
+    images = [s for s in found if s.modality not in ("SEG", "RTSTRUCT", "SR", "PR", "KO", "RTPLAN", "RTDOSE")]
+    if series is None:
+        if len(images) == 1:
+            return images[0]
+        if not images and len(found) == 1:
+            return found[0]
+        listing = "\n".join(
+            f"  {s.uid}  {s.modality:4s} {s.frames:5d} frames  {s.description!r}" for s in found
+        )
+        raise DicomSeriesError(
+            f"{str(folder)!r} holds {len(found)} DICOM series; say which one to read with series=UID (CLI: "
+            f"--series UID, a unique suffix is enough) or series='largest':\n{listing}"
+        )
+    if series == "largest":
+        return (images or list(found))[0]
+    matches = [s for s in found if s.uid == series] or [s for s in found if s.uid.endswith(series)]
+    if len(matches) != 1:
+        raise DicomSeriesError(
+            f"Series {series!r} {'is ambiguous' if matches else 'not found'} in {str(folder)!r}; available: "
+            + ", ".join(s.uid for s in found)
+        )
+    return matches[0]
+
+
+def _floats(value: Any, n: int, what: str, path: Path) -> np.ndarray:
+    try:
+        arr = np.array([float(v) for v in value], dtype=np.float64)
+    except (TypeError, ValueError) as e:
+        raise CorruptFileError(f"{str(path)!r}: invalid {what} {value!r}.") from e
+    if arr.size != n:
+        raise CorruptFileError(f"{str(path)!r}: {what} should have {n} values, has {arr.size}.")
+    return arr
+
+
+def _decode(path: Path) -> tuple[Any, np.ndarray]:
+    import pydicom
+
+    try:
+        ds = pydicom.dcmread(path)
+        return ds, ds.pixel_array
+    except Exception as e:  # pydicom/pylibjpeg raise many exception types for broken pixel data
+        raise CorruptFileError(f"{str(path)!r}: cannot decode pixel data ({type(e).__name__}: {e}).") from e
+
+
+def _rescale(pixels: list[np.ndarray], datasets: list[Any]) -> np.ndarray:
+    slopes = np.array([float(d.get("RescaleSlope", 1) or 1) for d in datasets])
+    inters = np.array([float(d.get("RescaleIntercept", 0) or 0) for d in datasets])
+    stack = np.stack(pixels, axis=-1)  # (rows, cols[, samples], slices)
+    if np.all(slopes == 1) and np.all(inters == 0):
+        return stack
+    if np.all(slopes == np.round(slopes)) and np.all(inters == np.round(inters)):
+        lo = float(stack.min()) * slopes.max() + inters.min() if stack.size else 0.0
+        hi = float(stack.max()) * slopes.max() + inters.max() if stack.size else 0.0
+        lo = min(lo, float(stack.min()) * slopes.min() + inters.min())
+        dt: type[np.integer[Any]] = np.int16 if -32768 <= lo and hi <= 32767 else np.int32
+        out = stack.astype(dt)
+        shape = (1,) * (stack.ndim - 1) + (-1,)
+        out *= slopes.astype(dt).reshape(shape)
+        out += inters.astype(dt).reshape(shape)
+        return out
+    shape = (1,) * (stack.ndim - 1) + (-1,)
+    return stack.astype(np.float32) * slopes.astype(np.float32).reshape(shape) + inters.astype(np.float32).reshape(shape)
+
+
+def read_series_files(files: Sequence[Path], allow_irregular: bool = False, source: str = "") -> Image:
+    """Read single-frame DICOM files of one series into a 3D :class:`Image` (LPS, (x, y, z))."""
+    headers = [_read_header(Path(f)) for f in files]
+    bad = [str(f) for f, h in zip(files, headers, strict=True) if h is None]
+    if bad:
+        raise CorruptFileError(f"Not readable as DICOM: {', '.join(bad[:5])}{' ...' if len(bad) > 5 else ''}.")
+    hdrs: list[Any] = headers
+    first = hdrs[0]
+    for attr in ("Rows", "Columns"):
+        values = {int(h.get(attr, 0) or 0) for h in hdrs}
+        if len(values) > 1:
+            raise DicomSeriesError(
+                f"Series {source!r} mixes images of different {attr.lower()} {sorted(values)}; it is not one volume. "
+                "Split it by size or pick the files of one volume."
+            )
+    has_geom = all("ImagePositionPatient" in h and "ImageOrientationPatient" in h for h in hdrs)
+    if not has_geom:
+        if len(files) == 1:
+            return _read_single_2d(Path(files[0]))
+        raise DicomSeriesError(
+            f"Series {source!r} has {len(files)} images without ImagePositionPatient/ImageOrientationPatient, so "
+            "they cannot be stacked into a volume with known geometry. Read the files one by one."
+        )
+    iops = np.array([_floats(h.ImageOrientationPatient, 6, "ImageOrientationPatient", Path(f))
+                     for h, f in zip(hdrs, files, strict=True)])
+    if np.max(np.abs(iops - iops[0])) > 1e-3:
+        raise DicomSeriesError(
+            f"Series {source!r} mixes slice orientations (e.g. a localizer with axial slices); it is not one volume."
+        )
+    row_cos, col_cos = iops[0][:3], iops[0][3:]
+    row_cos = row_cos / np.linalg.norm(row_cos)
+    col_cos = col_cos / np.linalg.norm(col_cos)
+    normal = np.cross(row_cos, col_cos)
+    positions = np.array([_floats(h.ImagePositionPatient, 3, "ImagePositionPatient", Path(f))
+                          for h, f in zip(hdrs, files, strict=True)])
+    proj = positions @ normal
+    order = np.argsort(proj, kind="stable")
+    proj_sorted = proj[order]
+    files_sorted = [Path(files[i]) for i in order]
+    meta: dict[str, Any] = {"source": source, "format": "dicom", "modality": str(first.get("Modality", "")),
+                            "series_uid": str(first.get("SeriesInstanceUID", "")),
+                            "study_uid": str(first.get("StudyInstanceUID", "")),
+                            "series_description": str(first.get("SeriesDescription", ""))}
+    ps = first.get("PixelSpacing") or first.get("ImagerPixelSpacing")
+    if ps:
+        sy, sx = (float(v) for v in ps)  # DICOM: row spacing (y) then column spacing (x)
+    else:
+        sy = sx = 1.0
+        meta["spacing_known"] = False
+    gaps = np.diff(proj_sorted)
+    if len(files) > 1 and np.any(gaps < 1e-4):
+        n_dup = int(np.sum(gaps < 1e-4))
+        raise DicomSeriesError(
+            f"Series {source!r}: {n_dup} slices share a position with another slice, so the series holds several "
+            "volumes (echoes, time points or acquisitions) or duplicated files. Separate them (e.g. by "
+            "AcquisitionNumber/EchoNumbers/TemporalPositionIdentifier) before reading."
+        )
+    if len(files) > 1:
+        dz = float(np.median(gaps))
+        irregular = np.abs(gaps - dz) > SLICE_GAP_RTOL * dz
+    else:
+        dz = float(first.get("SpacingBetweenSlices") or first.get("SliceThickness") or 1.0)
+        irregular = np.zeros(0, dtype=bool)
+    if np.any(irregular) and not allow_irregular:
+        i = int(np.argmax(np.abs(gaps - dz)))
+        gap = float(gaps[i])
+        missing = round(gap / dz) - 1
+        hint = f" -- about {missing} missing slice(s)" if missing >= 1 and abs(gap / dz - round(gap / dz)) < 0.1 else ""
+        raise DicomSeriesError(
+            f"Series {source!r} has irregular slice spacing: the gap between slices {i} and {i + 1} (sorted by "
+            f"position, files {files_sorted[i].name!r} and {files_sorted[i + 1].name!r}) is {gap:.4g} mm where the "
+            f"usual gap is {dz:.4g} mm{hint}. A volume built from it would have wrong geometry. Find the missing "
+            "files, or read with allow_irregular=True (CLI: --allow-irregular) to interpolate onto a regular grid."
+        )
+    workers = min(len(files_sorted), max(1, os.cpu_count() or 1) * 2, 8)
+    if workers > 1:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            decoded = list(pool.map(_decode, files_sorted))
+    else:
+        decoded = [_decode(f) for f in files_sorted]
+    datasets = [d for d, _ in decoded]
+    pixels = [p for _, p in decoded]
+    shapes = {p.shape for p in pixels}
+    if len(shapes) > 1:
+        raise DicomSeriesError(f"Series {source!r}: decoded slices have different shapes {sorted(shapes)}.")
+    stack = _rescale(pixels, datasets)  # (rows, cols[, samples], slices)
+    # -> (x=cols, y=rows, z[, samples])
+    arr = np.swapaxes(stack, 0, 1) if stack.ndim == 3 else stack.transpose(1, 0, 3, 2)
+    if np.any(irregular):
+        arr, dz = _regularise(arr, proj_sorted - proj_sorted[0], dz)
+        meta["irregular_slices_interpolated"] = True
+    meta["photometric"] = str(first.get("PhotometricInterpretation", ""))
+    direction = np.stack([row_cos, col_cos, normal], axis=1)
+    return Image(arr, (sx, sy, dz), positions[order[0]], direction, meta)
+
+
+def _regularise(arr: np.ndarray, z: np.ndarray, dz: float) -> tuple[np.ndarray, float]:
+    """Linearly interpolate slices at positions ``z`` (mm, ascending, axis 2) onto a grid of step ``dz``."""
+    n = int(np.floor(z[-1] / dz + 1e-6)) + 1
+    target = np.arange(n) * dz
+    hi = np.clip(np.searchsorted(z, target, side="right"), 1, len(z) - 1)
+    lo = hi - 1
+    w = ((target - z[lo]) / (z[hi] - z[lo])).astype(np.float32)
+    shape = (1, 1, -1) + (1,) * (arr.ndim - 3)
+    a = arr.astype(np.float32)
+    out = a[:, :, lo] * (1 - w.reshape(shape)) + a[:, :, hi] * w.reshape(shape)
+    if np.issubdtype(arr.dtype, np.integer):
+        out = np.round(out).astype(arr.dtype)
+    return out, dz
+
+
+def _read_single_2d(path: Path) -> Image:
+    """A single DICOM image without patient geometry (DX/CR/US/secondary capture) as a 2D image."""
+    ds, px = _decode(path)
+    stack = _rescale([px], [ds])[..., 0]
+    arr = np.swapaxes(stack, 0, 1)
+    ps = ds.get("PixelSpacing") or ds.get("ImagerPixelSpacing")
+    meta: dict[str, Any] = {"source": str(path), "format": "dicom", "modality": str(ds.get("Modality", "")),
+                            "photometric": str(ds.get("PhotometricInterpretation", ""))}
+    if ps:
+        sy, sx = (float(v) for v in ps)
+        return Image(arr, (sx, sy), None, None, meta)
+    return Image(arr, None, None, None, meta, ndim=2)
+
+
+def read_dicom_file(path: str | Path, allow_irregular: bool = False) -> Image:
+    """Read one DICOM file: a SEG object, a multi-frame (enhanced) image or a single slice."""
+    p = Path(path)
+    hdr = _read_header(p)
+    if hdr is None:
+        raise CorruptFileError(f"{str(p)!r} is not a readable DICOM file.")
+    if str(hdr.get("Modality", "")) == "SEG":
+        from medimg.io.dicom_seg import read_dicom_seg
+
+        return read_dicom_seg(p)
+    if int(hdr.get("NumberOfFrames", 1) or 1) > 1:
+        return _read_multiframe(p)
+    return read_series_files([p], allow_irregular, source=str(p))
+
+
+def _read_multiframe(path: Path) -> Image:
+    """Multi-frame image: highdicom's volume when the frames have patient geometry, else SimpleITK's reader."""
+    import highdicom as hd
+
+    try:
+        vol = hd.imread(str(path)).get_volume()
+    except Exception:
+        from medimg.io.metaimage import read_with_sitk
+
+        img = read_with_sitk(path, "dicom")
+        img.meta["note"] = "multi-frame image without patient geometry: frames stacked as z"
+        return img
+    img = volume_to_image(vol, {"source": str(path), "format": "dicom"})
+    return img
+
+
+def volume_to_image(vol: Any, meta: dict[str, Any]) -> Image:
+    """Convert a highdicom ``Volume`` ((slice, row, column[, channel]) + affine) to a medimg Image, with the
+    slice axis pointing along ``row x column`` like a series read from files."""
+    arr = np.asarray(vol.array)
+    arr = np.swapaxes(arr, 0, 2)  # (col, row, slice[, ch]) = (x, y, z)
+    aff = np.asarray(vol.affine, dtype=np.float64)
+    m = aff[:3, :3][:, [2, 1, 0]]
+    origin = aff[:3, 3].copy()
+    spacing = np.linalg.norm(m, axis=0)
+    direction = m / spacing
+    if np.dot(np.cross(direction[:, 0], direction[:, 1]), direction[:, 2]) < 0:
+        origin = origin + (arr.shape[2] - 1) * m[:, 2]
+        direction[:, 2] *= -1
+        arr = arr[:, :, ::-1]
+    return Image(np.ascontiguousarray(arr), spacing, origin, direction, meta)
+
+
+def read_dicom(
+    path: str | Path, series: str | None = None, allow_irregular: bool = False, recursive: bool = True
+) -> Image:
+    """Read a DICOM folder (one series, chosen with ``series``) or a single DICOM file."""
+    p = Path(path)
+    if p.is_file():
+        return read_dicom_file(p, allow_irregular)
+    found = scan_folder(p, recursive)
+    chosen = choose_series(found, series, p)
+    if chosen.modality == "SEG" or (len(chosen.files) == 1 and chosen.frames > 1):
+        if len(chosen.files) > 1:
+            raise DicomSeriesError(f"Series {chosen.uid} has several multi-frame/SEG files; read them one by one.")
+        return read_dicom_file(chosen.files[0], allow_irregular)
+    img = read_series_files(chosen.files, allow_irregular, source=str(p))
+    img.meta["source"] = str(p)
+    return img

@@ -1,0 +1,189 @@
+"""DICOM Segmentation objects (SEG) in and out, through highdicom.
+
+Reading gives a :class:`LabelMap` whose values are the segment numbers (or the original label values when
+medimg wrote the object), with segment labels as class names. Overlapping segments cannot live in one label
+map: the higher segment number wins and ``meta["overlap_voxels"]`` counts the voxels concerned (a warning
+is issued). FRACTIONAL segments are thresholded at 0.5.
+
+Writing needs the source image series the labels were drawn on (``reference``): the label map must share its
+voxel grid (resample it first otherwise) and the SEG references every source instance, so that viewers
+(3D Slicer, OHIF, ...) place it on the images. Segments are BINARY, one per label value present.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medimg.errors import CorruptFileError, DicomSeriesError, LabelError
+from medimg.image import Image, LabelMap, check_same_geometry
+
+#: TrackingID prefix under which medimg stores each segment's original label value.
+TRACKING_PREFIX = "medimg label "
+
+
+def read_dicom_seg(path: str | Path) -> LabelMap:
+    """Read a DICOM SEG file into a :class:`LabelMap` (see module docstring for the rules)."""
+    import highdicom as hd
+
+    p = Path(path)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            seg = hd.seg.segread(str(p))
+    except Exception as e:
+        raise CorruptFileError(f"{str(p)!r} is not a readable DICOM SEG object: {e}") from e
+    numbers = [int(d.SegmentNumber) for d in seg.SegmentSequence]
+    names: dict[int, str] = {}
+    colors: dict[int, tuple[int, int, int]] = {}
+    values: dict[int, int] = {}
+    for d in seg.SegmentSequence:
+        n = int(d.SegmentNumber)
+        tid = str(d.get("TrackingID", ""))
+        values[n] = int(tid[len(TRACKING_PREFIX):]) if tid.startswith(TRACKING_PREFIX) else n
+        names[values[n]] = str(d.get("SegmentLabel", f"segment_{n}"))
+        if "RecommendedDisplayCIELabValue" in d:
+            rgb = hd.color.CIELabColor.from_dicom_value(d.RecommendedDisplayCIELabValue).to_rgb()
+            colors[values[n]] = (int(rgb[0]), int(rgb[1]), int(rgb[2]))
+    meta: dict[str, Any] = {"source": str(p), "format": "dicom-seg", "segmentation_type": str(seg.SegmentationType)}
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            vol = seg.get_volume(combine_segments=False, segment_numbers=numbers)
+        from medimg.io.dicom import volume_to_image
+
+        img = volume_to_image(vol, meta)
+        masks = img.array  # (x, y, z, segments)
+        geometry = (img.spacing, img.origin, img.direction)
+    except Exception:
+        # No patient geometry (e.g. a SEG on a projection radiograph): one 2D frame per segment.
+        px = np.asarray(seg.pixel_array)
+        if px.ndim == 2:
+            px = px[None]
+        if px.shape[0] != len(numbers):
+            raise CorruptFileError(
+                f"{str(p)!r}: SEG without patient geometry and {px.shape[0]} frames for {len(numbers)} segments; "
+                "medimg cannot place it."
+            ) from None
+        masks = np.moveaxis(px, 0, -1).swapaxes(0, 1)  # (x, y, segments)
+        geometry = (None, None, None)
+    binary = masks >= 0.5 if np.issubdtype(masks.dtype, np.floating) else masks > 0
+    out_dtype = np.uint8 if max(values.values(), default=0) < 256 else np.uint16
+    labels = np.zeros(binary.shape[:-1], dtype=out_dtype)
+    for i, n in enumerate(numbers):
+        labels[binary[..., i]] = values[n]
+    overlap = int(np.count_nonzero(binary.sum(axis=-1) > 1))
+    if overlap:
+        meta["overlap_voxels"] = overlap
+        warnings.warn(
+            f"{p.name}: {overlap} voxels belong to more than one segment; in the label map the higher segment wins. "
+            "Use read_dicom_seg_masks() to get every segment separately.",
+            stacklevel=2,
+        )
+    spacing, origin, direction = geometry
+    return LabelMap(labels, spacing, origin, direction, meta, names=names, colors=colors,
+                    ndim=labels.ndim if spacing is None else None)
+
+
+def _read_reference(reference: str | Path | Image) -> tuple[Image, list[Any]]:
+    import pydicom
+
+    from medimg.io.dicom import choose_series, read_series_files, scan_folder
+
+    if isinstance(reference, Image):
+        src = reference.meta.get("source")
+        if not src:
+            raise DicomSeriesError("The reference image has no DICOM source; pass the DICOM folder instead.")
+        reference = Path(src)
+    ref = Path(reference)
+    if ref.is_dir():
+        chosen = choose_series(scan_folder(ref), "largest", ref)
+        files = chosen.files
+    else:
+        files = [ref]
+    image = read_series_files(files, source=str(ref))
+    datasets = [pydicom.dcmread(f) for f in files]
+    # order the datasets like the image's z axis (ascending along the normal)
+    normal = image.direction[:, 2]
+    datasets.sort(key=lambda d: float(np.dot(np.asarray(d.ImagePositionPatient, float), normal)))
+    return image, datasets
+
+
+def write_dicom_seg(
+    labels: LabelMap,
+    path: str | Path,
+    reference: str | Path | Image,
+    *,
+    names: Mapping[int, str] | None = None,
+    algorithm: str | None = None,
+    series_description: str = "medimg segmentation",
+) -> None:
+    """Write ``labels`` as a DICOM SEG referencing the DICOM series in ``reference`` (folder or file).
+
+    ``algorithm``: name of the algorithm that produced the labels (segments are then AUTOMATIC); None means
+    MANUAL (e.g. converted annotations). Raises :class:`GeometryError` when the label grid differs from the
+    reference series, :class:`LabelError` when no label is present.
+    """
+    import highdicom as hd
+    from pydicom.sr.codedict import codes
+
+    import medimg
+
+    ref_img, datasets = _read_reference(reference)
+    check_same_geometry(labels, ref_img, what="label map and the DICOM reference series")
+    present = labels.labels
+    if not present:
+        raise LabelError("The label map is empty (all zero): a DICOM SEG needs at least one segment.")
+    all_names = {**labels.names, **(names or {})}
+    seg_numbers = {v: i + 1 for i, v in enumerate(present)}
+    arr = labels.array
+    remapped = np.zeros(arr.shape, dtype=np.uint16 if len(present) > 255 else np.uint8)
+    for v, n in seg_numbers.items():
+        remapped[arr == v] = n
+    frames = np.ascontiguousarray(remapped.transpose(2, 1, 0))  # (slice, row, column)
+    if algorithm:
+        algo_type = hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC
+        algo_id = hd.AlgorithmIdentificationSequence(
+            name=algorithm, version=medimg.__version__, family=codes.cid7162.ArtificialIntelligence
+        )
+    else:
+        algo_type, algo_id = hd.seg.SegmentAlgorithmTypeValues.MANUAL, None
+    descriptions = []
+    for v, n in seg_numbers.items():
+        color = labels.colors.get(v)
+        descriptions.append(
+            hd.seg.SegmentDescription(
+                segment_number=n,
+                segment_label=all_names.get(v, f"label_{v}")[:64],
+                segmented_property_category=codes.SCT.AnatomicalStructure,
+                segmented_property_type=codes.SCT.AnatomicalStructure,
+                algorithm_type=algo_type,
+                algorithm_identification=algo_id,
+                tracking_id=f"{TRACKING_PREFIX}{v}",
+                tracking_uid=hd.UID(),
+                display_color=hd.color.CIELabColor.from_rgb(*color) if color else None,
+            )
+        )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        seg = hd.seg.Segmentation(
+            source_images=datasets,
+            pixel_array=frames,
+            segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+            segment_descriptions=descriptions,
+            series_instance_uid=hd.UID(),
+            series_number=900,
+            sop_instance_uid=hd.UID(),
+            instance_number=1,
+            manufacturer="medimg",
+            manufacturer_model_name="medimg",
+            software_versions=medimg.__version__,
+            device_serial_number="0",
+            series_description=series_description,
+            omit_empty_frames=False,
+        )
+    seg.save_as(str(path))

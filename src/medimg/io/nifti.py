@@ -1,0 +1,84 @@
+"""NIfTI-1/2 (.nii, .nii.gz) reading and writing.
+
+Reading decompresses with ISA-L (``isal``, ~1.5x faster than zlib) when installed, parses the header with
+nibabel and wraps the voxel bytes without an extra copy. World coordinates come from the sform when its
+code is set, else the qform (nibabel's rule), and are converted RAS -> LPS in :mod:`medimg.interop`.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import zlib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medimg.errors import CorruptFileError
+from medimg.image import Image
+from medimg.interop import from_nibabel, to_nibabel
+
+try:  # pragma: no cover - depends on the environment
+    from isal import igzip as _gz
+
+    def _gunzip(data: bytes) -> bytes:
+        return _gz.decompress(data)
+except ImportError:  # pragma: no cover
+
+    def _gunzip(data: bytes) -> bytes:
+        return zlib.decompress(data, 47)
+
+
+def read_nifti(path: str | Path) -> Image:
+    """Read a NIfTI file into an :class:`Image` (LPS geometry, array in (x, y, z[, c]) order)."""
+    import nibabel as nib
+
+    p = Path(path)
+    raw = p.read_bytes()
+    if raw[:2] == b"\x1f\x8b":
+        try:
+            raw = _gunzip(raw)
+        except (EOFError, OSError, zlib.error, gzip.BadGzipFile, ValueError) as e:
+            raise CorruptFileError(
+                f"{str(p)!r}: the gzip stream is truncated or corrupt ({e}). Re-export or re-download the file."
+            ) from e
+    if len(raw) < 348:
+        raise CorruptFileError(f"{str(p)!r} is too short ({len(raw)} bytes) to hold a NIfTI header.")
+    sizeof = int(np.frombuffer(raw[:4], "<i4")[0])
+    if sizeof not in (348, 540):
+        sizeof = int(np.frombuffer(raw[:4], ">i4")[0])
+    klass: Any = nib.Nifti1Image if sizeof == 348 else nib.Nifti2Image if sizeof == 540 else None
+    if klass is None:
+        raise CorruptFileError(f"{str(p)!r} does not start with a NIfTI header (sizeof_hdr={sizeof}).")
+    try:
+        header = klass.header_class.from_fileobj(io.BytesIO(raw))
+        shape = header.get_data_shape()
+        dtype = header.get_data_dtype()
+        offset = int(header.get_data_offset())
+        count = int(np.prod(shape))
+        need = offset + count * dtype.itemsize
+        if len(raw) < need:
+            raise CorruptFileError(
+                f"{str(p)!r} is truncated: the header promises {need} bytes of data, the file holds {len(raw)}."
+            )
+        arr = np.frombuffer(raw, dtype=dtype, count=count, offset=offset).reshape(shape, order="F")
+        if not dtype.isnative:
+            arr = arr.astype(dtype.newbyteorder("="))
+        slope, inter = header.get_slope_inter()
+        if slope is not None and (slope != 1.0 or (inter or 0.0) != 0.0):
+            arr = arr * np.float32(slope) + np.float32(inter or 0.0)
+        nimg = klass(arr, header.get_best_affine(), header)
+        image = from_nibabel(nimg, {"source": str(p), "format": "nifti"})
+    except CorruptFileError:
+        raise
+    except Exception as e:  # nibabel raises many types for broken headers
+        raise CorruptFileError(f"{str(p)!r} is not a valid NIfTI file: {e}") from e
+    if not image.array.flags.writeable:
+        image.array = image.array.copy() if image.array.base is None else np.array(image.array)
+    return image
+
+
+def write_nifti(image: Image, path: Path) -> None:
+    """Write ``image`` as NIfTI-1 (gzip level 1 for .nii.gz). Geometry is stored in float32 (a NIfTI limit)."""
+    to_nibabel(image).to_filename(str(path))
