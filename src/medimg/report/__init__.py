@@ -1,0 +1,5 @@
+"""Reports and quick-look pictures."""
+
+from medimg.report.overlay import overlay_slice
+
+__all__ = ["overlay_slice"]
