@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from medimg.errors import LabelError, UnsupportedFormatError
+from medimg.errors import LabelError, MedimgError, UnsupportedFormatError
 from medimg.image import Image, LabelMap
 from medimg.io._atomic import atomic_path, check_output_path, split_ext
 from medimg.io._sniff import EXTENSIONS, detect_format, format_from_extension
@@ -149,29 +149,40 @@ def write(
                 "(CLI: --reference DICOM_DIR)."
             )
     with atomic_path(p, overwrite) as tmp:
-        if fmt == "nifti":
-            from medimg.io.nifti import write_nifti
-
-            write_nifti(image, tmp)
-        elif fmt == "nrrd":
-            from medimg.io.nrrd import write_nrrd
-
-            write_nrrd(image, tmp)
-        elif fmt == "metaimage":
-            from medimg.io.metaimage import write_with_sitk
-
-            write_with_sitk(image, tmp)
-        elif fmt == "dicom":
-            from medimg.io.dicom_seg import write_dicom_seg
-
-            assert isinstance(image, LabelMap) and reference is not None
-            write_dicom_seg(image, tmp, reference, algorithm=algorithm)
-        elif fmt == "raster":
-            from medimg.io.raster import write_raster
-
-            write_raster(image, tmp)
-        else:
-            from medimg.io.arrays import write_array_file
-
-            write_array_file(image, tmp)
+        try:
+            _write_format(image, tmp, fmt, ext.lower(), reference, algorithm)
+        except MedimgError:
+            raise
+        except (ValueError, TypeError, KeyError, RuntimeError, AttributeError) as e:
+            raise MedimgError(f"Writing {p.name!r} failed: {type(e).__name__}: {e}") from e
     return p
+
+
+def _write_format(
+    image: Image, tmp: Path, fmt: str, ext: str, reference: str | Path | Image | None, algorithm: str | None
+) -> None:
+    if fmt == "nifti":
+        from medimg.io.nifti import write_nifti
+
+        write_nifti(image, tmp)
+    elif fmt == "nrrd":
+        from medimg.io.nrrd import write_nrrd
+
+        write_nrrd(image, tmp)
+    elif fmt == "metaimage":
+        from medimg.io.metaimage import write_with_sitk
+
+        write_with_sitk(image, tmp)
+    elif fmt == "dicom":
+        from medimg.io.dicom_seg import write_dicom_seg
+
+        assert isinstance(image, LabelMap) and reference is not None
+        write_dicom_seg(image, tmp, reference, algorithm=algorithm)
+    elif fmt == "raster":
+        from medimg.io.raster import write_raster
+
+        write_raster(image, tmp)
+    else:
+        from medimg.io.arrays import write_array_file
+
+        write_array_file(image, tmp)

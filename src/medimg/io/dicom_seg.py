@@ -107,6 +107,17 @@ def _read_reference(reference: str | Path | Image) -> tuple[Image, list[Any]]:
         files = [ref]
     image = read_series_files(files, source=str(ref))
     datasets = [pydicom.dcmread(f) for f in files]
+    for d in datasets:  # anonymisers sometimes blank SOPClassUID; the file meta still has it
+        if not str(d.get("SOPClassUID", "")) and "MediaStorageSOPClassUID" in d.file_meta:
+            d.SOPClassUID = d.file_meta.MediaStorageSOPClassUID
+    missing = sorted({k for d in datasets for k in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")
+                      if not str(d.get(k, "")).strip()})
+    if missing:
+        raise DicomSeriesError(
+            f"The reference series in {str(ref)!r} has empty {', '.join(missing)} (removed by anonymisation?). A DICOM "
+            "SEG must reference its source images by these UIDs, so it would be invalid. Use a series whose UIDs were "
+            "replaced rather than removed, or save the labels as NIfTI / seg.nrrd instead."
+        )
     # order the datasets like the image's z axis (ascending along the normal)
     normal = image.direction[:, 2]
     datasets.sort(key=lambda d: float(np.dot(np.asarray(d.ImagePositionPatient, float), normal)))
@@ -134,6 +145,14 @@ def write_dicom_seg(
     import medimg
 
     ref_img, datasets = _read_reference(reference)
+    if not labels.same_geometry(ref_img) and labels.ndim == ref_img.ndim:
+        # A NIfTI label is usually stored in another axis order (e.g. RAS) than its DICOM series (LPS):
+        # reorienting is exact, so try it before declaring the grids different.
+        from medimg.transforms.spatial import reorient
+
+        reoriented = reorient(labels, ref_img.orientation)
+        if reoriented.same_geometry(ref_img):
+            labels = reoriented  # type: ignore[assignment]
     check_same_geometry(labels, ref_img, what="label map and the DICOM reference series")
     present = labels.labels
     if not present:
