@@ -14,15 +14,17 @@ MAX_AUTO_LABELS = 64
 
 
 def looks_like_labels(image: Image) -> bool:
-    """Heuristic: a LabelMap, or a non-negative integer image with few distinct values."""
+    """Heuristic: a LabelMap, or a non-negative integer-valued image (any dtype) with few distinct values."""
     if isinstance(image, LabelMap):
         return True
     a = image.array
-    if image.is_multichannel or not np.issubdtype(a.dtype, np.integer) or a.size == 0 or a.min() < 0:
+    if image.is_multichannel or a.size == 0 or not (np.issubdtype(a.dtype, np.integer) or
+                                                    np.issubdtype(a.dtype, np.floating)):
         return False
-    if a.max() > 10 * MAX_AUTO_LABELS:
+    if not np.all(np.isfinite(a)) or a.min() < 0 or a.max() > 10 * MAX_AUTO_LABELS:
         return False
-    return len(np.unique(a)) <= MAX_AUTO_LABELS
+    values = np.unique(a)
+    return len(values) <= MAX_AUTO_LABELS and bool(np.all(values == np.round(values)))
 
 
 def image_summary(image: Image, labels: bool | None = None) -> dict[str, Any]:

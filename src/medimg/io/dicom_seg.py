@@ -110,6 +110,8 @@ def _read_reference(reference: str | Path | Image) -> tuple[Image, list[Any]]:
     for d in datasets:  # anonymisers sometimes blank SOPClassUID; the file meta still has it
         if not str(d.get("SOPClassUID", "")) and "MediaStorageSOPClassUID" in d.file_meta:
             d.SOPClassUID = d.file_meta.MediaStorageSOPClassUID
+        if "SpecificCharacterSet" in d and not str(d.SpecificCharacterSet).strip():
+            del d.SpecificCharacterSet  # empty means the default repertoire; highdicom rejects ''
     missing = sorted({k for d in datasets for k in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")
                       if not str(d.get(k, "")).strip()})
     if missing:
