@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import DATA, asymmetric_image, asymmetric_labels
 
 import medimg
 from medimg import Image, LabelMap
@@ -24,6 +23,8 @@ from medimg.errors import (
     UnsupportedFormatError,
 )
 from medimg.image import check_same_geometry
+
+from conftest import DATA, asymmetric_image, asymmetric_labels
 
 
 def test_truncated_nii_gz(tmp_path: Path) -> None:
@@ -89,7 +90,7 @@ def test_4d_where_3d_expected(tmp_path: Path) -> None:
 def test_image_label_geometry_mismatch() -> None:
     img = medimg.read(DATA / "breast1_image.nrrd")
     lab = medimg.read_labels(sample("hippocampus")[1])
-    with pytest.raises(GeometryError, match="shape .* spacing"):
+    with pytest.raises(GeometryError, match=r"shape .* spacing"):
         check_same_geometry(img, lab)
 
 

@@ -6,12 +6,13 @@ import json
 from pathlib import Path
 
 import numpy as np
-from conftest import DATA
 from typer.testing import CliRunner
 
 import medimg
 from medimg.cli import app
 from medimg.data import sample
+
+from conftest import DATA
 
 runner = CliRunner()
 

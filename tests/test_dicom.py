@@ -10,12 +10,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from conftest import DATA
 
 import medimg
 from medimg import LabelMap
 from medimg.errors import DicomSeriesError, GeometryError, LabelError
 from medimg.io import scan_folder
+
+from conftest import DATA
 
 
 def sitk_series(folder: Path) -> sitk.Image:
@@ -106,8 +107,9 @@ def test_non_dicom_folder(tmp_path: Path) -> None:
 
 def _labels_on(ct: medimg.Image) -> LabelMap:
     arr = (ct.array > 0).astype(np.uint8) + (ct.array > 200).astype(np.uint8) * 4  # values 1 and 5
-    return LabelMap(arr, ct.spacing, ct.origin, ct.direction, names={1: "soft tissue", 5: "dense"},
-                    colors={1: (200, 40, 40)})
+    return LabelMap(
+        arr, ct.spacing, ct.origin, ct.direction, names={1: "soft tissue", 5: "dense"}, colors={1: (200, 40, 40)}
+    )
 
 
 def _dciodvfy_errors(path: Path) -> list[str]:

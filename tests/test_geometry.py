@@ -6,12 +6,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import asymmetric_image
 
 import medimg
 from medimg import Image
 from medimg.data import sample
 from medimg.transforms import crop_to_foreground, pad_to, reorient, resample_to, resample_to_spacing
+
+from conftest import asymmetric_image
 
 
 def landmark_world(img: Image) -> np.ndarray:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import asymmetric_image
 
 from medimg import Image, LabelMap
 from medimg.errors import DimensionError, GeometryError, LabelError, NonFiniteError
 from medimg.image import check_same_geometry, direction_from_code, lps_to_ras, orientation_code
+
+from conftest import asymmetric_image
 
 
 def test_index_world_round_trip() -> None:

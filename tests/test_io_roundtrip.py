@@ -7,11 +7,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from conftest import DATA, asymmetric_image, asymmetric_labels
 
 import medimg
 from medimg import Image, LabelMap
 from medimg.data import sample
+
+from conftest import DATA, asymmetric_image, asymmetric_labels
 
 
 def _same(a: Image, b: Image, exact: bool = True, tol: float = 2e-6) -> None:

@@ -11,12 +11,13 @@ import numpy as np
 import pydicom
 import pytest
 import SimpleITK as sitk
-from conftest import SHARED, needs_shared
-from test_dicom import assert_agrees_with_sitk, sitk_series
 
 import medimg
 from medimg.errors import DicomSeriesError
 from medimg.info import path_summary
+
+from conftest import SHARED, needs_shared
+from test_dicom import assert_agrees_with_sitk, sitk_series
 
 pytestmark = needs_shared
 

@@ -13,4 +13,4 @@ from medimg.errors import MedimgError
 from medimg.image import Image, LabelMap
 from medimg.io import read, read_labels, write
 
-__all__ = ["Image", "LabelMap", "MedimgError", "read", "read_labels", "write", "__version__"]
+__all__ = ["Image", "LabelMap", "MedimgError", "__version__", "read", "read_labels", "write"]

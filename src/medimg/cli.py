@@ -60,10 +60,15 @@ def _main(
     _STATE["debug"] = debug
 
 
-def _read_kwargs(series: str | None, key: str | None, spacing: str | None, allow_irregular: bool,
-                 allow_nonfinite: bool) -> dict[str, Any]:
-    kw: dict[str, Any] = {"series": series, "key": key, "allow_irregular": allow_irregular,
-                          "allow_nonfinite": allow_nonfinite}
+def _read_kwargs(
+    series: str | None, key: str | None, spacing: str | None, allow_irregular: bool, allow_nonfinite: bool
+) -> dict[str, Any]:
+    kw: dict[str, Any] = {
+        "series": series,
+        "key": key,
+        "allow_irregular": allow_irregular,
+        "allow_nonfinite": allow_nonfinite,
+    }
     sp = _floats(spacing, "--spacing")
     if sp is not None:
         kw["spacing"] = sp
@@ -95,7 +100,9 @@ def _print_summary(s: dict[str, Any]) -> None:
     t.add_row("kind", s["kind"])
     t.add_row("shape", fmt(s["shape"]) + (f"  x {s['channels']} channels" if s["channels"] > 1 else ""))
     t.add_row("dtype", s["dtype"])
-    t.add_row("spacing (mm)", fmt(s["spacing_mm"]) + ("" if s["spacing_known"] else "  [yellow](unknown: 1.0 assumed)[/]"))
+    t.add_row(
+        "spacing (mm)", fmt(s["spacing_mm"]) + ("" if s["spacing_known"] else "  [yellow](unknown: 1.0 assumed)[/]")
+    )
     t.add_row("origin (mm, LPS)", ", ".join(f"{x:.4g}" for x in s["origin_mm"]))
     t.add_row("orientation", s["orientation"])
     t.add_row("extent (mm)", fmt(s["extent_mm"]))
@@ -113,8 +120,14 @@ def _print_summary(s: dict[str, Any]) -> None:
         for c in ("series UID", "modality", "files", "frames", "rows x cols", "description"):
             st.add_column(c)
         for ser in s["series"]:
-            st.add_row(ser["series_uid"], ser["modality"], str(ser["files"]), str(ser["frames"]),
-                       f"{ser['rows']} x {ser['columns']}", ser["description"])
+            st.add_row(
+                ser["series_uid"],
+                ser["modality"],
+                str(ser["files"]),
+                str(ser["frames"]),
+                f"{ser['rows']} x {ser['columns']}",
+                ser["description"],
+            )
         console.print(st)
     if "arrays" in s:
         at = Table(title="arrays", title_justify="left")
@@ -185,13 +198,18 @@ def convert(
         kw = _read_kwargs(series, key, input_spacing, allow_irregular, allow_nonfinite)
         label_names = _parse_names(names)
         is_seg_out = dst.suffix.lower() == ".dcm" or dst.name.lower().endswith(".seg.nrrd")
-        img = medimg.read_labels(src, names=label_names, **kw) if (as_labels or is_seg_out or label_names) else \
-            medimg.read(src, **kw)
+        img = (
+            medimg.read_labels(src, names=label_names, **kw)
+            if (as_labels or is_seg_out or label_names)
+            else medimg.read(src, **kw)
+        )
         if reorient_to:
             img = reorient(img, reorient_to)
         out = medimg.write(img, dst, reference=reference)
-        console.print(f"wrote [bold]{out}[/] ({img.shape}, spacing {tuple(round(s, 4) for s in img.spacing)} mm, "
-                      f"{img.orientation})")
+        console.print(
+            f"wrote [bold]{out}[/] ({img.shape}, spacing {tuple(round(s, 4) for s in img.spacing)} mm, "
+            f"{img.orientation})"
+        )
 
     _run(body)
 
@@ -215,8 +233,10 @@ def resample(
     spacing: Annotated[str | None, typer.Option("--spacing", help="Target spacing in mm, e.g. 1,1,1 or 1.5.")] = None,
     reference: Annotated[Path | None, typer.Option("--reference", help="Resample onto this image's grid.")] = None,
     interpolation: Annotated[
-        str | None, typer.Option("--interpolation", help="nearest | linear | bspline | label (default: linear, "
-                                 "nearest for --labels).")
+        str | None,
+        typer.Option(
+            "--interpolation", help="nearest | linear | bspline | label (default: linear, nearest for --labels)."
+        ),
     ] = None,
     as_labels: Annotated[bool, typer.Option("--labels", help="Input is a label map (nearest interpolation).")] = False,
     fill: Annotated[float, typer.Option("--fill", help="Value outside the input.")] = 0.0,
@@ -239,8 +259,10 @@ def resample(
             assert sp is not None
             out = resample_to_spacing(img, sp[0] if len(sp) == 1 else sp, interpolation, fill)  # type: ignore[arg-type]
         medimg.write(out, dst)
-        console.print(f"wrote [bold]{dst}[/]: {img.shape} @ {tuple(round(s, 4) for s in img.spacing)} mm -> "
-                      f"{out.shape} @ {tuple(round(s, 4) for s in out.spacing)} mm")
+        console.print(
+            f"wrote [bold]{dst}[/]: {img.shape} @ {tuple(round(s, 4) for s in img.spacing)} mm -> "
+            f"{out.shape} @ {tuple(round(s, 4) for s in out.spacing)} mm"
+        )
 
     _run(body)
 

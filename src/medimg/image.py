@@ -104,13 +104,13 @@ class Image:
         ``array.ndim``.
     """
 
-    __slots__ = ("array", "spacing", "origin", "direction", "meta")
+    __slots__ = ("array", "direction", "meta", "origin", "spacing")
 
     def __init__(
         self,
         array: npt.ArrayLike,
-        spacing: Sequence[float] | None = None,
-        origin: Sequence[float] | None = None,
+        spacing: npt.ArrayLike | None = None,
+        origin: npt.ArrayLike | None = None,
         direction: npt.ArrayLike | None = None,
         meta: Mapping[str, Any] | None = None,
         *,
@@ -119,11 +119,11 @@ class Image:
         arr = np.asarray(array)
         meta_d: dict[str, Any] = dict(meta or {})
         if spacing is None:
-            n = ndim if ndim is not None else (len(origin) if origin is not None else arr.ndim)
+            n = ndim if ndim is not None else (np.size(origin) if origin is not None else arr.ndim)
             spacing_t = (1.0,) * n
             meta_d.setdefault("spacing_known", False)
         else:
-            spacing_t = tuple(float(s) for s in spacing)
+            spacing_t = tuple(float(s) for s in np.ravel(spacing))
         n = len(spacing_t)
         if n not in (2, 3):
             raise DimensionError(
@@ -137,7 +137,7 @@ class Image:
             )
         if any(not np.isfinite(s) or s <= 0 for s in spacing_t):
             raise GeometryError(f"Spacing must be positive and finite (mm), got {spacing_t}.")
-        origin_t = (0.0,) * n if origin is None else tuple(float(o) for o in origin)
+        origin_t = (0.0,) * n if origin is None else tuple(float(o) for o in np.ravel(origin))
         if len(origin_t) != n or not all(np.isfinite(origin_t)):
             raise GeometryError(f"Origin must have {n} finite values, got {origin_t}.")
         dirm = np.eye(n) if direction is None else np.array(direction, dtype=np.float64).reshape(n, n)
@@ -292,13 +292,13 @@ class LabelMap(Image):
     Label 0 is background. Values must be non-negative integers.
     """
 
-    __slots__ = ("names", "colors")
+    __slots__ = ("colors", "names")
 
     def __init__(
         self,
         array: npt.ArrayLike,
-        spacing: Sequence[float] | None = None,
-        origin: Sequence[float] | None = None,
+        spacing: npt.ArrayLike | None = None,
+        origin: npt.ArrayLike | None = None,
         direction: npt.ArrayLike | None = None,
         meta: Mapping[str, Any] | None = None,
         *,
@@ -310,8 +310,11 @@ class LabelMap(Image):
         if arr.dtype == bool:
             arr = arr.astype(np.uint8)
         if not np.issubdtype(arr.dtype, np.integer):
-            if np.issubdtype(arr.dtype, np.floating) and arr.size and np.all(np.isfinite(arr)) and np.all(
-                arr == np.round(arr)
+            if (
+                np.issubdtype(arr.dtype, np.floating)
+                and arr.size
+                and np.all(np.isfinite(arr))
+                and np.all(arr == np.round(arr))
             ):
                 arr = arr.astype(_smallest_label_dtype(arr))
             else:
@@ -344,9 +347,15 @@ class LabelMap(Image):
             colors=colors if colors is not None else getattr(image, "colors", None),
         )
 
-    def with_array(self, array: npt.ArrayLike, **meta: Any) -> LabelMap:  # type: ignore[override]
+    def with_array(self, array: npt.ArrayLike, **meta: Any) -> LabelMap:
         return LabelMap(
-            array, self.spacing, self.origin, self.direction, {**self.meta, **meta}, names=self.names, colors=self.colors
+            array,
+            self.spacing,
+            self.origin,
+            self.direction,
+            {**self.meta, **meta},
+            names=self.names,
+            colors=self.colors,
         )
 
     @property
@@ -377,9 +386,7 @@ def _smallest_label_dtype(arr: np.ndarray) -> type[np.integer[Any]]:
     return np.int64
 
 
-def from_affine(
-    array: npt.ArrayLike, affine_lps: npt.ArrayLike, meta: Mapping[str, Any] | None = None
-) -> Image:
+def from_affine(array: npt.ArrayLike, affine_lps: npt.ArrayLike, meta: Mapping[str, Any] | None = None) -> Image:
     """Build an :class:`Image` from an array in (x, y, z) order and a 4x4 voxel-to-LPS affine."""
     a = np.asarray(affine_lps, dtype=np.float64)
     n = a.shape[0] - 1
@@ -405,8 +412,10 @@ def geometry_differences(a: Image, b: Image, atol: float = 1e-4) -> list[str]:
     if not np.allclose(a.origin, b.origin, rtol=0, atol=max(atol, 1e-3 * min(a.spacing))):
         diffs.append(f"origin {_fmt(a.origin)} vs {_fmt(b.origin)} mm")
     if not np.allclose(a.direction, b.direction, rtol=0, atol=atol):
-        diffs.append(f"direction {a.orientation} {np.round(a.direction, 4).tolist()} vs {b.orientation} "
-                     f"{np.round(b.direction, 4).tolist()}")
+        diffs.append(
+            f"direction {a.orientation} {np.round(a.direction, 4).tolist()} vs {b.orientation} "
+            f"{np.round(b.direction, 4).tolist()}"
+        )
     return diffs
 
 

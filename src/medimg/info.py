@@ -18,8 +18,11 @@ def looks_like_labels(image: Image) -> bool:
     if isinstance(image, LabelMap):
         return True
     a = image.array
-    if image.is_multichannel or a.size == 0 or not (np.issubdtype(a.dtype, np.integer) or
-                                                    np.issubdtype(a.dtype, np.floating)):
+    if (
+        image.is_multichannel
+        or a.size == 0
+        or not (np.issubdtype(a.dtype, np.integer) or np.issubdtype(a.dtype, np.floating))
+    ):
         return False
     if not np.all(np.isfinite(a)) or a.min() < 0 or a.max() > 10 * MAX_AUTO_LABELS:
         return False
@@ -51,8 +54,15 @@ def image_summary(image: Image, labels: bool | None = None) -> dict[str, Any]:
         "mean": float(vals.mean()) if vals.size else None,
         "nonfinite_voxels": n_nonfinite,
     }
-    for k in ("format", "modality", "series_uid", "series_description", "overlap_voxels",
-              "irregular_slices_interpolated", "key"):
+    for k in (
+        "format",
+        "modality",
+        "series_uid",
+        "series_description",
+        "overlap_voxels",
+        "irregular_slices_interpolated",
+        "key",
+    ):
         if k in image.meta and image.meta[k] not in ("", None):
             out[k] = image.meta[k]
     if labels or (labels is None and looks_like_labels(image)):

@@ -27,7 +27,7 @@ def to_sitk(image: Image) -> sitk.Image:
     if arr.dtype == bool:
         arr = arr.astype(np.uint8)
     if image.is_multichannel:
-        perm = tuple(range(n - 1, -1, -1)) + (n,)
+        perm = (*tuple(range(n - 1, -1, -1)), n)
         out = sitk.GetImageFromArray(np.ascontiguousarray(arr.transpose(perm)), isVector=True)
     else:
         out = sitk.GetImageFromArray(np.ascontiguousarray(arr.T))
@@ -43,10 +43,7 @@ def from_sitk(simg: sitk.Image, meta: dict[str, Any] | None = None) -> Image:
 
     n = simg.GetDimension()
     arr = sitk.GetArrayFromImage(simg)
-    if simg.GetNumberOfComponentsPerPixel() > 1:
-        arr = arr.transpose(tuple(range(n - 1, -1, -1)) + (n,))
-    else:
-        arr = arr.T
+    arr = arr.transpose((*tuple(range(n - 1, -1, -1)), n)) if simg.GetNumberOfComponentsPerPixel() > 1 else arr.T
     direction = np.array(simg.GetDirection(), dtype=np.float64).reshape(n, n)
     return Image(arr, simg.GetSpacing(), simg.GetOrigin(), direction, meta)
 
@@ -80,7 +77,8 @@ def from_nibabel(nimg: nib.spatialimages.SpatialImage, meta: dict[str, Any] | No
     """
     arr = np.asanyarray(nimg.dataobj)
     affine = ras_to_lps(nimg.affine)
-    hdr_dims = int(nimg.header["dim"][0]) if "dim" in nimg.header else arr.ndim
+    header: Any = nimg.header
+    hdr_dims = int(header["dim"][0]) if "dim" in header else arr.ndim
     if arr.ndim == 5 and arr.shape[3] == 1:
         arr = arr[:, :, :, 0, :]
     if hdr_dims == 2 or arr.ndim == 2:
@@ -92,6 +90,7 @@ def from_nibabel(nimg: nib.spatialimages.SpatialImage, meta: dict[str, Any] | No
     if arr.ndim > 4:
         from medimg.errors import DimensionError
 
-        raise DimensionError(f"NIfTI image of shape {arr.shape} has more than 4 dimensions; medimg reads up to 3D + "
-                             "channels.")
+        raise DimensionError(
+            f"NIfTI image of shape {arr.shape} has more than 4 dimensions; medimg reads up to 3D + channels."
+        )
     return from_affine(arr, affine, meta)

@@ -22,20 +22,35 @@ from medimg.io.arrays import list_arrays
 from medimg.io.dicom import DicomSeries, scan_folder
 
 __all__ = [
-    "read",
-    "read_labels",
-    "write",
-    "scan_folder",
-    "list_arrays",
+    "EXTENSIONS",
+    "WRITABLE",
     "DicomSeries",
     "detect_format",
-    "WRITABLE",
-    "EXTENSIONS",
+    "list_arrays",
+    "read",
+    "read_labels",
+    "scan_folder",
+    "write",
 ]
 
 #: Extensions :func:`write` accepts.
-WRITABLE = (".nii", ".nii.gz", ".nrrd", ".seg.nrrd", ".mha", ".dcm", ".png", ".jpg", ".jpeg", ".tif",
-            ".tiff", ".bmp", ".h5", ".hdf5", ".npz")
+WRITABLE = (
+    ".nii",
+    ".nii.gz",
+    ".nrrd",
+    ".seg.nrrd",
+    ".mha",
+    ".dcm",
+    ".png",
+    ".jpg",
+    ".jpeg",
+    ".tif",
+    ".tiff",
+    ".bmp",
+    ".h5",
+    ".hdf5",
+    ".npz",
+)
 
 
 def read(

@@ -21,7 +21,7 @@ def split_ext(path: str | Path) -> tuple[str, str]:
     lower = name.lower()
     for double in (".nii.gz", ".seg.nrrd", ".tar.gz"):
         if lower.endswith(double):
-            return name[: -len(double)], name[-len(double):]
+            return name[: -len(double)], name[-len(double) :]
     stem, dot, ext = name.rpartition(".")
     if not dot or not stem:
         return name, ""

@@ -58,9 +58,15 @@ def sniff(path: str | Path) -> str:
         return "nifti"  # gzip: in medical imaging almost always .nii.gz; the NIfTI reader checks
     if head[:4] == b"NRRD":
         return "nrrd"
-    if head[:8] == b"\x89PNG\r\n\x1a\n" or head[:3] == b"\xff\xd8\xff" or head[:2] == b"BM" or head[:4] in (
-        b"II*\x00",
-        b"MM\x00*",
+    if (
+        head[:8] == b"\x89PNG\r\n\x1a\n"
+        or head[:3] == b"\xff\xd8\xff"
+        or head[:2] == b"BM"
+        or head[:4]
+        in (
+            b"II*\x00",
+            b"MM\x00*",
+        )
     ):
         return "raster"
     if head[:8] == b"\x89HDF\r\n\x1a\n":

@@ -43,8 +43,11 @@ def list_arrays(path: str | Path) -> dict[str, tuple[tuple[int, ...], str]]:
 
         out: dict[str, tuple[tuple[int, ...], str]] = {}
         with h5py.File(p, "r") as f:
-            f.visititems(lambda name, obj: out.__setitem__(name, (tuple(obj.shape), str(obj.dtype)))
-                         if isinstance(obj, h5py.Dataset) else None)
+            f.visititems(
+                lambda name, obj: (
+                    out.__setitem__(name, (tuple(obj.shape), str(obj.dtype))) if isinstance(obj, h5py.Dataset) else None
+                )
+            )
         return out
     except Exception as e:
         raise CorruptFileError(f"{str(p)!r} is not a readable {ext} file: {e}") from e
@@ -100,7 +103,7 @@ def read_array_file(
         arr = np.moveaxis(arr, 0, -1) if arr.ndim == 4 else arr
         arr = arr.transpose(tuple(range(n - 1, -1, -1)) + ((n,) if arr.ndim > n else ()))
     meta: dict[str, Any] = {"source": str(p), "format": ext.lstrip("."), "key": k}
-    sp = spacing if spacing is not None else (attrs["spacing"] if "spacing" in attrs else None)
+    sp = spacing if spacing is not None else (attrs.get("spacing"))
     if sp is not None and len(sp) != n:
         raise DimensionError(f"spacing has {len(sp)} values but the array {k!r} has {n} spatial dimensions.")
     origin = attrs.get("origin")
@@ -128,7 +131,8 @@ def write_array_file(image: Image, path: Path, key: str = "image") -> None:
     if isinstance(image, LabelMap) and image.names:
         extra["names"] = json.dumps({str(k): v for k, v in image.names.items()})
     if ext == ".npz":
-        np.savez_compressed(path, **{key: image.array}, **{f"{key}_{a}": np.asarray(v) for a, v in extra.items()})
+        arrays: dict[str, Any] = {key: image.array, **{f"{key}_{a}": np.asarray(v) for a, v in extra.items()}}
+        np.savez_compressed(path, **arrays)
     elif ext == ".npy":
         np.save(path, image.array)
     else:

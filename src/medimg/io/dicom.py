@@ -156,9 +156,7 @@ def choose_series(found: Sequence[DicomSeries], series: str | None, folder: Path
             return images[0]
         if not images and len(found) == 1:
             return found[0]
-        listing = "\n".join(
-            f"  {s.uid}  {s.modality:4s} {s.frames:5d} frames  {s.description!r}" for s in found
-        )
+        listing = "\n".join(f"  {s.uid}  {s.modality:4s} {s.frames:5d} frames  {s.description!r}" for s in found)
         raise DicomSeriesError(
             f"{str(folder)!r} holds {len(found)} DICOM series; say which one to read with series=UID (CLI: "
             f"--series UID, a unique suffix is enough) or series='largest':\n{listing}"
@@ -204,14 +202,16 @@ def _rescale(pixels: list[np.ndarray], datasets: list[Any]) -> np.ndarray:
         lo = float(stack.min()) * slopes.max() + inters.min() if stack.size else 0.0
         hi = float(stack.max()) * slopes.max() + inters.max() if stack.size else 0.0
         lo = min(lo, float(stack.min()) * slopes.min() + inters.min())
-        dt: type[np.integer[Any]] = np.int16 if -32768 <= lo and hi <= 32767 else np.int32
+        dt: type[np.integer[Any]] = np.int16 if lo >= -32768 and hi <= 32767 else np.int32
         out = stack.astype(dt)
         shape = (1,) * (stack.ndim - 1) + (-1,)
         out *= slopes.astype(dt).reshape(shape)
         out += inters.astype(dt).reshape(shape)
         return out
     shape = (1,) * (stack.ndim - 1) + (-1,)
-    return stack.astype(np.float32) * slopes.astype(np.float32).reshape(shape) + inters.astype(np.float32).reshape(shape)
+    return stack.astype(np.float32) * slopes.astype(np.float32).reshape(shape) + inters.astype(np.float32).reshape(
+        shape
+    )
 
 
 def read_series_files(files: Sequence[Path], allow_irregular: bool = False, source: str = "") -> Image:
@@ -237,8 +237,12 @@ def read_series_files(files: Sequence[Path], allow_irregular: bool = False, sour
             f"Series {source!r} has {len(files)} images without ImagePositionPatient/ImageOrientationPatient, so "
             "they cannot be stacked into a volume with known geometry. Read the files one by one."
         )
-    iops = np.array([_floats(h.ImageOrientationPatient, 6, "ImageOrientationPatient", Path(f))
-                     for h, f in zip(hdrs, files, strict=True)])
+    iops = np.array(
+        [
+            _floats(h.ImageOrientationPatient, 6, "ImageOrientationPatient", Path(f))
+            for h, f in zip(hdrs, files, strict=True)
+        ]
+    )
     if np.max(np.abs(iops - iops[0])) > 1e-3:
         raise DicomSeriesError(
             f"Series {source!r} mixes slice orientations (e.g. a localizer with axial slices); it is not one volume."
@@ -247,16 +251,21 @@ def read_series_files(files: Sequence[Path], allow_irregular: bool = False, sour
     row_cos = row_cos / np.linalg.norm(row_cos)
     col_cos = col_cos / np.linalg.norm(col_cos)
     normal = np.cross(row_cos, col_cos)
-    positions = np.array([_floats(h.ImagePositionPatient, 3, "ImagePositionPatient", Path(f))
-                          for h, f in zip(hdrs, files, strict=True)])
+    positions = np.array(
+        [_floats(h.ImagePositionPatient, 3, "ImagePositionPatient", Path(f)) for h, f in zip(hdrs, files, strict=True)]
+    )
     proj = positions @ normal
     order = np.argsort(proj, kind="stable")
     proj_sorted = proj[order]
     files_sorted = [Path(files[i]) for i in order]
-    meta: dict[str, Any] = {"source": source, "format": "dicom", "modality": str(first.get("Modality", "")),
-                            "series_uid": str(first.get("SeriesInstanceUID", "")),
-                            "study_uid": str(first.get("StudyInstanceUID", "")),
-                            "series_description": str(first.get("SeriesDescription", ""))}
+    meta: dict[str, Any] = {
+        "source": source,
+        "format": "dicom",
+        "modality": str(first.get("Modality", "")),
+        "series_uid": str(first.get("SeriesInstanceUID", "")),
+        "study_uid": str(first.get("StudyInstanceUID", "")),
+        "series_description": str(first.get("SeriesDescription", "")),
+    }
     ps = first.get("PixelSpacing") or first.get("ImagerPixelSpacing")
     if ps:
         sy, sx = (float(v) for v in ps)  # DICOM: row spacing (y) then column spacing (x)
@@ -331,8 +340,12 @@ def _read_single_2d(path: Path) -> Image:
     stack = _rescale([px], [ds])[..., 0]
     arr = np.swapaxes(stack, 0, 1)
     ps = ds.get("PixelSpacing") or ds.get("ImagerPixelSpacing")
-    meta: dict[str, Any] = {"source": str(path), "format": "dicom", "modality": str(ds.get("Modality", "")),
-                            "photometric": str(ds.get("PhotometricInterpretation", ""))}
+    meta: dict[str, Any] = {
+        "source": str(path),
+        "format": "dicom",
+        "modality": str(ds.get("Modality", "")),
+        "photometric": str(ds.get("PhotometricInterpretation", "")),
+    }
     if ps:
         sy, sx = (float(v) for v in ps)
         return Image(arr, (sx, sy), None, None, meta)

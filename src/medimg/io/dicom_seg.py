@@ -44,7 +44,7 @@ def read_dicom_seg(path: str | Path) -> LabelMap:
     for d in seg.SegmentSequence:
         n = int(d.SegmentNumber)
         tid = str(d.get("TrackingID", ""))
-        values[n] = int(tid[len(TRACKING_PREFIX):]) if tid.startswith(TRACKING_PREFIX) else n
+        values[n] = int(tid[len(TRACKING_PREFIX) :]) if tid.startswith(TRACKING_PREFIX) else n
         names[values[n]] = str(d.get("SegmentLabel", f"segment_{n}"))
         if "RecommendedDisplayCIELabValue" in d:
             rgb = hd.color.CIELabColor.from_dicom_value(d.RecommendedDisplayCIELabValue).to_rgb()
@@ -58,7 +58,7 @@ def read_dicom_seg(path: str | Path) -> LabelMap:
 
         img = volume_to_image(vol, meta)
         masks = img.array  # (x, y, z, segments)
-        geometry = (img.spacing, img.origin, img.direction)
+        geometry: tuple[Any, Any, Any] = (img.spacing, img.origin, img.direction)
     except Exception:
         # No patient geometry (e.g. a SEG on a projection radiograph): one 2D frame per segment.
         px = np.asarray(seg.pixel_array)
@@ -85,8 +85,16 @@ def read_dicom_seg(path: str | Path) -> LabelMap:
             stacklevel=2,
         )
     spacing, origin, direction = geometry
-    return LabelMap(labels, spacing, origin, direction, meta, names=names, colors=colors,
-                    ndim=labels.ndim if spacing is None else None)
+    return LabelMap(
+        labels,
+        spacing,
+        origin,
+        direction,
+        meta,
+        names=names,
+        colors=colors,
+        ndim=labels.ndim if spacing is None else None,
+    )
 
 
 def _read_reference(reference: str | Path | Image) -> tuple[Image, list[Any]]:
@@ -112,8 +120,14 @@ def _read_reference(reference: str | Path | Image) -> tuple[Image, list[Any]]:
             d.SOPClassUID = d.file_meta.MediaStorageSOPClassUID
         if "SpecificCharacterSet" in d and not str(d.SpecificCharacterSet).strip():
             del d.SpecificCharacterSet  # empty means the default repertoire; highdicom rejects ''
-    missing = sorted({k for d in datasets for k in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")
-                      if not str(d.get(k, "")).strip()})
+    missing = sorted(
+        {
+            k
+            for d in datasets
+            for k in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")
+            if not str(d.get(k, "")).strip()
+        }
+    )
     if missing:
         raise DicomSeriesError(
             f"The reference series in {str(ref)!r} has empty {', '.join(missing)} (removed by anonymisation?). A DICOM "

@@ -32,7 +32,7 @@ def _segments(header: dict[str, Any]) -> list[dict[str, str]]:
     segs: list[dict[str, str]] = []
     i = 0
     while f"Segment{i}_ID" in header or f"Segment{i}_Name" in header:
-        segs.append({k[len(f"Segment{i}_"):]: str(v) for k, v in header.items() if k.startswith(f"Segment{i}_")})
+        segs.append({k[len(f"Segment{i}_") :]: str(v) for k, v in header.items() if k.startswith(f"Segment{i}_")})
         i += 1
     return segs
 
@@ -63,8 +63,14 @@ def read_nrrd(path: str | Path) -> Image:
         image = Image(data, spacing, origin, m / spacing[None, :], meta)
     else:
         spacings = header.get("spacings")
-        image = Image(data, spacings if spacings is not None and np.all(np.isfinite(spacings)) else None, None, None,
-                      meta, ndim=min(data.ndim, 3))
+        image = Image(
+            data,
+            spacings if spacings is not None and np.all(np.isfinite(spacings)) else None,
+            None,
+            None,
+            meta,
+            ndim=min(data.ndim, 3),
+        )
     segs = _segments(header)
     if not segs:
         return image
@@ -90,8 +96,11 @@ def read_nrrd(path: str | Path) -> Image:
     if layered:
         arr = flat
         if meta.get("overlap_voxels"):
-            warnings.warn(f"{p.name}: {meta['overlap_voxels']} voxels are in more than one segment; later segments "
-                          "win in the label map.", stacklevel=2)
+            warnings.warn(
+                f"{p.name}: {meta['overlap_voxels']} voxels are in more than one segment; later segments "
+                "win in the label map.",
+                stacklevel=2,
+            )
     meta["format"] = "seg.nrrd"
     return LabelMap(arr, image.spacing, image.origin, image.direction, meta, names=names, colors=colors)
 

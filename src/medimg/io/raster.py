@@ -62,11 +62,12 @@ def read_raster(path: str | Path) -> Image:
             if isinstance(text, bytes):
                 text = text.decode("utf-8", "replace")
             mode = im.mode
-            if mode == "CMYK" or mode == "YCbCr":
-                im = im.convert("RGB")
+            pic: Any = im
+            if mode in ("CMYK", "YCbCr"):
+                pic = im.convert("RGB")
             elif mode == "LA":
-                im = im.convert("L")
-            arr = np.asarray(im)
+                pic = im.convert("L")
+            arr = np.asarray(pic)
     except (OSError, SyntaxError, ValueError) as e:
         raise CorruptFileError(f"{str(p)!r} is not a readable picture: {e}") from e
     if arr.dtype == bool:
@@ -113,8 +114,13 @@ def write_raster(image: Image, path: Path, quality: int = 95) -> None:
             arr = arr.astype(np.uint8)
         perm = (1, 0) if image.ndim == 2 else (2, 1, 0)
         perm_full = perm + ((image.ndim,) if image.is_multichannel else ())
-        tifffile.imwrite(path, np.ascontiguousarray(arr.transpose(perm_full)), description=_geometry_json(image),
-                         metadata=None, compression="zlib")
+        tifffile.imwrite(
+            path,
+            np.ascontiguousarray(arr.transpose(perm_full)),
+            description=_geometry_json(image),
+            metadata=None,
+            compression="zlib",
+        )
         return
     if image.ndim != 2:
         raise DimensionError(

@@ -75,7 +75,7 @@ def resample(
     if np.issubdtype(dtype, np.integer) and arr.dtype != dtype:
         info = np.iinfo(dtype)
         arr = np.clip(np.round(arr), info.min, info.max).astype(dtype)
-    elif arr.dtype != dtype and dtype != bool:
+    elif arr.dtype != dtype and dtype != np.bool_:
         arr = arr.astype(dtype)
     result = Image(np.ascontiguousarray(arr), out.spacing, out.origin, out.direction, out.meta)
     return LabelMap.from_image(result, image.names, image.colors) if isinstance(image, LabelMap) else result
@@ -90,18 +90,30 @@ def resample_to_spacing(
     if len(sp) != image.ndim or any(s <= 0 for s in sp):
         raise GeometryError(f"Target spacing must be {image.ndim} positive values (mm), got {sp}.")
     size = [max(1, round(n * s0 / s1)) for n, s0, s1 in zip(image.shape, image.spacing, sp, strict=True)]
-    return resample(image, size=size, spacing=sp, origin=image.origin, direction=image.direction,
-                    interpolation=interpolation, fill=fill)
+    return resample(
+        image,
+        size=size,
+        spacing=sp,
+        origin=image.origin,
+        direction=image.direction,
+        interpolation=interpolation,
+        fill=fill,
+    )
 
 
-def resample_to(
-    image: Image, reference: Image, interpolation: Interpolation | None = None, fill: float = 0.0
-) -> Image:
+def resample_to(image: Image, reference: Image, interpolation: Interpolation | None = None, fill: float = 0.0) -> Image:
     """Resample ``image`` onto the voxel grid of ``reference`` (shape, spacing, origin, direction)."""
     if image.ndim != reference.ndim:
         raise DimensionError(f"Cannot resample a {image.ndim}D image onto a {reference.ndim}D reference.")
-    return resample(image, size=reference.shape, spacing=reference.spacing, origin=reference.origin,
-                    direction=reference.direction, interpolation=interpolation, fill=fill)
+    return resample(
+        image,
+        size=reference.shape,
+        spacing=reference.spacing,
+        origin=reference.origin,
+        direction=reference.direction,
+        interpolation=interpolation,
+        fill=fill,
+    )
 
 
 def reorient(image: Image, code: str = "RAS") -> Image:
@@ -194,7 +206,9 @@ def pad(image: Image, before: Sequence[int], after: Sequence[int], value: float 
     n = image.ndim
     if len(before) != n or len(after) != n or min(*before, *after) < 0:
         raise GeometryError(f"pad needs {n} non-negative counts before and after, got {before}, {after}.")
-    widths = [(int(b), int(a)) for b, a in zip(before, after, strict=True)] + ([(0, 0)] if image.is_multichannel else [])
+    widths = [(int(b), int(a)) for b, a in zip(before, after, strict=True)] + (
+        [(0, 0)] if image.is_multichannel else []
+    )
     arr = np.pad(image.array, widths, constant_values=value)
     origin = image.index_to_world(-np.asarray(before, dtype=float))
     out = Image(arr, image.spacing, origin, image.direction, dict(image.meta))
