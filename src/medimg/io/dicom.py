@@ -292,7 +292,7 @@ def read_series_files(
     bad = [str(f) for f, h in zip(files, headers, strict=True) if h is None]
     if bad:
         raise CorruptFileError(f"Not readable as DICOM: {', '.join(bad[:5])}{' ...' if len(bad) > 5 else ''}.")
-    hdrs: list[Any] = headers
+    hdrs: list[Any] = list(headers)
     first = hdrs[0]
     for attr in ("Rows", "Columns"):
         values = {int(h.get(attr, 0) or 0) for h in hdrs}
