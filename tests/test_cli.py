@@ -80,5 +80,7 @@ def test_demo(tmp_path: Path) -> None:
     assert r.exit_code == 0, r.output
     files = {p.name for p in (tmp_path / "demo").iterdir()}
     assert {"hippocampus_labels.seg.nrrd", "ct_overlay.png", "ct_image_1.5mm.nii.gz"} <= files
+    assert {"hippocampus_segmentation.nii.gz", "hippocampus_segmentation_overlay.png"} <= files
+    assert "Dice vs the manual label" in r.output
     overlay = medimg.read(tmp_path / "demo" / "hippocampus_overlay.png")
     assert overlay.n_channels == 3 and overlay.shape == (35, 51)

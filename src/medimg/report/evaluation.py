@@ -260,3 +260,48 @@ prediction only; the slice with the most disagreement, radiological display.</p>
 </body></html>"""
     with atomic_path(path) as tmp:
         tmp.write_text(doc, encoding="utf-8")
+
+
+def line_plot_svg(
+    xs: Sequence[float],
+    series: dict[str, Sequence[float]],
+    title: str,
+    xlabel: str,
+    width: int = 640,
+    height: int = 300,
+) -> str:
+    """Several lines over a shared x axis as SVG (each series scaled to the common y range)."""
+    vals = [v for s in series.values() for v in s if math.isfinite(v)]
+    if not xs or not vals:
+        return f"<svg xmlns='http://www.w3.org/2000/svg'><text y='20'>{html.escape(title)}: no data</text></svg>"
+    x0, x1 = min(xs), max(xs)
+    x1 = x1 if x1 > x0 else x0 + 1
+    y0, y1 = min(0.0, min(vals)), max(1.0, max(vals))
+    left, bottom, top, right = 45, height - 40, 25, width - 150
+    colors = ["#d62728", "#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e"]
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-size="10">',
+        f'<text x="{(left + right) / 2}" y="14" text-anchor="middle" font-size="13">{html.escape(title)}</text>',
+        f'<rect x="{left}" y="{top}" width="{right - left}" height="{bottom - top}" fill="none" stroke="#444"/>',
+        f'<text x="{(left + right) / 2}" y="{height - 8}" text-anchor="middle">{html.escape(xlabel)}</text>',
+        f'<text x="{left - 4}" y="{bottom}" text-anchor="end">{y0:.2g}</text>',
+        f'<text x="{left - 4}" y="{top + 8}" text-anchor="end">{y1:.2g}</text>',
+        f'<text x="{left}" y="{bottom + 12}">{x0:.3g}</text>',
+        f'<text x="{right}" y="{bottom + 12}" text-anchor="end">{x1:.3g}</text>',
+    ]
+    for k, (name, ys) in enumerate(series.items()):
+        pts = [
+            (left + (x - x0) / (x1 - x0) * (right - left), bottom - (y - y0) / (y1 - y0) * (bottom - top))
+            for x, y in zip(xs, ys, strict=True)
+            if math.isfinite(y)
+        ]
+        c = colors[k % len(colors)]
+        if pts:
+            parts.append(
+                f'<polyline fill="none" stroke="{c}" stroke-width="1.5" points="'
+                + " ".join(f"{px:.1f},{py:.1f}" for px, py in pts)
+                + '"/>'
+            )
+        parts.append(f'<text x="{right + 8}" y="{top + 14 * (k + 1)}" fill="{c}">{html.escape(name)}</text>')
+    parts.append("</svg>")
+    return "".join(parts)

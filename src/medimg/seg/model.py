@@ -1,0 +1,175 @@
+"""Model folders and the model registry, plus the end-to-end ``train_model`` used by ``medimg train``.
+
+A model folder holds: ``plan.json`` (editable), ``fingerprint.json``, ``model.pt`` (weights), ``model.json``
+(name, labels, channels, medimg version, training settings, validation metrics), ``split.json``,
+``training_log.csv`` + ``training_curve.svg``, ``validation.json`` and ``model_card.md``. Bundled models live in
+``medimg/seg/models/<name>/`` (weights stored as float16 to stay small).
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medimg.errors import MedimgError
+from medimg.seg.dataset import SegDataset
+from medimg.seg.plan import fingerprint, make_plan, save_json
+
+BUNDLED_DIR = Path(__file__).parent / "models"
+
+
+def list_models(extra_dirs: Sequence[Path] = ()) -> list[dict[str, Any]]:
+    """Bundled models (and model folders inside ``extra_dirs``) with their model.json summaries."""
+    out = []
+    for base in [BUNDLED_DIR, *extra_dirs]:
+        if not base.is_dir():
+            continue
+        for d in sorted(base.iterdir()):
+            if (d / "model.json").exists() and (d / "model.pt").exists():
+                info = json.loads((d / "model.json").read_text())
+                info["path"] = str(d)
+                out.append(info)
+    return out
+
+
+def resolve_model(name_or_path: str | Path) -> Path:
+    """A model folder path, or the name of a bundled model."""
+    p = Path(name_or_path)
+    if (p / "plan.json").exists():
+        return p
+    if (BUNDLED_DIR / str(name_or_path) / "plan.json").exists():
+        return BUNDLED_DIR / str(name_or_path)
+    names = [m["name"] for m in list_models()]
+    raise MedimgError(
+        f"No model {str(name_or_path)!r}: give a model folder or a bundled model name "
+        f"({', '.join(names) or 'none bundled'})."
+    )
+
+
+def validate(
+    model_dir: Path, ds: SegDataset, val_ids: Sequence[str], progress: Callable[[Sequence[Any], str], Any] | None = None
+) -> dict[str, Any]:
+    """Predict the validation cases, compute Dice per class (with and without largest-component post-processing),
+    enable post-processing for the classes where it helps, and write validation.json."""
+    import medimg
+    from medimg.metrics import segmentation_metrics
+    from medimg.seg.predict import Predictor, largest_component
+
+    pred = Predictor(model_dir)
+    plan = pred.plan
+    pred.plan = {**plan, "postprocessing": {"largest_component": []}}
+    classes = sorted(pred.names)
+    raw: dict[int, list[float]] = {c: [] for c in classes}
+    lcc: dict[int, list[float]] = {c: [] for c in classes}
+    per_case = {}
+    t0 = time.perf_counter()
+    for cid in progress(list(val_ids), "validating") if progress else val_ids:
+        case = ds.case(cid)
+        images = [medimg.read(p) for p in case.images]
+        ref = medimg.read_labels(case.label)  # type: ignore[arg-type]
+        out = pred(images)
+        m = segmentation_metrics(out, ref, labels=classes, metrics=("dice", "hd95"))
+        post = out.with_array(largest_component(out.array, classes))
+        m_lcc = segmentation_metrics(post, ref, labels=classes, metrics=("dice",))
+        per_case[cid] = {str(c): {"dice": m[c]["dice"], "hd95": m[c]["hd95"]} for c in classes}
+        for c in classes:
+            raw[c].append(m[c]["dice"])
+            lcc[c].append(m_lcc[c]["dice"])
+    seconds = (time.perf_counter() - t0) / max(1, len(val_ids))
+    chosen = [c for c in classes if np.nanmean(lcc[c]) > np.nanmean(raw[c]) + 1e-3]
+    plan["postprocessing"] = {"largest_component": chosen}
+    save_json(plan, model_dir / "plan.json")
+    final = {c: (lcc[c] if c in chosen else raw[c]) for c in classes}
+    result = {
+        "n_cases": len(val_ids),
+        "dice": {str(c): float(np.nanmean(final[c])) for c in classes},
+        "mean_dice": float(np.nanmean([np.nanmean(final[c]) for c in classes])),
+        "dice_without_postprocessing": {str(c): float(np.nanmean(raw[c])) for c in classes},
+        "largest_component_classes": chosen,
+        "seconds_per_case": seconds,
+        "per_case": per_case,
+    }
+    save_json(result, model_dir / "validation.json")
+    return result
+
+
+def train_model(
+    dataset: SegDataset,
+    out_dir: Path,
+    *,
+    time_budget_s: float,
+    split: dict[str, list[str]],
+    plan: dict[str, Any] | None = None,
+    max_iterations: int | None = None,
+    name: str | None = None,
+    progress: Callable[[Sequence[Any], str], Any] | None = None,
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
+    resume: bool = True,
+) -> dict[str, Any]:
+    """Fingerprint, plan (unless given), train, validate and write the complete model folder. Returns model.json."""
+    import medimg
+    from medimg.seg.train import Trainer, write_training_log
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if plan is None:
+        if (out_dir / "plan.json").exists() and resume:
+            plan = json.loads((out_dir / "plan.json").read_text())
+        else:
+            fp = fingerprint(dataset, progress)
+            save_json(fp, out_dir / "fingerprint.json")
+            plan = make_plan(fp)
+    save_json(plan, out_dir / "plan.json")
+    save_json(split, out_dir / "split.json")
+    t0 = time.perf_counter()
+    trainer = Trainer(dataset, plan, out_dir, split, time_budget_s, max_iterations, progress, on_epoch)
+    res = trainer.run(resume=resume)
+    write_training_log(res["log"], out_dir)
+    val = validate(out_dir, dataset, split["val"], progress)
+    info = {
+        "name": name or out_dir.name,
+        "task": "segmentation",
+        "labels": plan["labels"],
+        "channels": plan["channels"],
+        "dims": plan["dims"],
+        "medimg_version": medimg.__version__,
+        "dataset": dataset.name,
+        "n_train": len(split["train"]),
+        "n_val": len(split["val"]),
+        "time_budget_s": time_budget_s,
+        "training_seconds": round(res["elapsed_s"], 1),
+        "iterations": res["iterations"],
+        "precision": res["precision"],
+        "seed": plan["training"]["seed"],
+        "machine": f"{platform.machine()}, {__import__('os').cpu_count()} cores",
+        "validation_mean_dice": val["mean_dice"],
+        "validation_dice": val["dice"],
+        "total_seconds": round(time.perf_counter() - t0, 1),
+    }
+    save_json(info, out_dir / "model.json")
+    return info
+
+
+def package_model(model_dir: Path, dest: Path, card: str) -> Path:
+    """Copy a trained model's essentials into ``dest`` (weights as float16, no checkpoint or cache) with a model
+    card; used to bundle models with the package."""
+    import shutil
+
+    import torch
+
+    dest.mkdir(parents=True, exist_ok=True)
+    for f in ("plan.json", "model.json", "fingerprint.json", "split.json", "training_log.csv", "training_curve.svg"):
+        if (model_dir / f).exists():
+            shutil.copy(model_dir / f, dest / f)
+    val = json.loads((model_dir / "validation.json").read_text())
+    val.pop("per_case", None)
+    save_json(val, dest / "validation.json")
+    state = torch.load(model_dir / "model.pt", map_location="cpu", weights_only=True)
+    torch.save({k: v.half() if v.is_floating_point() else v for k, v in state.items()}, dest / "model.pt")
+    (dest / "model_card.md").write_text(card)
+    return dest

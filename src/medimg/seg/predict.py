@@ -1,0 +1,146 @@
+"""Inference with a trained model folder: preprocess as planned, sliding window with Gaussian blending (MONAI),
+optional mirroring TTA, probabilities resampled back onto the input's exact grid, optional largest-component
+post-processing, label names attached."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy import ndimage
+
+from medimg.errors import MedimgError
+from medimg.image import Image, LabelMap
+from medimg.seg.plan import preprocess_image
+
+
+class Predictor:
+    """A loaded segmentation model. ``Predictor(model_dir)(image)`` -> :class:`LabelMap` on the image's grid."""
+
+    def __init__(
+        self, model_dir: str | Path, precision: str | None = None, torchscript: str | Path | None = None
+    ) -> None:
+        import torch
+
+        from medimg.seg.train import build_network
+
+        self.dir = Path(model_dir)
+        for f in ("plan.json", "model.pt"):
+            if not (self.dir / f).exists():
+                raise MedimgError(f"{self.dir} is not a medimg model folder (missing {f}).")
+        self.plan = json.loads((self.dir / "plan.json").read_text())
+        info_path = self.dir / "model.json"
+        self.info: dict[str, Any] = json.loads(info_path.read_text()) if info_path.exists() else {}
+        self.torch = torch
+        if torchscript is not None:
+            self.net = torch.jit.load(str(torchscript), map_location="cpu")
+        else:
+            self.net = build_network(self.plan)
+            state = torch.load(self.dir / "model.pt", map_location="cpu", weights_only=True)
+            self.net.load_state_dict({k: v.float() for k, v in state.items()})
+        self.net.eval()
+        self.precision = precision or self.info.get("precision", "fp32")
+        self.names = {int(k): v for k, v in self.plan["labels"].items() if int(k) != 0}
+
+    @property
+    def n_classes(self) -> int:
+        return max(int(k) for k in self.plan["labels"]) + 1
+
+    def probabilities(self, images: list[Image], tta: bool | None = None) -> tuple[np.ndarray, Image]:
+        """Class probabilities ``(K, *S)`` on the network grid, and that grid (an :class:`Image`)."""
+        from monai.inferers import sliding_window_inference
+
+        t = self.torch
+        arr, grid = preprocess_image(images, self.plan)
+        x = t.from_numpy(arr[None].astype(np.float32))
+        inf = self.plan["inference"]
+        use_tta = inf.get("mirror_tta", False) if tta is None else tta
+        dims = self.plan["dims"]
+        combos = [()] + (
+            [c for r in range(1, dims + 1) for c in itertools.combinations(range(2, dims + 2), r)] if use_tta else []
+        )
+        acc = None
+        with t.no_grad(), t.autocast("cpu", dtype=t.bfloat16, enabled=self.precision == "bf16"):
+            for axes in combos:
+                xi = x.flip(axes) if axes else x
+                out = sliding_window_inference(
+                    xi,
+                    self.plan["patch_size"],
+                    sw_batch_size=2,
+                    predictor=self.net,
+                    overlap=inf.get("overlap", 0.5),
+                    mode="gaussian",
+                )
+                probs = t.softmax(t.as_tensor(out).float(), 1)
+                probs = probs.flip(axes) if axes else probs
+                acc = probs if acc is None else acc + probs
+        assert acc is not None
+        return (acc / len(combos))[0].numpy(), grid
+
+    def __call__(self, image: Image | list[Image], tta: bool | None = None) -> LabelMap:
+        """Segment one case (an image, or one image per channel); output on the first image's exact grid."""
+        return self.predict_with_probabilities(image, tta)[0]
+
+    def predict_with_probabilities(self, image: Image | list[Image], tta: bool | None = None) -> tuple[LabelMap, Image]:
+        """The label map and the class probabilities (channels = classes), both on the first image's exact grid."""
+        from medimg.transforms.spatial import resample_to
+
+        images = image if isinstance(image, list) else [image]
+        original = images[0]
+        probs, grid = self.probabilities(images, tta)
+        if self.plan["resample"]:
+            chans = [
+                resample_to(Image(p, grid.spacing, grid.origin, grid.direction), original, "linear").array
+                for p in probs
+            ]
+            probs = np.stack(chans)
+        labels = np.argmax(probs, axis=0).astype(np.uint8 if self.n_classes < 256 else np.uint16)
+        labels = largest_component(labels, self.plan.get("postprocessing", {}).get("largest_component", []))
+        out = LabelMap(
+            labels,
+            original.spacing,
+            original.origin,
+            original.direction,
+            {"model": self.info.get("name", self.dir.name)},
+            names=self.names,
+        )
+        prob_img = Image(
+            np.moveaxis(probs, 0, -1).astype(np.float32), original.spacing, original.origin, original.direction
+        )
+        return out, prob_img
+
+
+def largest_component(labels: np.ndarray, classes: list[int]) -> np.ndarray:
+    """Keep only the largest connected component of each class in ``classes`` (others become background)."""
+    if not classes:
+        return labels
+    out = labels.copy()
+    for c in classes:
+        m = labels == c
+        if not m.any():
+            continue
+        comp, n = ndimage.label(m)
+        if n > 1:
+            sizes = np.bincount(comp.ravel())
+            sizes[0] = 0
+            out[m & (comp != int(np.argmax(sizes)))] = 0
+    return out
+
+
+def export_torchscript(model_dir: str | Path, out: str | Path) -> Path:
+    """Trace the model's network (eval mode, one patch) to TorchScript; ``Predictor(model_dir, torchscript=out)``
+    then predicts with it. Written atomically."""
+    import torch
+
+    from medimg.io._atomic import atomic_path
+
+    pred = Predictor(model_dir, precision="fp32")
+    example = torch.zeros(1, len(pred.plan["channels"]), *pred.plan["patch_size"])
+    with torch.no_grad():
+        traced = torch.jit.trace(pred.net, example, check_trace=False)
+    with atomic_path(out) as tmp:
+        traced.save(str(tmp))
+    return Path(out)
