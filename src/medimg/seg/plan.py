@@ -56,15 +56,15 @@ def fingerprint(ds: SegDataset, progress: Any = None, samples_per_case: int = 10
         raise MedimgError("No labelled case to fingerprint.")
     stats = []
     for per_case in fg_values:
-        v = np.concatenate(per_case) if per_case else np.zeros(1)
+        fgv = np.concatenate(per_case) if per_case else np.zeros(1)
         stats.append(
             {
-                "mean": float(v.mean()),
-                "std": float(v.std()),
-                "p00_5": float(np.percentile(v, 0.5)),
-                "p99_5": float(np.percentile(v, 99.5)),
-                "min": float(v.min()),
-                "max": float(v.max()),
+                "mean": float(fgv.mean()),
+                "std": float(fgv.std()),
+                "p00_5": float(np.percentile(fgv, 0.5)),
+                "p99_5": float(np.percentile(fgv, 99.5)),
+                "min": float(fgv.min()),
+                "max": float(fgv.max()),
             }
         )
     return {
