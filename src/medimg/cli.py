@@ -521,7 +521,7 @@ def _predict_one(pred: Any, src: Path, dst: Path, tta: bool, reference: Path | N
 
     img = medimg.read(src)
     if probabilities:
-        lab, prob = pred(img, tta=tta, return_probabilities=True)
+        lab, prob = pred.predict_with_probabilities(img, tta=tta)
         stem, ext = split_ext(dst)
         medimg.write(prob, dst.with_name(stem + "_probabilities" + (ext if ext != ".seg.nrrd" else ".nrrd")))
     else:
