@@ -225,3 +225,17 @@ def test_hdf5_import_keeps_spacing_unknown(tmp_path: Path) -> None:
     assert all(r["warnings"] == ["spacing unknown (1.0 assumed)"] and r["problems"] == [] for r in rows)
     assert fingerprint(ds)["spacing_known"] is False
     assert np.array_equal(medimg.read_labels(ds.cases[0].label).array, lab)
+
+
+def test_predict_writes_probabilities(tmp_path: Path) -> None:
+    from medimg.data import sample
+
+    out = tmp_path / "seg.nii.gz"
+    r = runner.invoke(app, ["predict", "-m", "hippocampus", "-i", str(sample("hippocampus")[0]), "-o", str(out),
+                            "--probabilities"])
+    assert r.exit_code == 0, r.output
+    prob = medimg.read(tmp_path / "seg_probabilities.nii.gz")
+    seg = medimg.read_labels(out)
+    assert prob.n_channels == 3 and prob.same_geometry(seg, atol=1e-6)
+    assert np.allclose(prob.array.sum(axis=-1), 1.0, atol=1e-4)
+    assert np.array_equal(np.argmax(prob.array, axis=-1), seg.array)
