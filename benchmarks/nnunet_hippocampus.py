@@ -47,6 +47,8 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=HERE.parents[1] / "shared" / "data" / "hippocampus")
     ap.add_argument("--time-budget", default="20m")
     ap.add_argument("--work", type=Path, default=Path("/tmp/nnunet_bench"))
+    ap.add_argument("--predict-only", action="store_true",
+                    help="Reuse a finished training in --work (timings come from nnU-Net's checkpoint log).")
     args = ap.parse_args()
     from medimg.seg import parse_duration
     from medimg.seg.train import load_split
@@ -54,9 +56,10 @@ def main() -> None:
     budget = parse_duration(args.time_budget)
     split = load_split(HERE / "splits" / "hippocampus_80_20.json")
     work = args.work
-    shutil.rmtree(work, ignore_errors=True)
-    for sub in ("raw", "pre", "res"):
-        (work / sub).mkdir(parents=True)
+    if not args.predict_only:
+        shutil.rmtree(work, ignore_errors=True)
+        for sub in ("raw", "pre", "res"):
+            (work / sub).mkdir(parents=True)
     # nnU-Net reads its folders from environment variables at import time: set them before importing it
     os.environ.update(
         nnUNet_raw=str(work / "raw"),
@@ -74,27 +77,29 @@ def main() -> None:
 
     t_all = time.perf_counter()
     raw = work / "raw" / "Dataset004_Hippocampus"
-    (raw / "imagesTr").mkdir(parents=True)
-    (raw / "labelsTr").mkdir()
-    cases = split["train"] + split["val"]
-    for cid in cases:
-        shutil.copy(args.data / "imagesTr" / f"{cid}.nii.gz", raw / "imagesTr" / f"{cid}_0000.nii.gz")
-        shutil.copy(args.data / "labelsTr" / f"{cid}.nii.gz", raw / "labelsTr" / f"{cid}.nii.gz")
-    (raw / "dataset.json").write_text(
-        json.dumps(
-            {
-                "channel_names": {"0": "MRI"},
-                "labels": {"background": 0, "anterior": 1, "posterior": 2},
-                "numTraining": len(cases),
-                "file_ending": ".nii.gz",
-            }
+    preprocess_s = math.nan
+    if not args.predict_only:
+        (raw / "imagesTr").mkdir(parents=True)
+        (raw / "labelsTr").mkdir()
+        cases = split["train"] + split["val"]
+        for cid in cases:
+            shutil.copy(args.data / "imagesTr" / f"{cid}.nii.gz", raw / "imagesTr" / f"{cid}_0000.nii.gz")
+            shutil.copy(args.data / "labelsTr" / f"{cid}.nii.gz", raw / "labelsTr" / f"{cid}.nii.gz")
+        (raw / "dataset.json").write_text(
+            json.dumps(
+                {
+                    "channel_names": {"0": "MRI"},
+                    "labels": {"background": 0, "anterior": 1, "posterior": 2},
+                    "numTraining": len(cases),
+                    "file_ending": ".nii.gz",
+                }
+            )
         )
-    )
-    t0 = time.perf_counter()
-    extract_fingerprints([4], num_processes=2, check_dataset_integrity=True)
-    plan_experiments([4])
-    preprocess([4], configurations=("3d_fullres",), num_processes=(2,))
-    preprocess_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        extract_fingerprints([4], num_processes=2, check_dataset_integrity=True)
+        plan_experiments([4])
+        preprocess([4], configurations=("3d_fullres",), num_processes=(2,))
+        preprocess_s = time.perf_counter() - t0
     pre = work / "pre" / "Dataset004_Hippocampus"
     (pre / "splits_final.json").write_text(json.dumps([{"train": split["train"], "val": split["val"]}]))
 
@@ -134,23 +139,26 @@ def main() -> None:
     dataset_json = json.loads((pre / "dataset.json").read_text())
     plans["continue_training"] = False  # as nnunetv2.run.run_training.get_trainer_from_args does
     trainer = nnUNetTrainer_TimeBudget(plans, "3d_fullres", 0, dataset_json, device=torch.device("cpu"))
-    t0 = time.perf_counter()
-    try:
-        trainer.run_training()
-    except BudgetSpent:
-        trainer.on_train_end()  # saves checkpoint_final.pth as a normal end of training does
-    train_s = time.perf_counter() - t0
-    model_dir = Path(trainer.output_folder)
+    if args.predict_only:
+        trainer.load_checkpoint(str(Path(trainer.output_folder) / "checkpoint_final.pth"))
+    else:
+        try:
+            trainer.run_training()
+        except BudgetSpent:
+            trainer.on_train_end()  # saves checkpoint_final.pth as a normal end of training does
+    log = trainer.logger.get_checkpoint()  # epoch start/end timestamps, losses, pseudo-Dice per epoch
+    train_s = float(log["epoch_end_timestamps"][-1] - log["epoch_start_timestamps"][0])
+    trainer.set_deep_supervision_enabled(False)  # inference uses the main head only, as nnU-Net's loader builds it
+    trainer.network.eval()
+    # initialize_from_trained_model_folder looks the trainer up by name, importing every trainer module (one needs
+    # timm -> torchvision); nnU-Net's manual_initialization takes the trained objects directly instead.
     predictor = nnUNetPredictor(
-        tile_step_size=0.5,
-        use_gaussian=True,
-        use_mirroring=False,
-        device=torch.device("cpu"),
-        verbose=False,
+        tile_step_size=0.5, use_gaussian=True, use_mirroring=False, device=torch.device("cpu"), verbose=False,
         allow_tqdm=False,
     )
-    predictor.initialize_from_trained_model_folder(
-        str(model_dir.parent), use_folds=(0,), checkpoint_name="checkpoint_final.pth"
+    predictor.manual_initialization(
+        trainer.network, trainer.plans_manager, trainer.configuration_manager, [trainer.network.state_dict()],
+        trainer.dataset_json, type(trainer).__name__, trainer.inference_allowed_mirroring_axes,
     )
     from nnunetv2.imageio.simpleitk_reader_writer import SimpleITKIO
 
@@ -173,13 +181,14 @@ def main() -> None:
         "benchmark": "nnunet_hippocampus",
         "nnunetv2": "2.8.1",
         "configuration": "3d_fullres",
-        "trainer": "nnUNetTrainer_TimeBudget (nnUNetTrainer, 1 epoch, steps stop at the budget)",
+        "trainer": f"nnUNetTrainer_TimeBudget (nnUNetTrainer; {n_epochs} epochs x {iters_per_epoch} iterations sized "
+        "to the budget; ends early at the budget)",
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
         "date": time.strftime("%Y-%m-%d"),
         "time_budget_s": budget,
         "preprocess_seconds": preprocess_s,
         "training_seconds": train_s,
-        "epochs_done": trainer.current_epoch,
+        "epochs_done": len(log["epoch_end_timestamps"]),
         "iterations_per_epoch": iters_per_epoch,
         "planned_epochs": n_epochs,
         "patch_size": plans["configurations"]["3d_fullres"]["patch_size"],
