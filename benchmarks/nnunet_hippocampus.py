@@ -47,8 +47,11 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=HERE.parents[1] / "shared" / "data" / "hippocampus")
     ap.add_argument("--time-budget", default="20m")
     ap.add_argument("--work", type=Path, default=Path("/tmp/nnunet_bench"))
-    ap.add_argument("--predict-only", action="store_true",
-                    help="Reuse a finished training in --work (timings come from nnU-Net's checkpoint log).")
+    ap.add_argument(
+        "--predict-only",
+        action="store_true",
+        help="Reuse a finished training in --work (timings come from nnU-Net's checkpoint log).",
+    )
     args = ap.parse_args()
     from medimg.seg import parse_duration
     from medimg.seg.train import load_split
@@ -153,12 +156,21 @@ def main() -> None:
     # initialize_from_trained_model_folder looks the trainer up by name, importing every trainer module (one needs
     # timm -> torchvision); nnU-Net's manual_initialization takes the trained objects directly instead.
     predictor = nnUNetPredictor(
-        tile_step_size=0.5, use_gaussian=True, use_mirroring=False, device=torch.device("cpu"), verbose=False,
+        tile_step_size=0.5,
+        use_gaussian=True,
+        use_mirroring=False,
+        device=torch.device("cpu"),
+        verbose=False,
         allow_tqdm=False,
     )
     predictor.manual_initialization(
-        trainer.network, trainer.plans_manager, trainer.configuration_manager, [trainer.network.state_dict()],
-        trainer.dataset_json, type(trainer).__name__, trainer.inference_allowed_mirroring_axes,
+        trainer.network,
+        trainer.plans_manager,
+        trainer.configuration_manager,
+        [trainer.network.state_dict()],
+        trainer.dataset_json,
+        type(trainer).__name__,
+        trainer.inference_allowed_mirroring_axes,
     )
     from nnunetv2.imageio.simpleitk_reader_writer import SimpleITKIO
 

@@ -30,8 +30,11 @@ def held_out_dice(pred: Predictor, data: Path, cases: list[str], tta: bool) -> d
         m = segmentation_metrics(pred(img, tta=tta), ref, labels=[1, 2], metrics=("dice",))
         for c in dice:
             dice[c].append(m[c]["dice"])
-    return {"anterior": float(np.mean(dice[1])), "posterior": float(np.mean(dice[2])),
-            "mean": float(np.mean(dice[1] + dice[2]))}
+    return {
+        "anterior": float(np.mean(dice[1])),
+        "posterior": float(np.mean(dice[2])),
+        "mean": float(np.mean(dice[1] + dice[2])),
+    }
 
 
 def main() -> None:
@@ -43,8 +46,11 @@ def main() -> None:
     bundled = resolve_model("hippocampus")
     cases = json.loads((bundled / "split.json").read_text())["val"]
     pred = Predictor(bundled)
-    result: dict = {"cases": len(cases), "bundled_float16": held_out_dice(pred, args.data, cases, False),
-                    "bundled_float16_tta": held_out_dice(pred, args.data, cases, True)}
+    result: dict = {
+        "cases": len(cases),
+        "bundled_float16": held_out_dice(pred, args.data, cases, False),
+        "bundled_float16_tta": held_out_dice(pred, args.data, cases, True),
+    }
     if args.float32_model:
         result["float32"] = held_out_dice(Predictor(args.float32_model), args.data, cases, False)
     result["seconds"] = time.perf_counter() - t0

@@ -231,8 +231,9 @@ def test_predict_writes_probabilities(tmp_path: Path) -> None:
     from medimg.data import sample
 
     out = tmp_path / "seg.nii.gz"
-    r = runner.invoke(app, ["predict", "-m", "hippocampus", "-i", str(sample("hippocampus")[0]), "-o", str(out),
-                            "--probabilities"])
+    r = runner.invoke(
+        app, ["predict", "-m", "hippocampus", "-i", str(sample("hippocampus")[0]), "-o", str(out), "--probabilities"]
+    )
     assert r.exit_code == 0, r.output
     prob = medimg.read(tmp_path / "seg_probabilities.nii.gz")
     seg = medimg.read_labels(out)

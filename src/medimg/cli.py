@@ -575,7 +575,7 @@ def models_list(
 
     t = Table()
     for c in ("name", "task", "labels", "validation Dice", "trained", "path"):
-        t.add_column(c)
+        t.add_column(c, no_wrap=c in ("name", "validation Dice"))
     for m in list_models(extra or []):
         labels = ", ".join(v for k, v in m["labels"].items() if k != "0")
         t.add_row(
