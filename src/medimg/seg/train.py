@@ -7,7 +7,7 @@
 * Checkpoint every epoch (``checkpoint.pt``, atomic) holding weights, optimiser, RNG states and the log: a killed
   run resumes exactly where it stopped.
 * Mixed precision: ``precision="auto"`` times float32 and bfloat16 autocast on the first batch and keeps the
-  faster (bf16 is ~2.4x faster on CPUs with AMX/AVX512-BF16).
+  faster (bf16 is much faster on CPUs with AMX/AVX512-BF16, such as this project's machines).
 """
 
 from __future__ import annotations
