@@ -73,12 +73,13 @@ def _demo_segmentation(out: Path, say: Callable[[str], None]) -> list[Path]:
     from medimg.report import overlay_slice
     from medimg.seg import Predictor, list_models
 
-    if not any(m["name"] == "hippocampus" for m in list_models()):
+    bundled = [m for m in list_models() if m["name"] == "hippocampus"]
+    if not bundled:
         say("(no bundled hippocampus model in this build: segmentation demo skipped)")
         return []
     img_path, lab_path = sample("hippocampus")
     image = medimg.read(img_path)
-    pred = Predictor(next(m["path"] for m in list_models() if m["name"] == "hippocampus"))
+    pred = Predictor(bundled[0]["path"])
     seg = pred(image)
     mask = medimg.write(seg, out / "hippocampus_segmentation.nii.gz")
     png = medimg.write(overlay_slice(image, seg), out / "hippocampus_segmentation_overlay.png")

@@ -265,15 +265,9 @@ def _rescale(pixels: list[np.ndarray], datasets: list[Any]) -> np.ndarray:
     if np.all(slopes == 1) and np.all(inters == 0):
         return stack
     if np.all(slopes == np.round(slopes)) and np.all(inters == np.round(inters)):
-        lo = float(stack.min()) * slopes.max() + inters.min() if stack.size else 0.0
-        hi = float(stack.max()) * slopes.max() + inters.max() if stack.size else 0.0
-        lo = min(lo, float(stack.min()) * slopes.min() + inters.min())
-        dt: type[np.integer[Any]] = np.int16 if lo >= -32768 and hi <= 32767 else np.int32
-        out = stack.astype(dt)
         shape = (1,) * (stack.ndim - 1) + (-1,)
-        out *= slopes.astype(dt).reshape(shape)
-        out += inters.astype(dt).reshape(shape)
-        return out
+        out = stack.astype(np.int32) * slopes.astype(np.int32).reshape(shape) + inters.astype(np.int32).reshape(shape)
+        return out.astype(_rescaled_dtype(out, datasets), copy=False)
     shape = (1,) * (stack.ndim - 1) + (-1,)
     return stack.astype(np.float32) * slopes.astype(np.float32).reshape(shape) + inters.astype(np.float32).reshape(
         shape

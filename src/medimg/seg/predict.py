@@ -82,10 +82,16 @@ class Predictor:
 
     def __call__(self, image: Image | list[Image], tta: bool | None = None) -> LabelMap:
         """Segment one case (an image, or one image per channel); output on the first image's exact grid."""
-        return self.predict_with_probabilities(image, tta)[0]
+        return self._segment(image, tta)[0]
 
     def predict_with_probabilities(self, image: Image | list[Image], tta: bool | None = None) -> tuple[LabelMap, Image]:
         """The label map and the class probabilities (channels = classes), both on the first image's exact grid."""
+        out, probs = self._segment(image, tta)
+        prob_img = Image(np.moveaxis(probs, 0, -1).astype(np.float32), out.spacing, out.origin, out.direction)
+        return out, prob_img
+
+    def _segment(self, image: Image | list[Image], tta: bool | None) -> tuple[LabelMap, np.ndarray]:
+        """Label map on the first image's grid and the ``(K, *S)`` probabilities on that grid."""
         from medimg.transforms.spatial import resample_to
 
         images = image if isinstance(image, list) else [image]
@@ -107,10 +113,7 @@ class Predictor:
             {"model": self.info.get("name", self.dir.name)},
             names=self.names,
         )
-        prob_img = Image(
-            np.moveaxis(probs, 0, -1).astype(np.float32), original.spacing, original.origin, original.direction
-        )
-        return out, prob_img
+        return out, probs
 
 
 def largest_component(labels: np.ndarray, classes: list[int]) -> np.ndarray:
