@@ -356,7 +356,7 @@ def demo(
 
 
 dataset_app = typer.Typer(help="Segmentation datasets (MSD / nnU-Net layouts, plain folders).", no_args_is_help=True)
-models_app = typer.Typer(help="Trained segmentation models (bundled and your own folders).", no_args_is_help=True)
+models_app = typer.Typer(help="Trained models (bundled and your own folders).", no_args_is_help=True)
 app.add_typer(dataset_app, name="dataset")
 app.add_typer(models_app, name="models")
 
@@ -574,15 +574,22 @@ def models_list(
     from medimg.seg import list_models
 
     t = Table()
-    for c in ("name", "task", "labels", "validation Dice", "trained", "path"):
-        t.add_column(c, no_wrap=c in ("name", "validation Dice"))
+    for c in ("name", "task", "classes / labels", "validation", "trained", "path"):
+        t.add_column(c, no_wrap=c in ("name", "validation"))
     for m in list_models(extra or []):
-        labels = ", ".join(v for k, v in m["labels"].items() if k != "0")
+        if m.get("task") == "classification":
+            labels = ", ".join(m["classes"])
+            val = f"AUROC {m['validation']['auroc']:.4f}"
+            task = f"classification ({m['dims']}D, {'x'.join(str(v) for v in m['input_size'])})"
+        else:
+            labels = ", ".join(v for k, v in m["labels"].items() if k != "0")
+            val = f"Dice {m.get('validation_mean_dice', float('nan')):.4f}"
+            task = m.get("task", "")
         t.add_row(
             m["name"],
-            m.get("task", ""),
+            task,
             labels,
-            f"{m.get('validation_mean_dice', float('nan')):.4f}",
+            val,
             f"{m.get('training_seconds', 0) / 60:.1f} min, {m.get('n_train', '?')} cases",
             m["path"],
         )
@@ -595,7 +602,14 @@ def models_info(name: Annotated[str, typer.Argument(help="Bundled model name or 
     from medimg.seg import resolve_model
 
     def body() -> None:
-        d = resolve_model(name)
+        try:
+            d = resolve_model(name)
+        except MedimgError:
+            from medimg.classify import resolve_classifier
+
+            info = json.loads((resolve_classifier(name) / "model.json").read_text())
+            sys.stdout.write(json.dumps(info, indent=2) + "\n")
+            return
         info = json.loads((d / "model.json").read_text())
         plan = json.loads((d / "plan.json").read_text())
         info["plan"] = {
@@ -620,6 +634,13 @@ def models_export(
         console.print(f"wrote {out}")
 
     _run(body)
+
+
+from medimg.cli_classify import classify_app, pretrain_cmd, probe_cmd  # noqa: E402
+
+app.add_typer(classify_app, name="classify")
+app.command("pretrain")(pretrain_cmd)
+app.command("probe")(probe_cmd)
 
 
 def main() -> None:

@@ -25,9 +25,12 @@ BUNDLED_DIR = Path(__file__).parent / "models"
 
 
 def list_models(extra_dirs: Sequence[Path] = ()) -> list[dict[str, Any]]:
-    """Bundled models (and model folders inside ``extra_dirs``) with their model.json summaries."""
+    """Bundled models — segmentation and classification — (and model folders inside ``extra_dirs``) with their
+    model.json summaries."""
+    from medimg.classify.predict import BUNDLED_DIR as CLASSIFY_DIR
+
     out = []
-    for base in [BUNDLED_DIR, *extra_dirs]:
+    for base in [BUNDLED_DIR, CLASSIFY_DIR, *extra_dirs]:
         if not base.is_dir():
             continue
         for d in sorted(base.iterdir()):

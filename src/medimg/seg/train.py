@@ -498,8 +498,16 @@ def _rotation(angles: np.ndarray, dims: int) -> np.ndarray:
     return mz @ my @ mx
 
 
-def write_training_log(log: list[dict[str, Any]], out: Path) -> None:
-    """training_log.csv and training_curve.svg in the model folder."""
+_SEG_CURVES = {
+    "train loss": "train_loss",
+    "val pseudo-Dice": "val_pseudo_dice",
+    "val pseudo-Dice (EMA)": "val_pseudo_dice_ema",
+}
+
+
+def write_training_log(log: list[dict[str, Any]], out: Path, curves: dict[str, str] | None = None) -> None:
+    """training_log.csv and training_curve.svg in the model folder; ``curves`` maps a legend entry to a log key
+    (default: the segmentation trainer's loss and pseudo-Dice)."""
     if not log:
         return
     with atomic_path(out / "training_log.csv") as tmp, open(tmp, "w", newline="") as f:
@@ -508,19 +516,9 @@ def write_training_log(log: list[dict[str, Any]], out: Path) -> None:
         w.writerows(log)
     from medimg.report.evaluation import line_plot_svg
 
+    series: dict[str, Sequence[float]] = {name: [e[key] for e in log] for name, key in (curves or _SEG_CURVES).items()}
     with atomic_path(out / "training_curve.svg") as tmp:
-        tmp.write_text(
-            line_plot_svg(
-                [e["elapsed_s"] / 60 for e in log],
-                {
-                    "train loss": [e["train_loss"] for e in log],
-                    "val pseudo-Dice": [e["val_pseudo_dice"] for e in log],
-                    "val pseudo-Dice (EMA)": [e["val_pseudo_dice_ema"] for e in log],
-                },
-                "training",
-                "minutes",
-            )
-        )
+        tmp.write_text(line_plot_svg([e["elapsed_s"] / 60 for e in log], series, "training", "minutes"))
 
 
 def load_split(path: str | Path) -> dict[str, list[str]]:
