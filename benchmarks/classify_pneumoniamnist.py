@@ -51,6 +51,10 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("/tmp/medimg_pneumoniamnist"))
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--ship", action="store_true", help="Copy the model into the package as 'pneumoniamnist'.")
+    ap.add_argument(
+        "--config", default="{}", help='Training config overrides (JSON), e.g. \'{"augment": {"noise": 0.15}}\'.'
+    )
+    ap.add_argument("--tag", default="", help="Suffix for the results file and figures of a variant.")
     args = ap.parse_args()
     t_all = time.perf_counter()
     train = load_npz(args.data, "train", CLASSES)
@@ -67,7 +71,12 @@ def main() -> None:
 
     budget = parse_duration(args.time_budget)
     info = train_classifier(
-        train, args.out, budget, config={"seed": args.seed}, name="pneumoniamnist", on_epoch=on_epoch
+        train,
+        args.out,
+        budget,
+        config={"seed": args.seed, **json.loads(args.config)},
+        name="pneumoniamnist",
+        on_epoch=on_epoch,
     )
     model = ClassifierModel(args.out)
     t0 = time.perf_counter()
@@ -82,13 +91,14 @@ def main() -> None:
     t0 = time.perf_counter()
     robust = robustness_table(model.predict_proba, val.images, val.labels)
     robust_s = time.perf_counter() - t0
-    fig = HERE.parent / "docs" / "images" / "pneumoniamnist_explain.png"
+    suffix = f"_{args.tag}" if args.tag else ""
+    fig = HERE.parent / "docs" / "images" / f"pneumoniamnist_explain{suffix}.png"
     fig.parent.mkdir(parents=True, exist_ok=True)
     # one pneumonia and one normal validation image, the first of each that the model gets right
     explained = []
     for cls in (1, 0):
         idx = int(next(i for i in range(len(val)) if val.labels[i] == cls and probs_cal[i].argmax() == cls))
-        target = fig if cls == 1 else fig.with_name("pneumoniamnist_explain_normal.png")
+        target = fig if cls == 1 else fig.with_name(f"pneumoniamnist_explain_normal{suffix}.png")
         res = explanation_figure(model, val.images[idx], target)
         explained.append({"index": idx, "label": CLASSES[cls], **res, "png": str(target.relative_to(HERE.parent))})
     result = {
@@ -96,6 +106,7 @@ def main() -> None:
         "protocol": "train split cleaned (duplicates, leakage); 10% stratified held out for early stopping and "
         "temperature; official val (524) for reporting, bootstrap 2000",
         "cleaning": cleaning,
+        "config_overrides": json.loads(args.config),
         "time_budget_s": budget,
         "training": {
             k: info[k]
@@ -124,7 +135,7 @@ def main() -> None:
         "machine": machine(),
         "total_seconds": time.perf_counter() - t_all,
     }
-    (HERE / "results" / "classify_pneumoniamnist.json").write_text(json.dumps(result, indent=2) + "\n")
+    (HERE / "results" / f"classify_pneumoniamnist{suffix}.json").write_text(json.dumps(result, indent=2) + "\n")
     if args.ship:
         dest = BUNDLED_DIR / "pneumoniamnist"
         dest.mkdir(parents=True, exist_ok=True)

@@ -82,5 +82,7 @@ def test_demo(tmp_path: Path) -> None:
     assert {"hippocampus_labels.seg.nrrd", "ct_overlay.png", "ct_image_1.5mm.nii.gz"} <= files
     assert {"hippocampus_segmentation.nii.gz", "hippocampus_segmentation_overlay.png"} <= files
     assert "Dice vs the manual label" in r.output
+    assert {"pneumoniamnist_probabilities.csv", "pneumoniamnist_explain.png"} <= files
+    assert "16 validation chest X-rays: accuracy" in r.output
     overlay = medimg.read(tmp_path / "demo" / "hippocampus_overlay.png")
     assert overlay.n_channels == 3 and overlay.shape == (35, 51)

@@ -642,6 +642,11 @@ app.add_typer(classify_app, name="classify")
 app.command("pretrain")(pretrain_cmd)
 app.command("probe")(probe_cmd)
 
+from medimg.cli_register import register_cmd, warp_cmd  # noqa: E402
+
+app.command("register")(register_cmd)
+app.command("warp")(warp_cmd)
+
 
 def main() -> None:
     """Console-script entry point."""

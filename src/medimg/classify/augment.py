@@ -78,10 +78,16 @@ def random_affine(
 
 
 def random_intensity(
-    x: torch.Tensor, rng: np.random.Generator, gamma: float = 0.3, noise: float = 0.05, p_blur: float = 0.0
+    x: torch.Tensor,
+    rng: np.random.Generator,
+    gamma: float = 0.3,
+    noise: float = 0.05,
+    p_blur: float = 0.0,
+    bias: float = 0.0,
 ) -> torch.Tensor:
-    """Gamma (on min-max scaled intensities, exponent in ``exp(+-gamma)``), Gaussian noise (fraction of the image's
-    standard deviation) and an occasional Gaussian blur (sigma 0.5-1.5 px)."""
+    """Gamma (on min-max scaled intensities, exponent in ``exp(+-gamma)``), a smooth multiplicative bias field
+    ``exp(a * p)`` (``p`` a random linear + quadratic polynomial scaled to [-1, 1], ``|a| <= bias``), Gaussian noise
+    (up to ``noise`` times the image's standard deviation) and an occasional Gaussian blur (sigma 0.5-1.5 px)."""
     n = x.shape[0]
     dims = tuple(range(2, x.ndim))
     lo = x.amin(dim=dims, keepdim=True)
@@ -89,6 +95,17 @@ def random_intensity(
     u = (x - lo) / (hi - lo + 1e-6)
     g = torch.as_tensor(np.exp(rng.uniform(-gamma, gamma, size=n)), dtype=x.dtype).view(-1, *[1] * (x.ndim - 1))
     u = u.clamp_min(0) ** g
+    if bias > 0:
+        nd = x.ndim - 2
+        grids = torch.meshgrid(*[torch.linspace(-1, 1, s, dtype=x.dtype) for s in x.shape[2:]], indexing="ij")
+        c = torch.as_tensor(rng.uniform(-1, 1, size=(n, nd, 2)), dtype=x.dtype)
+        shape = (n, *[1] * nd)
+        p = torch.zeros((n, *x.shape[2:]), dtype=x.dtype)
+        for d in range(nd):
+            p = p + c[:, d, 0].view(shape) * grids[d] + c[:, d, 1].view(shape) * (grids[d] ** 2 - 0.5)
+        p = p / (p.flatten(1).abs().amax(1).view(shape) + 1e-6)
+        a = torch.as_tensor(rng.uniform(-bias, bias, size=n), dtype=x.dtype).view(shape)
+        u = u * torch.exp(a * p)[:, None]
     if p_blur > 0:
         for i in np.nonzero(rng.random(n) < p_blur)[0]:
             u[i : i + 1] = gaussian_blur(u[i : i + 1], float(rng.uniform(0.5, 1.5)))
@@ -121,7 +138,7 @@ def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
 
 def augment(x: torch.Tensor, rng: np.random.Generator, cfg: dict[str, Any]) -> torch.Tensor:
     """Training augmentation (config keys: ``rotate_deg``, ``scale``, ``translate``, ``flip_axes``, ``gamma``,
-    ``noise``, ``p_blur``), then per-image normalisation."""
+    ``noise``, ``p_blur``, ``bias``), then per-image normalisation."""
     x = random_affine(
         x,
         rng,
@@ -130,7 +147,14 @@ def augment(x: torch.Tensor, rng: np.random.Generator, cfg: dict[str, Any]) -> t
         translate=cfg.get("translate", 0.08),
         flip_axes=cfg.get("flip_axes", ()),
     )
-    x = random_intensity(x, rng, gamma=cfg.get("gamma", 0.3), noise=cfg.get("noise", 0.05), p_blur=cfg.get("p_blur", 0))
+    x = random_intensity(
+        x,
+        rng,
+        gamma=cfg.get("gamma", 0.3),
+        noise=cfg.get("noise", 0.05),
+        p_blur=cfg.get("p_blur", 0.0),
+        bias=cfg.get("bias", 0.0),
+    )
     return normalize(x)
 
 

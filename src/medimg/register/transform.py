@@ -1,0 +1,223 @@
+"""A registration result as one object: an optional linear (ITK) transform followed by an optional dense
+displacement field, applied with SimpleITK so that world coordinates (spacing, origin, direction) are always
+respected.
+
+Convention (ITK's): a transform maps points of the **fixed** (output) space to the **moving** (input) space, and
+warping samples the moving image at ``T(x)`` for every fixed-grid point ``x``. With both parts,
+``T(x) = A(x + u(x))``: the displacement field ``u`` (LPS mm, sampled on the fixed grid) is applied first, then the
+linear transform ``A`` — the order in which they are estimated (affine first, then deformable between the fixed
+image and the affinely resampled moving image).
+
+Files: the linear part is written as an ITK transform (``.tfm`` text or ``.h5``), readable by ITK, ANTs
+(``antsApplyTransforms``) and 3D Slicer; the field as a vector NIfTI/NRRD/MHA displacement field (ITK convention:
+physical LPS displacements, as Slicer and ANTs read them after their RAS/LPS handling); ``transform.json`` records
+which files form the transform and in which order.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medimg.errors import DimensionError, MedimgError
+from medimg.image import Image, LabelMap
+
+
+class Transform:
+    """``linear`` (a SimpleITK transform or None) and ``field`` (an :class:`Image` with ``ndim`` channels holding the
+    LPS displacement in mm on the fixed grid, or None). ``Transform()`` is the identity."""
+
+    def __init__(self, linear: Any = None, field: Image | None = None) -> None:
+        if field is not None and field.n_channels != field.ndim:
+            raise DimensionError(f"A displacement field needs {field.ndim} channels; got {field.n_channels}.")
+        self.linear = linear
+        self.field = field
+
+    @property
+    def ndim(self) -> int | None:
+        if self.field is not None:
+            return self.field.ndim
+        return None if self.linear is None else int(self.linear.GetDimension())
+
+    def to_sitk(self) -> Any:
+        """A SimpleITK transform (composite when both parts exist)."""
+        import SimpleITK as sitk
+
+        from medimg.interop import to_sitk
+
+        parts = []
+        if self.linear is not None:
+            parts.append(self.linear)
+        if self.field is not None:
+            f = to_sitk(self.field.with_array(np.asarray(self.field.array, np.float64)))
+            parts.append(sitk.DisplacementFieldTransform(sitk.Cast(f, sitk.sitkVectorFloat64)))
+        if not parts:
+            return sitk.Transform(self.ndim or 3, sitk.sitkIdentity)
+        if len(parts) == 1:
+            return parts[0]
+        comp = sitk.CompositeTransform(parts[0].GetDimension())
+        for p in parts:  # ITK applies the last added first: A(D(x))
+            comp.AddTransform(p)
+        return comp
+
+    def transform_points(self, points_mm: np.ndarray) -> np.ndarray:
+        """Map fixed-space LPS points ``(n, ndim)`` to moving space."""
+        t = self.to_sitk()
+        return np.array([t.TransformPoint(tuple(float(v) for v in p)) for p in np.asarray(points_mm, float)])
+
+    def apply(
+        self, moving: Image, reference: Image, interpolation: str = "linear", default: float | None = None
+    ) -> Image:
+        """Warp ``moving`` onto ``reference``'s grid (``linear``, ``bspline`` or ``nearest``); outside values are
+        ``default`` (the moving image's minimum when None)."""
+        import SimpleITK as sitk
+
+        from medimg.interop import from_sitk, to_sitk
+
+        if moving.ndim != reference.ndim:
+            raise DimensionError(f"Cannot warp a {moving.ndim}D image onto a {reference.ndim}D grid.")
+        interp = {"linear": sitk.sitkLinear, "bspline": sitk.sitkBSpline, "nearest": sitk.sitkNearestNeighbor}
+        if interpolation not in interp:
+            raise MedimgError(f"Unknown interpolation {interpolation!r}; use linear, bspline or nearest.")
+        mv = to_sitk(moving)
+        if interpolation != "nearest" and mv.GetPixelID() not in (sitk.sitkFloat32, sitk.sitkFloat64):
+            mv = sitk.Cast(mv, sitk.sitkFloat32)
+        ref = to_sitk(reference.with_array(np.zeros(reference.shape[: reference.ndim], np.uint8)))
+        fill = float(np.min(moving.array)) if default is None else float(default)
+        out = sitk.Resample(mv, ref, self.to_sitk(), interp[interpolation], fill)
+        res = from_sitk(out, dict(moving.meta))
+        if isinstance(moving, LabelMap):
+            return LabelMap(res.array, res.spacing, res.origin, res.direction, moving.meta, names=moving.names)
+        return res
+
+    def apply_labels(self, labels: LabelMap, reference: Image, method: str = "linear") -> LabelMap:
+        """Warp a label map: ``nearest`` neighbour, or ``linear`` one-hot interpolation (each label's indicator is
+        warped linearly and the largest wins — smoother boundaries than nearest)."""
+        if method == "nearest":
+            out = self.apply(labels, reference, "nearest", 0)
+            return LabelMap(out.array, out.spacing, out.origin, out.direction, labels.meta, names=labels.names)
+        if method != "linear":
+            raise MedimgError(f"Unknown label interpolation {method!r}; use nearest or linear.")
+        values = [int(v) for v in np.unique(labels.array)]
+        best = None
+        arg = None
+        for v in values:
+            ind = labels.with_array((labels.array == v).astype(np.float32))
+            w = self.apply(
+                Image(ind.array, ind.spacing, ind.origin, ind.direction), reference, "linear", 1.0 * (v == 0)
+            )
+            if best is None:
+                best, arg = w.array.copy(), np.full(w.shape, v, dtype=labels.array.dtype)
+            else:
+                upd = w.array > best
+                best[upd] = w.array[upd]
+                assert arg is not None
+                arg[upd] = v
+        assert arg is not None
+        return LabelMap(arg, reference.spacing, reference.origin, reference.direction, labels.meta, names=labels.names)
+
+    def inverse(self, iterations: int = 50) -> Transform:
+        """The inverse transform ``T^-1(y) = D^-1(A^-1(y))``: exact for the linear part; the field is inverted
+        numerically on its own grid (``sitk.InvertDisplacementField``, fixed-point iterations)."""
+        import SimpleITK as sitk
+
+        from medimg.interop import from_sitk, to_sitk
+
+        lin_inv = self.linear.GetInverse() if self.linear is not None else None
+        if self.field is None:
+            return Transform(lin_inv, None)
+        f = sitk.Cast(to_sitk(self.field), sitk.sitkVectorFloat64)
+        inv = sitk.InvertDisplacementField(
+            f,
+            maximumNumberOfIterations=iterations,
+            maxErrorToleranceThreshold=0.01,
+            meanErrorToleranceThreshold=0.0001,
+            enforceBoundaryCondition=True,
+        )
+        field_inv = from_sitk(inv)
+        if lin_inv is None:
+            return Transform(None, field_inv)
+        return _Composite([Transform(lin_inv, None), Transform(None, field_inv)])
+
+    def save(self, folder: str | Path, field_ext: str = ".nii.gz") -> Path:
+        """Write ``linear.tfm`` and/or ``displacement<ext>`` and ``transform.json`` into ``folder``."""
+        import SimpleITK as sitk
+
+        import medimg
+        from medimg.io._atomic import atomic_path
+
+        d = Path(folder)
+        d.mkdir(parents=True, exist_ok=True)
+        desc: dict[str, Any] = {
+            "format": "medimg-transform-1",
+            "convention": "maps fixed (LPS mm) to moving points; T(x) = A(x + u(x)): the field first, then linear",
+            "order": [],
+        }
+        if self.field is not None:
+            medimg.write(self.field, d / f"displacement{field_ext}")
+            desc["order"].append({"type": "displacement_field", "file": f"displacement{field_ext}"})
+        if self.linear is not None:
+            with atomic_path(d / "linear.tfm") as tmp:
+                sitk.WriteTransform(self.linear, str(tmp))
+            desc["order"].append({"type": "linear", "file": "linear.tfm"})
+        with atomic_path(d / "transform.json") as tmp:
+            tmp.write_text(json.dumps(desc, indent=2) + "\n")
+        return d
+
+    @staticmethod
+    def load(path: str | Path) -> Transform:
+        """Read a transform folder written by :meth:`save`, an ITK linear transform file (.tfm/.txt/.h5/.mat), or a
+        displacement-field image."""
+        import SimpleITK as sitk
+
+        import medimg
+
+        p = Path(path)
+        if p.is_dir():
+            if not (p / "transform.json").exists():
+                raise MedimgError(f"{p} has no transform.json; give a transform folder written by medimg register.")
+            desc = json.loads((p / "transform.json").read_text())
+            lin = field = None
+            for part in desc.get("order", []):
+                if part["type"] == "linear":
+                    lin = sitk.ReadTransform(str(p / part["file"]))
+                elif part["type"] == "displacement_field":
+                    field = medimg.read(p / part["file"])
+            return Transform(lin, field)
+        if not p.exists():
+            raise MedimgError(f"No such transform file: {p}.")
+        if p.suffix.lower() in (".tfm", ".txt", ".h5", ".mat", ".hdf5") and not p.name.endswith((".nii.gz",)):
+            try:
+                return Transform(sitk.ReadTransform(str(p)), None)
+            except RuntimeError as e:
+                raise MedimgError(f"Cannot read {p} as an ITK transform: {e}".splitlines()[0]) from None
+        img = medimg.read(p)
+        if img.n_channels != img.ndim:
+            raise MedimgError(f"{p} is not a displacement field ({img.ndim}D image with {img.n_channels} channels).")
+        return Transform(None, img)
+
+
+class _Composite(Transform):
+    """A chain of transforms applied first-to-last to points (used for inverses of linear + field)."""
+
+    def __init__(self, chain: list[Transform]) -> None:
+        super().__init__(None, None)
+        self.chain = chain
+
+    @property
+    def ndim(self) -> int | None:
+        return next((t.ndim for t in self.chain if t.ndim), None)
+
+    def to_sitk(self) -> Any:
+        import SimpleITK as sitk
+
+        comp = sitk.CompositeTransform(int(self.ndim or 3))
+        for t in reversed(self.chain):  # ITK applies the last added first
+            comp.AddTransform(t.to_sitk())
+        return comp
+
+    def save(self, folder: str | Path, field_ext: str = ".nii.gz") -> Path:
+        raise MedimgError("Saving an inverted linear+deformable transform is not supported; save the forward one.")
