@@ -105,10 +105,12 @@ def register_deformable(
     lr: float = 0.3,
     diffeomorphic: bool = True,
     squaring_steps: int = 7,
+    max_voxels: int = 300_000,
 ) -> tuple[Transform, dict[str, Any]]:
     """Estimate a dense deformation (after ``initial``'s linear part). ``levels`` are downsampling factors of the
     pyramid (axes shorter than 16 voxels are not downsampled), ``iterations`` Adam steps per level,
-    ``smoothness`` the diffusion weight. Returns the combined :class:`Transform` and a report."""
+    ``smoothness`` the diffusion weight; levels with more than ``max_voxels`` voxels (after the first) are skipped
+    and the field is upsampled from the previous level. Returns the combined :class:`Transform` and a report."""
     if metric not in ("ncc", "mse"):
         raise MedimgError(f"Unknown deformable metric {metric!r}; use ncc or mse.")
     if len(levels) != len(iterations):
@@ -123,9 +125,12 @@ def register_deformable(
     nd = len(shape)
     v: torch.Tensor | None = None
     losses = []
+    levels_run: list[int] = []
     threads = torch.get_num_threads()
     for factor, iters in zip(levels, iterations, strict=True):
         lshape = [s if s < 16 else max(8, round(s / factor)) for s in shape]
+        if v is not None and int(np.prod(lshape)) > max_voxels:
+            continue  # finer levels would be too slow: the field stays at the previous resolution
         f = _resize(f_full, lshape) if lshape != shape else f_full
         m = _resize(m_full, lshape) if lshape != shape else m_full
         if v is None:
@@ -134,6 +139,7 @@ def register_deformable(
             scale = torch.tensor([n / o for n, o in zip(lshape, v.shape[2:], strict=True)]).view(1, nd, *[1] * nd)
             v = _resize(v, lshape) * scale
         v = v.detach().requires_grad_(True)
+        levels_run.append(int(factor))
         opt = torch.optim.Adam([v], lr=lr)
         for _ in range(iters):
             d = integrate_velocity(v, squaring_steps) if diffeomorphic else v
@@ -164,6 +170,7 @@ def register_deformable(
         "smoothness": smoothness,
         "diffeomorphic": diffeomorphic,
         "squaring_steps": squaring_steps,
+        "levels_run": levels_run,
         "final_loss": losses[-1] if losses else float("nan"),
         "seconds": time.perf_counter() - t0,
         "threads": threads,
