@@ -1,5 +1,6 @@
 """Registration accuracy and CPU time: medimg (affine; affine + diffeomorphic instance optimisation) vs ANTs SyN
-(antspyx, its default ``SyN`` settings) and SimpleITK B-spline (affine + B-spline FFD, correlation, L-BFGS-B), on
+(antspyx, its default ``SyN`` settings) and SimpleITK B-spline (affine + cubic B-spline FFD with a control point
+every 16 voxels, correlation on 10 % of the voxels, L-BFGS-B 50 iterations per level, 2 levels), on
 the same pairs in the same script.
 
     python benchmarks/register_benchmark.py --task hippocampus [--pairs 10]
@@ -105,14 +106,14 @@ def sitk_bspline(f: Image, m: Image) -> tuple[Transform, np.ndarray]:
     lin, _ = register_linear(f, m, "affine", "mi", iterations=100)
     fi = sitk.Cast(to_sitk(f), sitk.sitkFloat32)
     mi = sitk.Resample(sitk.Cast(to_sitk(m), sitk.sitkFloat32), fi, lin.linear, sitk.sitkLinear, 0.0)
-    mesh = [max(2, s // 8) for s in fi.GetSize()]
+    mesh = [max(2, s // 16) for s in fi.GetSize()]
     bs = sitk.BSplineTransformInitializer(fi, mesh, 3)
     reg = sitk.ImageRegistrationMethod()
     reg.SetMetricAsCorrelation()
     reg.SetMetricSamplingStrategy(reg.RANDOM)
-    reg.SetMetricSamplingPercentage(0.2, 0)
+    reg.SetMetricSamplingPercentage(0.1, 0)
     reg.SetInterpolator(sitk.sitkLinear)
-    reg.SetOptimizerAsLBFGSB(gradientConvergenceTolerance=1e-5, numberOfIterations=100)
+    reg.SetOptimizerAsLBFGSB(gradientConvergenceTolerance=1e-5, numberOfIterations=50)
     reg.SetShrinkFactorsPerLevel([2, 1])
     reg.SetSmoothingSigmasPerLevel([1, 0])
     reg.SetInitialTransform(bs, inPlace=True)

@@ -164,7 +164,7 @@ def test_deformable_pair_improves_dice_and_writes_outputs(tmp_path: Path) -> Non
     } <= names
     rep = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert rep["folding_percent"] < 0.1
-    assert all(v["dice"] > v["dice_before"] + 0.1 for v in rep["labels"].values())
+    assert all(v["dice"] > v["dice_before"] + 0.05 and v["dice"] > 0.8 for v in rep["labels"].values())
     warped = medimg.read(tmp_path / "out" / "warped.nii.gz")
     medimg.image.check_same_geometry(warped, fixed)  # geometry of the fixed grid, exactly
     r = runner.invoke(
@@ -192,10 +192,15 @@ def test_2d_pair_registers() -> None:
     fixed = medimg.read(DATA / "CT_2D_head_fixed.mha")
     moving = medimg.read(DATA / "CT_2D_head_moving.mha")
     res = register(fixed, moving, "deformable")
+
+    def ncc(a: np.ndarray, b: np.ndarray) -> float:
+        a, b = a - a.mean(), b - b.mean()
+        return float((a * b).sum() / np.sqrt((a * a).sum() * (b * b).sum()))
+
     f = fixed.array.astype(np.float64)
-    before = np.mean((f - Transform().apply(moving, fixed).array) ** 2)
-    after = np.mean((f - res.warped.array) ** 2)
-    assert after < 0.5 * before and res.report["folding_percent"] < 0.1 and res.jacobian is not None
+    before = ncc(f, Transform().apply(moving, fixed).array)
+    after = ncc(f, res.warped.array)
+    assert after > before + 0.04 and res.report["folding_percent"] < 0.1 and res.jacobian is not None
 
 
 def test_fusion_rules() -> None:
