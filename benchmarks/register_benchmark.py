@@ -7,6 +7,9 @@ the same pairs in the same script.
     python benchmarks/register_benchmark.py --task acdc [--pairs 10]
     python benchmarks/register_benchmark.py --task 2d
 
+- ``--methods ...,medimg_learned,medimg_learned_refined`` adds the bundled learned network ``hippocampus_flow``
+  (one forward pass, no affine stage; trained by ``benchmarks/register_learned.py`` on other cases) and the same
+  refined by instance optimisation (2-1 levels, 30-15 iterations).
 - ``hippocampus``: inter-subject pairs of MSD Task04 (1 mm MRI crops, 2 labels); pair i registers case 2i+1 (moving)
   to case 2i (fixed) in sorted order. Labels are propagated from moving to fixed and compared with the fixed labels.
 - ``acdc``: end-diastole <-> end-systole of each patient (frame01 <-> frame02; both directions; 3 labels: RV, MYO,
@@ -92,6 +95,19 @@ def medimg_deformable(opts: dict[str, Any]) -> Callable[[Image, Image], tuple[Tr
     def run(f: Image, m: Image) -> tuple[Transform, np.ndarray]:
         tr, _ = register_linear(f, m, "affine", "mi", iterations=100)
         tr, _ = register_deformable(f, m, tr, **opts)
+        assert tr.field is not None
+        return tr, np.asarray(tr.field.array) @ np.asarray(f.direction)
+
+    return run
+
+
+def medimg_learned(refine: bool) -> Callable[[Image, Image], tuple[Transform, np.ndarray]]:
+    from medimg.register.learned import LearnedRegistration, register_learned
+
+    net = LearnedRegistration("hippocampus_flow")
+
+    def run(f: Image, m: Image) -> tuple[Transform, np.ndarray]:
+        tr, _ = register_learned(f, m, net, refine=refine)
         assert tr.field is not None
         return tr, np.asarray(tr.field.array) @ np.asarray(f.direction)
 
@@ -245,6 +261,11 @@ def main() -> None:
     opts = json.loads(args.deformable)
     methods = args.methods.split(",")
     per_pair: list[dict[str, Any]] = []
+    learned = {}
+    if "medimg_learned" in methods:
+        learned["medimg_learned"] = medimg_learned(False)
+    if "medimg_learned_refined" in methods:
+        learned["medimg_learned_refined"] = medimg_learned(True)
     with tempfile.TemporaryDirectory() as td:
         tmp = Path(td)
         for name, f, f_lab, m, m_lab in pairs:
@@ -259,11 +280,14 @@ def main() -> None:
                     secs = time.perf_counter() - t0
                     warped = warp_labels(m_lab)
                 else:
-                    fn = {
-                        "medimg_affine": medimg_affine,
-                        "medimg_deformable": medimg_deformable(opts),
-                        "sitk_bspline": sitk_bspline,
-                    }[meth]
+                    fn = (
+                        learned.get(meth)
+                        or {
+                            "medimg_affine": medimg_affine,
+                            "medimg_deformable": medimg_deformable(opts),
+                            "sitk_bspline": sitk_bspline,
+                        }[meth]
+                    )
                     tr, disp = fn(f, m)
                     secs = time.perf_counter() - t0
                     warped = tr.apply_labels(m_lab, f, "nearest")

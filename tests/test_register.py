@@ -215,3 +215,22 @@ def test_fusion_rules() -> None:
     np.testing.assert_array_equal(staple(labs).array, a)
     img = Image(a.astype(np.float32))
     np.testing.assert_array_equal(weighted_vote(img, [img, img, img], labs).array, a)
+
+
+def test_bundled_learned_network_registers_an_unseen_pair(tmp_path: Path) -> None:
+    from medimg.register.learned import LearnedRegistration, register_learned, train_learned
+
+    fixed, flab = _case("hippocampus_004")  # not among the network's training cases
+    moving, mlab = _case("hippocampus_006")
+    net = LearnedRegistration("hippocampus_flow")
+    res = register(fixed, moving, "learned", fixed_labels=flab, moving_labels=mlab)
+    labels = res.report["labels"]
+    assert np.mean([v["dice"] for v in labels.values()]) > np.mean([v["dice_before"] for v in labels.values()]) + 0.1
+    assert res.report["folding_percent"] < 0.1
+    refined, rep = register_learned(fixed, moving, net, refine=True)
+    assert rep["refined"] and rep["folding_percent"] < 0.5 and refined.field is not None  # composed fields: ~0.1 %
+    # a few training steps write a loadable model
+    info = train_learned([fixed, moving, _case("hippocampus_008")[0]], tmp_path / "flow", 2.0, size=(40, 56, 40))
+    assert info["steps"] >= 1 and LearnedRegistration(tmp_path / "flow").info["grid"] == [40, 56, 40]
+    with pytest.raises(MedimgError, match="not a learned-registration model"):
+        LearnedRegistration(tmp_path)

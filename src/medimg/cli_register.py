@@ -14,12 +14,14 @@ def register_cmd(
     fixed: Annotated[Path, typer.Argument(help="Fixed (target) image: any format medimg reads.")],
     moving: Annotated[Path, typer.Argument(help="Moving image, warped onto the fixed grid.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")],
-    method: Annotated[str, typer.Option("--method", help="rigid, affine or deformable.")] = "deformable",
+    method: Annotated[str, typer.Option("--method", help="rigid, affine, deformable or learned.")] = "deformable",
     metric: Annotated[str, typer.Option("--metric", help="auto (MI linear + NCC deformable), mi, ncc, mse.")] = "auto",
     moving_labels: Annotated[Path | None, typer.Option("--moving-labels", help="Labels to propagate.")] = None,
     fixed_labels: Annotated[Path | None, typer.Option("--fixed-labels", help="Fixed labels: Dice/HD95.")] = None,
     smoothness: Annotated[float, typer.Option("--smoothness", help="Deformable regularisation weight.")] = 1.0,
     ext: Annotated[str, typer.Option("--ext", help="Extension of the written images.")] = ".nii.gz",
+    model: Annotated[str, typer.Option("--model", help="Learned model folder or bundled name.")] = "hippocampus_flow",
+    refine: Annotated[bool, typer.Option("--refine", help="Learned: refine by instance optimisation.")] = False,
 ) -> None:
     """Register MOVING to FIXED; writes warped image (+ labels), transform/, jacobian, metrics.json and PNGs."""
     import medimg
@@ -30,6 +32,8 @@ def register_cmd(
         ml = medimg.read_labels(moving_labels) if moving_labels else None
         fl = medimg.read_labels(fixed_labels) if fixed_labels else None
         opts: dict[str, Any] = {"smoothness": smoothness} if method == "deformable" else {}
+        if method == "learned":
+            opts = {"model": model, "refine": refine, "smoothness": smoothness}
         res = register(f, m, method, metric, fixed_labels=fl, moving_labels=ml, **opts)
         paths = write_outputs(res, f, out, ext)
         r = res.report

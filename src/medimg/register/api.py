@@ -17,7 +17,7 @@ from medimg.register.deformable import register_deformable
 from medimg.register.linear import register_linear
 from medimg.register.transform import Transform
 
-METHODS = ("rigid", "affine", "deformable")
+METHODS = ("rigid", "affine", "deformable", "learned")
 
 
 @dataclass
@@ -42,19 +42,31 @@ def register(
     linear_kind: str = "affine",
     **deformable_options: Any,
 ) -> RegistrationResult:
-    """Register ``moving`` to ``fixed``. ``method``: ``rigid``, ``affine`` or ``deformable`` (affine, then the
+    """Register ``moving`` to ``fixed``. ``method``: ``rigid``, ``affine``, ``deformable`` (affine, then the
     diffeomorphic instance optimisation of :mod:`medimg.register.deformable`; ``linear_kind`` picks its linear
-    stage). ``metric``: ``auto`` (mutual information for the linear stage, local NCC for the deformable one), or
+    stage) or ``learned`` (a trained network, :mod:`medimg.register.learned`; options ``model=``, ``refine=``).
+    ``metric``: ``auto`` (mutual information for the linear stage, local NCC for the deformable one), or
     ``mi``/``ncc``/``mse``. With ``moving_labels`` the labels are warped (one-hot linear); with both label maps the
     report holds Dice and HD95 per label before (identity, on the fixed grid) and after registration."""
     if method not in METHODS:
         raise MedimgError(f"Unknown method {method!r}; choose {', '.join(METHODS)}.")
     t0 = time.perf_counter()
+    if method == "learned":
+        from medimg.register.learned import register_learned
+
+        tr, rep = register_learned(fixed, moving, **deformable_options)
+        from medimg.metrics.registration import jacobian_determinant
+
+        assert tr.field is not None
+        index_mm = np.asarray(tr.field.array) @ np.asarray(fixed.direction)
+        jac_l = Image(jacobian_determinant(index_mm, fixed.spacing), fixed.spacing, fixed.origin, fixed.direction)
+        rep_l = {"method": method, "learned": rep, "folding_percent": rep["folding_percent"], "sdlogj": rep["sdlogj"]}
+        return _finish(tr, fixed, moving, fixed_labels, moving_labels, jac_l, rep_l, t0)
     lin_metric = "mi" if metric == "auto" else metric
     kind = "rigid" if method == "rigid" else ("affine" if method == "affine" else linear_kind)
     tr, rep_lin = register_linear(fixed, moving, kind, "mi" if lin_metric == "ncc" else lin_metric)
     report: dict[str, Any] = {"method": method, "linear": rep_lin}
-    jac = None
+    jac: Image | None = None
     if method == "deformable":
         def_metric = "ncc" if metric in ("auto", "ncc", "mi") else metric
         tr, rep_def = register_deformable(fixed, moving, tr, def_metric, **deformable_options)
@@ -66,6 +78,19 @@ def register(
         jac = Image(jacobian_determinant(index_mm, fixed.spacing), fixed.spacing, fixed.origin, fixed.direction)
         report["folding_percent"] = rep_def["folding_percent"]
         report["sdlogj"] = rep_def["sdlogj"]
+    return _finish(tr, fixed, moving, fixed_labels, moving_labels, jac, report, t0)
+
+
+def _finish(
+    tr: Transform,
+    fixed: Image,
+    moving: Image,
+    fixed_labels: LabelMap | None,
+    moving_labels: LabelMap | None,
+    jac: Image | None,
+    report: dict[str, Any],
+    t0: float,
+) -> RegistrationResult:
     report["seconds"] = time.perf_counter() - t0
     warped = tr.apply(moving, fixed, "linear")
     warped_labels = tr.apply_labels(moving_labels, fixed, "linear") if moving_labels is not None else None
