@@ -9,7 +9,7 @@ the same pairs in the same script.
 
 - ``--methods ...,medimg_learned,medimg_learned_refined`` adds the bundled learned network ``hippocampus_flow``
   (one forward pass, no affine stage; trained by ``benchmarks/register_learned.py`` on other cases) and the same
-  refined by instance optimisation (2-1 levels, 30-15 iterations).
+  refined by instance optimisation started from its velocity (2-1 levels, 30-15 iterations, smoothness 0.5).
 - ``hippocampus``: inter-subject pairs of MSD Task04 (1 mm MRI crops, 2 labels); pair i registers case 2i+1 (moving)
   to case 2i (fixed) in sorted order. Labels are propagated from moving to fixed and compared with the fixed labels.
 - ``acdc``: end-diastole <-> end-systole of each patient (frame01 <-> frame02; both directions; 3 labels: RV, MYO,

@@ -228,7 +228,7 @@ def test_bundled_learned_network_registers_an_unseen_pair(tmp_path: Path) -> Non
     assert np.mean([v["dice"] for v in labels.values()]) > np.mean([v["dice_before"] for v in labels.values()]) + 0.1
     assert res.report["folding_percent"] < 0.1
     refined, rep = register_learned(fixed, moving, net, refine=True)
-    assert rep["refined"] and rep["folding_percent"] < 0.5 and refined.field is not None  # composed fields: ~0.1 %
+    assert rep["refined"] and rep["folding_percent"] < 0.1 and refined.field is not None
     # a few training steps write a loadable model
     info = train_learned([fixed, moving, _case("hippocampus_008")[0]], tmp_path / "flow", 2.0, size=(40, 56, 40))
     assert info["steps"] >= 1 and LearnedRegistration(tmp_path / "flow").info["grid"] == [40, 56, 40]

@@ -33,7 +33,7 @@ def register_cmd(
         fl = medimg.read_labels(fixed_labels) if fixed_labels else None
         opts: dict[str, Any] = {"smoothness": smoothness} if method == "deformable" else {}
         if method == "learned":
-            opts = {"model": model, "refine": refine, "smoothness": smoothness}
+            opts = {"model": model, "refine": refine}
         res = register(f, m, method, metric, fixed_labels=fl, moving_labels=ml, **opts)
         paths = write_outputs(res, f, out, ext)
         r = res.report

@@ -106,11 +106,14 @@ def register_deformable(
     diffeomorphic: bool = True,
     squaring_steps: int = 6,
     max_voxels: int = 300_000,
+    init_velocity: np.ndarray | None = None,
 ) -> tuple[Transform, dict[str, Any]]:
     """Estimate a dense deformation (after ``initial``'s linear part). ``levels`` are downsampling factors of the
     pyramid (axes shorter than 16 voxels are not downsampled), ``iterations`` Adam steps per level,
     ``smoothness`` the diffusion weight; levels with more than ``max_voxels`` voxels (after the first) are skipped
-    and the field is upsampled from the previous level. Returns the combined :class:`Transform` and a report."""
+    and the field is upsampled from the previous level. ``init_velocity`` ``(ndim, *fixed.shape)`` (voxel units,
+    array-axis order; e.g. a learned network's prediction) starts the optimisation. Returns the combined
+    :class:`Transform` and a report."""
     if metric not in ("ncc", "mse"):
         raise MedimgError(f"Unknown deformable metric {metric!r}; use ncc or mse.")
     if len(levels) != len(iterations):
@@ -133,7 +136,13 @@ def register_deformable(
             continue  # finer levels would be too slow: the field stays at the previous resolution
         f = _resize(f_full, lshape) if lshape != shape else f_full
         m = _resize(m_full, lshape) if lshape != shape else m_full
-        if v is None:
+        if v is None and init_velocity is not None:
+            v0 = torch.as_tensor(np.asarray(init_velocity, np.float32))[None]
+            if tuple(v0.shape[2:]) != tuple(shape):
+                raise MedimgError(f"init_velocity must have shape ({nd}, {', '.join(map(str, shape))}).")
+            scale = torch.tensor([n / o for n, o in zip(lshape, shape, strict=True)]).view(1, nd, *[1] * nd)
+            v = _resize(v0, lshape) * scale if lshape != shape else v0
+        elif v is None:
             v = torch.zeros((1, nd, *lshape))
         else:
             scale = torch.tensor([n / o for n, o in zip(lshape, v.shape[2:], strict=True)]).view(1, nd, *[1] * nd)

@@ -195,6 +195,18 @@ class LearnedRegistration:
         self.net.load_state_dict({k: v.float() for k, v in state.items()})
         self.net.eval()
 
+    def velocity(self, fixed: Image, moving: Image) -> np.ndarray:
+        """The predicted velocity field ``(ndim, *fixed.shape)`` in voxel units on the fixed grid."""
+        check_pair(fixed, moving)
+        f, m, spans = _pair(fixed, moving, self.info["grid"])
+        with torch.no_grad():
+            v = self.net(torch.cat([torch.from_numpy(f)[None, None], torch.from_numpy(m)[None, None]], 1))[0].numpy()
+        out = np.zeros((fixed.ndim, *fixed.shape[: fixed.ndim]), np.float32)
+        src = tuple(slice(b0, b0 + length) for a0, b0, length, n in spans)
+        dst = tuple(slice(a0, a0 + length) for a0, b0, length, n in spans)
+        out[(slice(None), *dst)] = v[(slice(None), *src)]
+        return out
+
     def __call__(self, fixed: Image, moving: Image) -> tuple[Transform, dict[str, Any]]:
         """One forward pass: the transform (displacement field on the fixed grid) and a report."""
         check_pair(fixed, moving)
@@ -246,23 +258,23 @@ def register_learned(
     refine: bool = False,
     refine_levels: Sequence[int] = (2, 1),
     refine_iterations: Sequence[int] = (30, 15),
-    smoothness: float = 2.0,
+    smoothness: float = 0.5,
 ) -> tuple[Transform, dict[str, Any]]:
-    """Register with a trained network (one forward pass) and, with ``refine``, continue with instance
-    optimisation on the network's result (test-time refinement); returns one displacement-field transform."""
+    """Register with a trained network (one forward pass) and, with ``refine``, continue the instance optimisation
+    of :func:`~medimg.register.deformable.register_deformable` from the network's velocity field (test-time
+    refinement); returns one displacement-field transform."""
     from medimg.metrics.registration import registration_metrics
     from medimg.register.deformable import register_deformable
-    from medimg.register.transform import _Composite
 
     t0 = time.perf_counter()
     net = model if isinstance(model, LearnedRegistration) else LearnedRegistration(model)
     tr, rep = net(fixed, moving)
     report: dict[str, Any] = {"network_seconds": rep["seconds"], "refined": refine}
-    if refine:
-        moved = tr.apply(moving, fixed, "linear")
-        ref_tr, _ = register_deformable(fixed, moved, None, "ncc", refine_levels, refine_iterations, smoothness)
-        field = dense_field(_Composite([ref_tr, tr]), fixed)  # x -> learned(refine(x))
-        tr = Transform(None, field)
+    if refine:  # continue optimising the network's velocity field: the result stays diffeomorphic
+        v0 = net.velocity(fixed, moving)
+        tr, _ = register_deformable(
+            fixed, moving, None, "ncc", refine_levels, refine_iterations, smoothness, init_velocity=v0
+        )
     assert tr.field is not None
     index_mm = np.asarray(tr.field.array) @ np.asarray(fixed.direction)
     report.update(seconds=time.perf_counter() - t0, **registration_metrics(index_mm, fixed.spacing))
