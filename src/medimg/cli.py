@@ -647,6 +647,10 @@ from medimg.cli_register import register_cmd, warp_cmd  # noqa: E402
 app.command("register")(register_cmd)
 app.command("warp")(warp_cmd)
 
+from medimg.cli_interactive import interact_cmd  # noqa: E402
+
+app.command("interact")(interact_cmd)
+
 
 def main() -> None:
     """Console-script entry point."""

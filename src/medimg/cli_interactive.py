@@ -1,0 +1,49 @@
+"""``medimg interact``: scripted interactive segmentation (a thin layer over :mod:`medimg.interactive`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from medimg.cli import _run, console
+
+
+def interact_cmd(
+    image: Annotated[Path, typer.Argument(help="2D or 3D image (any format medimg reads).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Mask to write (.png, .nii.gz, .seg.nrrd ...).")],
+    box: Annotated[str | None, typer.Option("--box", help="x0,y0,x1,y1 (or x0,y0,z0,x1,y1,z1), voxels.")] = None,
+    click: Annotated[
+        list[str] | None, typer.Option("--click", help="x,y[,z][,neg]; repeat; positive unless tagged neg.")
+    ] = None,
+    prompts: Annotated[
+        Path | None, typer.Option("--prompts", help="Prompts JSON (applied before --box/--click).")
+    ] = None,
+    method: Annotated[str, typer.Option("--method", help="random_walker or region_growing.")] = "random_walker",
+) -> None:
+    """Segment one structure from prompts given at once, applied in order as a session would (voxel coordinates,
+    x = column)."""
+    import medimg
+    from medimg.interactive import InteractiveSession, PromptList
+    from medimg.interactive.prompts import PromptError, parse_box, parse_click
+
+    def body() -> None:
+        img = medimg.read(image)
+        s = InteractiveSession(img, method)
+        items = PromptList.load(prompts).items if prompts else []
+        if box:
+            items.append(parse_box(box, img.ndim))
+        items += [parse_click(c, img.ndim) for c in click or []]
+        if not items:
+            raise PromptError("Give at least one prompt: --box, --click or --prompts.")
+        for p in items:
+            s.add(p)
+        lab = s.label_map()
+        medimg.write(lab, out)
+        console.print(
+            f"{len(items)} prompt(s), {int(lab.array.sum())} voxels segmented "
+            f"({s.latencies[-1] * 1000:.0f} ms); wrote {out}"
+        )
+
+    _run(body)

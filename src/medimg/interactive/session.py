@@ -1,0 +1,200 @@
+"""Interactive segmentation sessions with zero-training baselines behind one API.
+
+``s = InteractiveSession(image, method="random_walker"); s.add_box((x0, y0), (x1, y1)); s.add_click((x, y));
+s.add_click((x, y), positive=False); s.mask; s.undo()`` — 2D images and 3D volumes (a prompt on one slice gives a
+3D result; a correction anywhere updates the volume).
+
+Prompts become seeds: positive/negative clicks are disks (radius 2 voxels), scribbles their dilated polylines,
+a box makes everything outside it background and, if there is no positive seed yet, seeds its centre. Later prompts
+overwrite earlier seeds at the same voxels (a negative click on a positive one wins). Methods:
+
+- ``random_walker``: scikit-image's random walker (Grady 2006; beta 130 on intensities scaled by the 1st-99th
+  percentiles), computed on the bounding box of the seeds plus a margin (everything outside is background);
+- ``region_growing``: SimpleITK confidence-connected region growing from the positive seeds (3 iterations,
+  multiplier 2.5), restricted to the box, minus the connected parts that contain negative seeds.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+
+from medimg.errors import MedimgError
+from medimg.image import Image, LabelMap
+from medimg.interactive.prompts import (
+    Box,
+    Click,
+    Prompt,
+    PromptError,
+    Scribble,
+    box_slices,
+    check_point,
+    rasterize_scribble,
+)
+
+METHODS = ("random_walker", "region_growing")
+
+
+def _disk(shape: tuple[int, ...], centre: np.ndarray, radius: float) -> tuple[np.ndarray, ...]:
+    lo = np.maximum(0, np.floor(centre - radius)).astype(int)
+    hi = np.minimum(np.array(shape) - 1, np.ceil(centre + radius)).astype(int)
+    grids = np.meshgrid(*[np.arange(a, b + 1) for a, b in zip(lo, hi, strict=True)], indexing="ij")
+    d2 = sum((g - c) ** 2 for g, c in zip(grids, centre, strict=True))
+    keep = d2 <= radius**2
+    return tuple(g[keep] for g in grids)
+
+
+def seeds_from_prompts(prompts: list[Prompt], shape: tuple[int, ...], radius: float = 2.0) -> tuple[np.ndarray, Any]:
+    """Seed array (0 unknown, 1 foreground, 2 background) and the box slices (or None)."""
+    seeds = np.zeros(shape, np.uint8)
+    box = None
+    for p in prompts:
+        if isinstance(p, Click):
+            check_point(p.point, shape)
+            seeds[_disk(shape, np.asarray(p.point, float), radius)] = 1 if p.positive else 2
+        elif isinstance(p, Scribble):
+            for q in rasterize_scribble(p, shape):
+                seeds[_disk(shape, q.astype(float), max(1.0, radius / 2))] = 1 if p.positive else 2
+        elif isinstance(p, Box):
+            box = box_slices(p, shape)
+    if box is not None:
+        outside = np.ones(shape, bool)
+        outside[box] = False
+        seeds[outside] = 2
+        if not np.any(seeds == 1):
+            centre = np.array([(s.start + s.stop - 1) / 2 for s in box])
+            seeds[_disk(shape, centre, radius)] = 1
+    return seeds, box
+
+
+def _scaled(a: np.ndarray) -> np.ndarray:
+    lo, hi = np.percentile(a, [1, 99])
+    return np.clip((a - lo) / (hi - lo + 1e-8), 0, 1)
+
+
+def segment_random_walker(image: np.ndarray, seeds: np.ndarray, margin: int = 12, beta: float = 130.0) -> np.ndarray:
+    """Binary mask from seeds by the random walker, on the seeds' bounding box plus ``margin``."""
+    from skimage.segmentation import random_walker
+
+    if not np.any(seeds == 1):
+        return np.zeros(seeds.shape, bool)
+    known = np.argwhere((seeds == 1) | ((seeds == 2) & _near_positive(seeds, margin)))
+    lo = np.maximum(0, known.min(0) - margin)
+    hi = np.minimum(np.array(seeds.shape), known.max(0) + margin + 1)
+    sl = tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))
+    crop_seeds = seeds[sl].copy()
+    border = np.ones(crop_seeds.shape, bool)
+    border[tuple(slice(1, -1) if s > 2 else slice(None) for s in crop_seeds.shape)] = False
+    crop_seeds[border & (crop_seeds == 0)] = 2  # the crop border is background
+    if not np.any(crop_seeds == 2):
+        crop_seeds[border] = 2
+    labels = random_walker(
+        _scaled(image[sl].astype(np.float64)), crop_seeds, beta=beta, mode="cg_j", tol=1e-3, prob_tol=1e-2
+    )
+    out = np.zeros(seeds.shape, bool)
+    out[sl] = labels == 1
+    return out
+
+
+def _near_positive(seeds: np.ndarray, margin: int) -> np.ndarray:
+    pos = np.argwhere(seeds == 1)
+    lo, hi = pos.min(0) - 3 * margin, pos.max(0) + 3 * margin
+    idx = np.indices(seeds.shape)
+    return np.all([(idx[a] >= lo[a]) & (idx[a] <= hi[a]) for a in range(seeds.ndim)], axis=0)
+
+
+def segment_region_growing(image: np.ndarray, seeds: np.ndarray, box: Any = None) -> np.ndarray:
+    """Binary mask by confidence-connected region growing from the positive seeds."""
+    import SimpleITK as sitk
+    from scipy import ndimage
+
+    pos = np.argwhere(seeds == 1)
+    if len(pos) == 0:
+        return np.zeros(seeds.shape, bool)
+    img = sitk.GetImageFromArray(np.ascontiguousarray(image.astype(np.float32).T))
+    seed_list = [tuple(int(v) for v in p) for p in pos[:: max(1, len(pos) // 50)]]
+    grown = sitk.ConfidenceConnected(
+        img, seedList=seed_list, numberOfIterations=3, multiplier=2.5, initialNeighborhoodRadius=1, replaceValue=1
+    )
+    mask = sitk.GetArrayFromImage(grown).T.astype(bool) | (seeds == 1)
+    if box is not None:
+        inside = np.zeros(seeds.shape, bool)
+        inside[box] = True
+        mask &= inside
+    lab, _ = ndimage.label(mask)
+    bad = np.unique(lab[(seeds == 2) & mask])
+    mask[np.isin(lab, bad[bad > 0]) & ~np.isin(lab, np.unique(lab[seeds == 1]))] = False
+    mask[seeds == 2] = False
+    return mask
+
+
+class InteractiveSession:
+    """An annotation session on one image (2D or 3D): add prompts, read ``mask``, ``undo``."""
+
+    def __init__(self, image: Image | np.ndarray, method: str = "random_walker") -> None:
+        if method not in METHODS:
+            raise MedimgError(f"Unknown interactive method {method!r}; choose {', '.join(METHODS)}.")
+        self.image = image if isinstance(image, Image) else Image(np.asarray(image))
+        if self.image.is_multichannel:
+            raise MedimgError("Interactive segmentation needs a single-channel image.")
+        arr = np.asarray(self.image.array, np.float64)
+        if not np.all(np.isfinite(arr)):
+            raise MedimgError("The image contains NaN or infinite values; fill them first.")
+        self.array = arr
+        self.method = method
+        self.prompts: list[Prompt] = []
+        self._mask: np.ndarray | None = None
+        self.latencies: list[float] = []
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.array.shape)
+
+    def _add(self, p: Prompt) -> np.ndarray:
+        self.prompts.append(p)
+        try:
+            seeds_from_prompts(self.prompts, self.shape)  # validate before computing
+        except PromptError:
+            self.prompts.pop()
+            raise
+        self._mask = None
+        return self.mask
+
+    def add_click(self, point: tuple[int, ...], positive: bool = True) -> np.ndarray:
+        return self._add(Click(tuple(int(v) for v in point), positive))
+
+    def add_box(self, lo: tuple[int, ...], hi: tuple[int, ...]) -> np.ndarray:
+        return self._add(Box(tuple(int(v) for v in lo), tuple(int(v) for v in hi)))
+
+    def add_scribble(self, points: list[tuple[int, ...]], positive: bool = True) -> np.ndarray:
+        return self._add(Scribble(tuple(tuple(int(v) for v in p) for p in points), positive))
+
+    def add(self, prompt: Prompt) -> np.ndarray:
+        return self._add(prompt)
+
+    def undo(self) -> np.ndarray:
+        """Remove the last prompt and return the mask without it."""
+        if self.prompts:
+            self.prompts.pop()
+        self._mask = None
+        return self.mask
+
+    @property
+    def mask(self) -> np.ndarray:
+        """Boolean mask on the image grid (array order)."""
+        if self._mask is None:
+            t0 = time.perf_counter()
+            seeds, box = seeds_from_prompts(self.prompts, self.shape)
+            if self.method == "random_walker":
+                self._mask = segment_random_walker(self.array, seeds)
+            else:
+                self._mask = segment_region_growing(self.array, seeds, box)
+            self.latencies.append(time.perf_counter() - t0)
+        return self._mask
+
+    def label_map(self) -> LabelMap:
+        """The mask as a LabelMap with the image's geometry (label 1)."""
+        im = self.image
+        return LabelMap(self.mask.astype(np.uint8), im.spacing, im.origin, im.direction, names={1: "structure"})

@@ -1,0 +1,104 @@
+"""Interactive segmentation baselines: prompts and their errors, the click simulator, sessions on real images."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+import medimg
+from medimg.cli import app
+from medimg.interactive import Box, Click, InteractiveSession, PromptError, PromptList, Scribble, next_click, simulate
+from medimg.interactive.prompts import parse_box, parse_click
+from medimg.interactive.simulate import dice
+
+from conftest import DATA
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def hippo() -> tuple[medimg.Image, np.ndarray]:
+    img = medimg.read(DATA / "hippocampus" / "imagesTr" / "hippocampus_001.nii.gz")
+    lab = medimg.read_labels(DATA / "hippocampus" / "labelsTr" / "hippocampus_001.nii.gz")
+    return img, lab.array == 1
+
+
+def test_simulated_click_lies_inside_the_largest_error(hippo: tuple) -> None:
+    _, gt = hippo
+    pred = np.zeros_like(gt)
+    c = next_click(pred, gt)
+    assert c is not None and c.positive and gt[c.point]  # a false negative: positive click inside the target
+    fp = gt.copy()
+    fp[:3] = True  # a slab of false positives, far thicker than the target's missing part
+    c = next_click(fp, gt)
+    assert c is not None and not c.positive and fp[c.point] and not gt[c.point]
+    assert next_click(gt, gt) is None
+
+
+def test_session_improves_dice_with_simulated_clicks(hippo: tuple) -> None:
+    img, gt = hippo
+    z = int(np.argmax(gt.sum((0, 1))))
+    r = simulate(lambda: InteractiveSession(img.array[:, :, z], "random_walker"), gt[:, :, z], 8, "box")
+    assert r["dice"][-1] > r["dice"][0] + 0.2 and r["dice"][-1] > 0.8
+    r3 = simulate(lambda: InteractiveSession(img, "random_walker"), gt, 5, "click")
+    assert r3["dice"][-1] > 0.7 and max(r3["latency_s"]) < 5
+
+
+def test_session_api_undo_and_label_map(hippo: tuple) -> None:
+    img, gt = hippo
+    s = InteractiveSession(img, "region_growing")
+    c = next_click(np.zeros_like(gt), gt)
+    assert c is not None
+    m1 = s.add_click(c.point).copy()
+    s.add_click(c.point, positive=False)  # contradictory click at the same place: the later one wins
+    assert not s.mask[c.point]
+    np.testing.assert_array_equal(s.undo(), m1)
+    lab = s.label_map()
+    medimg.image.check_same_geometry(lab, img)
+
+
+@pytest.mark.parametrize(
+    ("prompt", "message"),
+    [
+        (Click((99, 1, 1)), "outside the image"),
+        (Box((10, 10, 5), (5, 20, 8)), "inverted"),
+        (Box((200, 200), (210, 210)), "outside the image"),
+        (Click((1, 1)), "2 coordinates"),
+    ],
+)
+def test_bad_prompts_give_clear_errors(hippo: tuple, prompt: object, message: str) -> None:
+    img, _ = hippo
+    s = InteractiveSession(img)
+    with pytest.raises(PromptError, match=message):
+        s.add(prompt)  # type: ignore[arg-type]
+    assert s.prompts == []  # a refused prompt is not kept
+
+
+def test_prompt_parsing_json_and_one_pixel_scribble(hippo: tuple) -> None:
+    img, _ = hippo
+    assert parse_click("3,4,5,neg", 3) == Click((3, 4, 5), False)
+    assert parse_box("1,2,10,20", 3) == Box((1, 2), (10, 20))
+    with pytest.raises(PromptError, match="empty"):
+        InteractiveSession(img.array[:, :, 10]).add_box((5, 5), (5, 30))
+    items = [Click((17, 25, 17)), Box((5, 5), (30, 45)), Scribble(((17, 25, 17),), False)]
+    back = PromptList.from_json(PromptList(items).to_json()).items
+    assert back == items
+    s = InteractiveSession(img)
+    s.add(Scribble(((17, 25, 17),)))  # a one-point scribble acts as a click
+    assert s.mask[17, 25, 17]
+    with pytest.raises(PromptError, match="unknown type"):
+        PromptList.from_json('{"prompts": [{"type": "lasso"}]}')
+
+
+def test_cli_interact(tmp_path: Path) -> None:
+    src = DATA / "hippocampus" / "imagesTr" / "hippocampus_001.nii.gz"
+    out = tmp_path / "m.nii.gz"
+    r = runner.invoke(app, ["interact", str(src), "--click", "17,25,17", "--click", "20,30,17,neg", "-o", str(out)])
+    assert r.exit_code == 0, r.output
+    m = medimg.read_labels(out)
+    assert m.array.sum() > 20 and dice(m.array > 0, m.array > 0) == 1.0
+    r = runner.invoke(app, ["interact", str(src), "--click", "500,1,1", "-o", str(out)])
+    assert r.exit_code == 2 and "outside the image" in r.output
