@@ -95,8 +95,7 @@ def medimg_deformable(opts: dict[str, Any]) -> Callable[[Image, Image], tuple[Tr
     def run(f: Image, m: Image) -> tuple[Transform, np.ndarray]:
         tr, _ = register_linear(f, m, "affine", "mi", iterations=100)
         tr, _ = register_deformable(f, m, tr, **opts)
-        assert tr.field is not None
-        return tr, np.asarray(tr.field.array) @ np.asarray(f.direction)
+        return tr, tr.field_index_mm()
 
     return run
 
@@ -108,8 +107,7 @@ def medimg_learned(refine: bool) -> Callable[[Image, Image], tuple[Transform, np
 
     def run(f: Image, m: Image) -> tuple[Transform, np.ndarray]:
         tr, _ = register_learned(f, m, net, refine=refine)
-        assert tr.field is not None
-        return tr, np.asarray(tr.field.array) @ np.asarray(f.direction)
+        return tr, tr.field_index_mm()
 
     return run
 
@@ -139,7 +137,7 @@ def sitk_bspline(f: Image, m: Image) -> tuple[Transform, np.ndarray]:
     )
     field = medimg.interop.from_sitk(disp)
     tr = Transform(lin.linear, field)
-    return tr, np.asarray(field.array) @ np.asarray(f.direction)
+    return tr, tr.field_index_mm()
 
 
 def ants_syn(f: Image, m: Image, tmp: Path) -> tuple[Callable[[LabelMap], LabelMap], np.ndarray]:

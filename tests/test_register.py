@@ -234,3 +234,19 @@ def test_bundled_learned_network_registers_an_unseen_pair(tmp_path: Path) -> Non
     assert info["steps"] >= 1 and LearnedRegistration(tmp_path / "flow").info["grid"] == [40, 56, 40]
     with pytest.raises(MedimgError, match="not a learned-registration model"):
         LearnedRegistration(tmp_path)
+
+
+def test_atlas_segmentation_fuses_propagated_labels() -> None:
+    from medimg.register.fusion import atlas_segmentation
+
+    target, tlab = _case("hippocampus_004")
+    atlases = [_case(c) for c in ("hippocampus_001", "hippocampus_006", "hippocampus_008")]
+    fused, warped = atlas_segmentation(target, atlases, lambda f, m: register_linear(f, m, "affine")[0], "majority")
+    medimg.image.check_same_geometry(fused, target)
+    assert len(warped) == 3
+    from medimg.metrics import segmentation_metrics
+
+    d = segmentation_metrics(fused, tlab, labels=[1, 2], metrics=("dice",))
+    assert all(d[k]["dice"] > 0.6 for k in (1, 2))
+    with pytest.raises(MedimgError, match="Unknown fusion"):
+        atlas_segmentation(target, atlases, lambda f, m: Transform(), "vote")

@@ -11,7 +11,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from medimg.classify.data import ClassificationData
 from medimg.classify.networks import Classifier, build_encoder
 from medimg.classify.train import predict_logits, probabilities
 from medimg.errors import MedimgError
@@ -110,8 +109,3 @@ def write_probabilities_csv(
                     else classes[int(lab)]
                 )
             w.writerow(cells)
-
-
-def predict_dataset(model: ClassifierModel, data: ClassificationData) -> np.ndarray:
-    """Calibrated probabilities for every image of a dataset."""
-    return model.predict_proba(data.images)

@@ -80,7 +80,10 @@ def segment_random_walker(image: np.ndarray, seeds: np.ndarray, margin: int = 12
 
     if not np.any(seeds == 1):
         return np.zeros(seeds.shape, bool)
-    known = np.argwhere((seeds == 1) | ((seeds == 2) & _near_positive(seeds, margin)))
+    pos, neg = np.argwhere(seeds == 1), np.argwhere(seeds == 2)
+    reach = 3 * margin  # background seeds farther than this from the positives do not widen the crop
+    near = np.all((neg >= pos.min(0) - reach) & (neg <= pos.max(0) + reach), axis=1)
+    known = np.concatenate([pos, neg[near]])
     lo = np.maximum(0, known.min(0) - margin)
     hi = np.minimum(np.array(seeds.shape), known.max(0) + margin + 1)
     sl = tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))
@@ -96,13 +99,6 @@ def segment_random_walker(image: np.ndarray, seeds: np.ndarray, margin: int = 12
     out = np.zeros(seeds.shape, bool)
     out[sl] = labels == 1
     return out
-
-
-def _near_positive(seeds: np.ndarray, margin: int) -> np.ndarray:
-    pos = np.argwhere(seeds == 1)
-    lo, hi = pos.min(0) - 3 * margin, pos.max(0) + 3 * margin
-    idx = np.indices(seeds.shape)
-    return np.all([(idx[a] >= lo[a]) & (idx[a] <= hi[a]) for a in range(seeds.ndim)], axis=0)
 
 
 def segment_region_growing(image: np.ndarray, seeds: np.ndarray, box: Any = None) -> np.ndarray:

@@ -55,30 +55,19 @@ def register(
         from medimg.register.learned import register_learned
 
         tr, rep = register_learned(fixed, moving, **deformable_options)
-        from medimg.metrics.registration import jacobian_determinant
-
-        assert tr.field is not None
-        index_mm = np.asarray(tr.field.array) @ np.asarray(fixed.direction)
-        jac_l = Image(jacobian_determinant(index_mm, fixed.spacing), fixed.spacing, fixed.origin, fixed.direction)
         rep_l = {"method": method, "learned": rep, "folding_percent": rep["folding_percent"], "sdlogj": rep["sdlogj"]}
-        return _finish(tr, fixed, moving, fixed_labels, moving_labels, jac_l, rep_l, t0)
+        return _finish(tr, fixed, moving, fixed_labels, moving_labels, rep_l, t0)
     lin_metric = "mi" if metric == "auto" else metric
     kind = "rigid" if method == "rigid" else ("affine" if method == "affine" else linear_kind)
     tr, rep_lin = register_linear(fixed, moving, kind, "mi" if lin_metric == "ncc" else lin_metric)
     report: dict[str, Any] = {"method": method, "linear": rep_lin}
-    jac: Image | None = None
     if method == "deformable":
         def_metric = "ncc" if metric in ("auto", "ncc", "mi") else metric
         tr, rep_def = register_deformable(fixed, moving, tr, def_metric, **deformable_options)
         report["deformable"] = rep_def
-        from medimg.metrics.registration import jacobian_determinant
-
-        assert tr.field is not None
-        index_mm = np.asarray(tr.field.array) @ np.asarray(fixed.direction)  # LPS -> mm along index axes
-        jac = Image(jacobian_determinant(index_mm, fixed.spacing), fixed.spacing, fixed.origin, fixed.direction)
         report["folding_percent"] = rep_def["folding_percent"]
         report["sdlogj"] = rep_def["sdlogj"]
-    return _finish(tr, fixed, moving, fixed_labels, moving_labels, jac, report, t0)
+    return _finish(tr, fixed, moving, fixed_labels, moving_labels, report, t0)
 
 
 def _finish(
@@ -87,11 +76,17 @@ def _finish(
     moving: Image,
     fixed_labels: LabelMap | None,
     moving_labels: LabelMap | None,
-    jac: Image | None,
     report: dict[str, Any],
     t0: float,
 ) -> RegistrationResult:
+    """Timing, the Jacobian map of the deformable part (when there is one), warped image and labels, overlaps."""
+    from medimg.metrics.registration import jacobian_determinant
+
     report["seconds"] = time.perf_counter() - t0
+    jac = None
+    if tr.field is not None:
+        det = jacobian_determinant(tr.field_index_mm(), fixed.spacing)
+        jac = Image(det, fixed.spacing, fixed.origin, fixed.direction)
     warped = tr.apply(moving, fixed, "linear")
     warped_labels = tr.apply_labels(moving_labels, fixed, "linear") if moving_labels is not None else None
     if warped_labels is not None and fixed_labels is not None:

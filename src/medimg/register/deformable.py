@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from medimg.errors import MedimgError
 from medimg.image import Image
 from medimg.register.linear import check_pair
-from medimg.register.transform import Transform
+from medimg.register.transform import Transform, field_from_voxels
 
 
 def _scaled(a: np.ndarray) -> np.ndarray:
@@ -165,13 +165,10 @@ def register_deformable(
         if list(d.shape[2:]) != shape:
             scale = torch.tensor([n / o for n, o in zip(shape, d.shape[2:], strict=True)]).view(1, nd, *[1] * nd)
             d = _resize(d, shape) * scale
-    disp_vox = d[0].numpy().transpose((*range(1, nd + 1), 0)).astype(np.float64)  # (*shape, nd), array order
-    index_mm = disp_vox * np.asarray(fixed.spacing)  # mm along the index axes
-    world = index_mm @ np.asarray(fixed.direction).T  # LPS mm
-    field = Image(world, fixed.spacing, fixed.origin, fixed.direction)
+    result = Transform(lin, field_from_voxels(d[0].numpy(), fixed))
     from medimg.metrics.registration import registration_metrics
 
-    quality = registration_metrics(index_mm, fixed.spacing)
+    quality = registration_metrics(result.field_index_mm(), fixed.spacing)
     report = {
         "metric": metric,
         "levels": list(levels),
@@ -185,4 +182,4 @@ def register_deformable(
         "threads": threads,
         **quality,
     }
-    return Transform(lin, field), report
+    return result, report

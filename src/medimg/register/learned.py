@@ -27,7 +27,7 @@ from medimg.errors import MedimgError
 from medimg.image import Image, LabelMap
 from medimg.register.deformable import _diffusion, _scaled, integrate_velocity, local_ncc, warp
 from medimg.register.linear import check_pair
-from medimg.register.transform import Transform
+from medimg.register.transform import Transform, field_from_voxels
 
 BUNDLED_DIR = Path(__file__).parent / "models"
 
@@ -195,60 +195,39 @@ class LearnedRegistration:
         self.net.load_state_dict({k: v.float() for k, v in state.items()})
         self.net.eval()
 
-    def velocity(self, fixed: Image, moving: Image) -> np.ndarray:
-        """The predicted velocity field ``(ndim, *fixed.shape)`` in voxel units on the fixed grid."""
-        check_pair(fixed, moving)
-        f, m, spans = _pair(fixed, moving, self.info["grid"])
-        with torch.no_grad():
-            v = self.net(torch.cat([torch.from_numpy(f)[None, None], torch.from_numpy(m)[None, None]], 1))[0].numpy()
-        out = np.zeros((fixed.ndim, *fixed.shape[: fixed.ndim]), np.float32)
-        src = tuple(slice(b0, b0 + length) for a0, b0, length, n in spans)
-        dst = tuple(slice(a0, a0 + length) for a0, b0, length, n in spans)
-        out[(slice(None), *dst)] = v[(slice(None), *src)]
-        return out
-
-    def __call__(self, fixed: Image, moving: Image) -> tuple[Transform, dict[str, Any]]:
-        """One forward pass: the transform (displacement field on the fixed grid) and a report."""
+    def _predict(self, fixed: Image, moving: Image) -> tuple[torch.Tensor, list]:
+        """The network's velocity on its padded grid ``(1, ndim, *grid)`` and the spans to crop it back."""
         check_pair(fixed, moving)
         if fixed.ndim != int(self.info["dims"]):
             raise MedimgError(f"This model registers {self.info['dims']}D images; got {fixed.ndim}D.")
-        t0 = time.perf_counter()
         f, m, spans = _pair(fixed, moving, self.info["grid"])
         with torch.no_grad():
-            v = self.net(torch.cat([torch.from_numpy(f)[None, None], torch.from_numpy(m)[None, None]], 1))
-            d = _flow(v)[0].numpy()
-        nd = fixed.ndim
-        disp = np.zeros((nd, *fixed.shape[:nd]), np.float64)
+            return self.net(torch.cat([torch.from_numpy(f)[None, None], torch.from_numpy(m)[None, None]], 1)), spans
+
+    @staticmethod
+    def _crop(a: torch.Tensor, spans: list, shape: Sequence[int]) -> np.ndarray:
+        """``(1, c, *grid)`` on the padded grid -> ``(c, *shape)`` on the fixed grid (zero where it was cropped)."""
+        out = np.zeros((a.shape[1], *shape), np.float32)
         src = tuple(slice(b0, b0 + length) for a0, b0, length, n in spans)
         dst = tuple(slice(a0, a0 + length) for a0, b0, length, n in spans)
-        disp[(slice(None), *dst)] = d[(slice(None), *src)]
-        index_mm = np.moveaxis(disp, 0, -1) * np.asarray(fixed.spacing)
-        world = index_mm @ np.asarray(fixed.direction).T
-        field = Image(world, fixed.spacing, fixed.origin, fixed.direction)
+        out[(slice(None), *dst)] = a[0].numpy()[(slice(None), *src)]
+        return out
+
+    def velocity(self, fixed: Image, moving: Image) -> np.ndarray:
+        """The predicted velocity field ``(ndim, *fixed.shape)`` in voxel units on the fixed grid."""
+        v, spans = self._predict(fixed, moving)
+        return self._crop(v, spans, fixed.shape[: fixed.ndim])
+
+    def __call__(self, fixed: Image, moving: Image) -> tuple[Transform, dict[str, Any]]:
+        """One forward pass: the transform (displacement field on the fixed grid) and a report."""
         from medimg.metrics.registration import registration_metrics
 
-        return Transform(None, field), {
-            "seconds": time.perf_counter() - t0,
-            **registration_metrics(index_mm, fixed.spacing),
-        }
-
-
-def dense_field(transform: Transform, reference: Image) -> Image:
-    """Any transform as one displacement field (LPS mm) on ``reference``'s grid."""
-    import SimpleITK as sitk
-
-    from medimg.interop import from_sitk
-
-    nd = reference.ndim
-    f = sitk.TransformToDisplacementField(
-        transform.to_sitk(),
-        sitk.sitkVectorFloat64,
-        [int(v) for v in reference.shape[:nd]],
-        [float(v) for v in reference.origin],
-        [float(v) for v in reference.spacing],
-        [float(v) for v in np.asarray(reference.direction).ravel()],
-    )
-    return from_sitk(f)
+        t0 = time.perf_counter()
+        v, spans = self._predict(fixed, moving)
+        with torch.no_grad():
+            d = self._crop(_flow(v), spans, fixed.shape[: fixed.ndim])
+        tr = Transform(None, field_from_voxels(d, fixed))
+        return tr, {"seconds": time.perf_counter() - t0, **registration_metrics(tr.field_index_mm(), fixed.spacing)}
 
 
 def register_learned(
@@ -275,7 +254,5 @@ def register_learned(
         tr, _ = register_deformable(
             fixed, moving, None, "ncc", refine_levels, refine_iterations, smoothness, init_velocity=v0
         )
-    assert tr.field is not None
-    index_mm = np.asarray(tr.field.array) @ np.asarray(fixed.direction)
-    report.update(seconds=time.perf_counter() - t0, **registration_metrics(index_mm, fixed.spacing))
+    report.update(seconds=time.perf_counter() - t0, **registration_metrics(tr.field_index_mm(), fixed.spacing))
     return tr, report

@@ -42,6 +42,13 @@ class Transform:
             return self.field.ndim
         return None if self.linear is None else int(self.linear.GetDimension())
 
+    def field_index_mm(self) -> np.ndarray:
+        """The displacement field in mm along its grid's index axes, ``(*shape, ndim)`` — the form
+        :mod:`medimg.metrics.registration` expects."""
+        if self.field is None:
+            raise MedimgError("This transform has no displacement field.")
+        return np.asarray(self.field.array, np.float64) @ np.asarray(self.field.direction)
+
     def to_sitk(self) -> Any:
         """A SimpleITK transform (composite when both parts exist)."""
         import SimpleITK as sitk
@@ -198,6 +205,13 @@ class Transform:
         if img.n_channels != img.ndim:
             raise MedimgError(f"{p} is not a displacement field ({img.ndim}D image with {img.n_channels} channels).")
         return Transform(None, img)
+
+
+def field_from_voxels(disp_vox: np.ndarray, grid: Image) -> Image:
+    """A displacement field (LPS mm vectors on ``grid``) from displacements ``(ndim, *shape)`` in voxels along the
+    grid's array axes."""
+    index_mm = np.moveaxis(np.asarray(disp_vox, np.float64), 0, -1) * np.asarray(grid.spacing)
+    return Image(index_mm @ np.asarray(grid.direction).T, grid.spacing, grid.origin, grid.direction)
 
 
 class _Composite(Transform):
