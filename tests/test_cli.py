@@ -84,5 +84,6 @@ def test_demo(tmp_path: Path) -> None:
     assert "Dice vs the manual label" in r.output
     assert {"pneumoniamnist_probabilities.csv", "pneumoniamnist_explain.png"} <= files
     assert "16 validation chest X-rays: accuracy" in r.output
+    assert {"interactive_mask.nii.gz", "interactive_overlay.png"} <= files and "click 3" in r.output
     overlay = medimg.read(tmp_path / "demo" / "hippocampus_overlay.png")
     assert overlay.n_channels == 3 and overlay.shape == (35, 51)

@@ -593,6 +593,18 @@ def models_list(
             f"{m.get('training_seconds', 0) / 60:.1f} min, {m.get('n_train', '?')} cases",
             m["path"],
         )
+    from medimg.interactive.promptable import bundled_models
+
+    for m in bundled_models():
+        tr = m.get("training", {})
+        t.add_row(
+            m["name"],
+            "interactive (clicks, boxes, scribbles; 2D, 3D by propagation)",
+            "any prompted structure",
+            "see model card",
+            f"{tr.get('seconds', 0) / 60:.1f} min, {sum(tr.get('families', {}).values())} 2D tasks",
+            m["path"],
+        )
     console.print(t)
 
 

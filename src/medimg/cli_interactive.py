@@ -20,7 +20,12 @@ def interact_cmd(
     prompts: Annotated[
         Path | None, typer.Option("--prompts", help="Prompts JSON (applied before --box/--click).")
     ] = None,
-    method: Annotated[str, typer.Option("--method", help="random_walker or region_growing.")] = "random_walker",
+    method: Annotated[
+        str, typer.Option("--method", help="learned (the promptable network), random_walker or region_growing.")
+    ] = "learned",
+    model: Annotated[
+        Path | None, typer.Option("--model", help="Promptable model folder (default: the bundled one).")
+    ] = None,
 ) -> None:
     """Segment one structure from prompts given at once, applied in order as a session would (voxel coordinates,
     x = column)."""
@@ -30,7 +35,7 @@ def interact_cmd(
 
     def body() -> None:
         img = medimg.read(image)
-        s = InteractiveSession(img, method)
+        s = InteractiveSession(img, method, model)
         items = PromptList.load(prompts).items if prompts else []
         if box:
             items.append(parse_box(box, img.ndim))
@@ -38,12 +43,12 @@ def interact_cmd(
         if not items:
             raise PromptError("Give at least one prompt: --box, --click or --prompts.")
         for p in items:
-            s.add(p)
+            s.add(p)  # one interaction each: the learned method refines its previous mask
         lab = s.label_map()
         medimg.write(lab, out)
         console.print(
             f"{len(items)} prompt(s), {int(lab.array.sum())} voxels segmented "
-            f"({s.latencies[-1] * 1000:.0f} ms); wrote {out}"
+            f"({1000 * sum(s.latencies):.0f} ms, method {method}); wrote {out}"
         )
 
     _run(body)

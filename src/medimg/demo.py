@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -63,7 +64,43 @@ def run_demo(
         say(f"{name}: wrote {len(targets) + 1 + (name == 'ct')} files; all re-read with identical voxels and geometry")
     written += _demo_segmentation(out, say)
     written += _demo_classification(out, say)
+    written += _demo_interactive(out, say)
     return written
+
+
+def _demo_interactive(out: Path, say: Callable[[str], None]) -> list[Path]:
+    """Segment the posterior hippocampus of the bundled MRI from one click, then simulated corrective clicks,
+    with the bundled promptable model; write the mask and an overlay."""
+    import medimg
+    from medimg.data import sample
+    from medimg.interactive import InteractiveSession
+    from medimg.interactive.promptable import bundled_models
+    from medimg.interactive.simulate import dice, next_click
+    from medimg.report import overlay_slice
+
+    if not bundled_models():
+        say("(no bundled promptable model in this build: interactive demo skipped)")
+        return []
+    img_path, lab_path = sample("hippocampus")
+    image = medimg.read(img_path)
+    gt = medimg.read_labels(lab_path).array == 2
+    s = InteractiveSession(image, "learned")
+    say("\n[bold]interactive[/] (bundled promptable model; target: posterior hippocampus, clicks simulated):")
+    for i in range(3):
+        c = next_click(s.mask, gt)
+        if c is None:
+            break
+        t0 = time.perf_counter()
+        m = s.add(c)
+        kind = "positive" if c.positive else "negative"
+        say(
+            f"  click {i + 1} ({kind} at {c.point}): Dice {dice(m, gt):.3f}, "
+            f"{int(np.any(m, axis=(0, 1)).sum())} slices, {1000 * (time.perf_counter() - t0):.0f} ms"
+        )
+    lab = s.label_map()
+    mask = medimg.write(lab, out / "interactive_mask.nii.gz")
+    png = medimg.write(overlay_slice(image, lab), out / "interactive_overlay.png")
+    return [mask, png]
 
 
 def _demo_segmentation(out: Path, say: Callable[[str], None]) -> list[Path]:

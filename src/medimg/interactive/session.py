@@ -34,7 +34,7 @@ from medimg.interactive.prompts import (
     rasterize_scribble,
 )
 
-METHODS = ("random_walker", "region_growing")
+METHODS = ("learned", "random_walker", "region_growing")
 
 
 def _disk(shape: tuple[int, ...], centre: np.ndarray, radius: float) -> tuple[np.ndarray, ...]:
@@ -127,20 +127,34 @@ def segment_region_growing(image: np.ndarray, seeds: np.ndarray, box: Any = None
 
 
 class InteractiveSession:
-    """An annotation session on one image (2D or 3D): add prompts, read ``mask``, ``undo``."""
+    """An annotation session on one image (2D or 3D): add prompts, read ``mask``, ``undo``.
 
-    def __init__(self, image: Image | np.ndarray, method: str = "random_walker") -> None:
+    ``method="learned"`` uses the promptable network (``model``: a :class:`PromptableModel`, a model folder, or
+    None for the bundled one); it feeds its previous mask back, so the result depends on the order of the
+    prompts, and in 3D it re-segments the prompted slice and propagates from there. The baselines recompute
+    from all prompts at once."""
+
+    def __init__(self, image: Image | np.ndarray, method: str = "learned", model: Any = None) -> None:
         if method not in METHODS:
             raise MedimgError(f"Unknown interactive method {method!r}; choose {', '.join(METHODS)}.")
         self.image = image if isinstance(image, Image) else Image(np.asarray(image))
         if self.image.is_multichannel:
             raise MedimgError("Interactive segmentation needs a single-channel image.")
-        arr = np.asarray(self.image.array, np.float64)
+        arr = np.asarray(self.image.array, np.float64 if method != "learned" else np.float32)
+        if arr.ndim not in (2, 3):
+            raise MedimgError(f"Interactive segmentation needs a 2D or 3D image, not {arr.ndim}D.")
         if not np.all(np.isfinite(arr)):
             raise MedimgError("The image contains NaN or infinite values; fill them first.")
         self.array = arr
         self.method = method
+        self.model: Any = None
+        if method == "learned":
+            from medimg.interactive.promptable import PromptableModel
+
+            self.model = model if isinstance(model, PromptableModel) else PromptableModel.load(model)
         self.prompts: list[Prompt] = []
+        self._history: list[np.ndarray] = []  # masks after each interaction (learned method)
+        self._groups: list[int] = []  # number of prompts added by each interaction
         self._mask: np.ndarray | None = None
         self.latencies: list[float] = []
 
@@ -148,15 +162,39 @@ class InteractiveSession:
     def shape(self) -> tuple[int, ...]:
         return tuple(self.array.shape)
 
-    def _add(self, p: Prompt) -> np.ndarray:
-        self.prompts.append(p)
+    def add_many(self, prompts: list[Prompt]) -> np.ndarray:
+        """Apply several prompts as one interaction (e.g. the strokes of one broken scribble)."""
+        n = len(self.prompts)
+        self.prompts.extend(prompts)
         try:
             seeds_from_prompts(self.prompts, self.shape)  # validate before computing
         except PromptError:
-            self.prompts.pop()
+            del self.prompts[n:]
             raise
         self._mask = None
+        self._groups.append(len(prompts))
+        if self.method == "learned":
+            t0 = time.perf_counter()
+            self._history.append(self._learned(prompts))
+            self.latencies.append(time.perf_counter() - t0)
         return self.mask
+
+    def _learned(self, new: list[Prompt]) -> np.ndarray:
+        from medimg.interactive.promptable import prompts_2d
+
+        prev = self._history[-1] if self._history else None
+        if self.array.ndim == 2:
+            return np.asarray(self.model.segment_slice(self.array, prompts_2d(self.prompts, self.shape), prev))
+        changed: set[int] = set()
+        for p in new:
+            if isinstance(p, Click):
+                changed.add(p.point[2])
+            elif isinstance(p, Scribble):
+                changed.update(int(q[2]) for q in p.points)
+        return np.asarray(self.model.segment_volume(self.array, self.prompts, prev, changed or None))
+
+    def _add(self, p: Prompt) -> np.ndarray:
+        return self.add_many([p])
 
     def add_click(self, point: tuple[int, ...], positive: bool = True) -> np.ndarray:
         return self._add(Click(tuple(int(v) for v in point), positive))
@@ -171,15 +209,19 @@ class InteractiveSession:
         return self._add(prompt)
 
     def undo(self) -> np.ndarray:
-        """Remove the last prompt and return the mask without it."""
-        if self.prompts:
-            self.prompts.pop()
+        """Take back the last interaction (its prompts and, for the learned method, its mask)."""
+        if self._groups:
+            del self.prompts[len(self.prompts) - self._groups.pop() :]
+            if self._history:
+                self._history.pop()
         self._mask = None
         return self.mask
 
     @property
     def mask(self) -> np.ndarray:
         """Boolean mask on the image grid (array order)."""
+        if self.method == "learned":
+            return self._history[-1] if self._history else np.zeros(self.shape, bool)
         if self._mask is None:
             t0 = time.perf_counter()
             seeds, box = seeds_from_prompts(self.prompts, self.shape)

@@ -1,0 +1,92 @@
+"""Train the promptable network(s): leave-one-family-out models and the full model that ships with medimg.
+
+    python benchmarks/interactive_train.py --held-out all --time-budget 6m      # one model per held-out family
+    python benchmarks/interactive_train.py --held-out none --time-budget 12m --ship   # the bundled model
+
+Tasks come from benchmarks/interactive_data.py (every labelled set in ../shared/data, grouped into families, with
+evaluation cases removed, plus synthetic superpixel / blob tasks on the same images). Models are written to
+benchmarks/models/promptable_<name>/ (not in git; ``--ship`` also copies the full model into the package with its
+training summary). Run nothing else on the machine meanwhile: the budget is wall-clock.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import time
+from pathlib import Path
+
+from interactive_data import FAMILIES, load_bank, training_tasks
+from medimg.interactive.train import train_promptable
+
+HERE = Path(__file__).parent
+WEIGHTS = {"lesions": 0.3, "synthetic": 1.5}
+
+
+def parse_budget(text: str) -> float:
+    text = text.strip().lower()
+    if text.endswith("m"):
+        return float(text[:-1]) * 60
+    if text.endswith("h"):
+        return float(text[:-1]) * 3600
+    return float(text.rstrip("s"))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", type=Path, default=HERE.parents[1] / "shared" / "data")
+    ap.add_argument("--held-out", default="all", help="a family, 'all' (each in turn) or 'none' (the full model)")
+    ap.add_argument("--time-budget", default="6m")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--ship", action="store_true", help="copy the full model into the package")
+    args = ap.parse_args()
+    budget = parse_budget(args.time_budget)
+    tasks, _, _ = load_bank(args.data, seed=args.seed)
+    runs = list(FAMILIES) if args.held_out == "all" else [args.held_out]
+    for held in runs:
+        name = "full" if held == "none" else f"without_{held}"
+        train = training_tasks(tasks, None if held == "none" else held)
+        out = HERE / "models" / f"promptable_{name}"
+        print(f"== {name}: {len(train)} tasks, {budget:.0f} s", flush=True)
+        t0 = time.perf_counter()
+        model, summary = train_promptable(
+            train,
+            time_budget=budget,
+            out_dir=out,
+            family_weights=WEIGHTS,
+            seed=args.seed,
+            progress=lambda e: (
+                print(f"  step {e['step']:5d}  {e['seconds']:6.0f} s  loss {e['loss']:.4f}", flush=True)
+                if e["step"] % 500 == 0
+                else None
+            ),
+        )
+        summary.update(
+            {
+                "held_out": None if held == "none" else held,
+                "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
+                "wall_s": round(time.perf_counter() - t0, 1),
+                "date": time.strftime("%Y-%m-%d"),
+            }
+        )
+        (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        print(json.dumps(summary), flush=True)
+        if args.ship and held == "none":
+            dest = HERE.parent / "src" / "medimg" / "interactive" / "models" / "promptable"
+            dest.mkdir(parents=True, exist_ok=True)
+            model.save(
+                dest,
+                extra={
+                    "trained_by": "python benchmarks/interactive_train.py --held-out none "
+                    f"--time-budget {args.time_budget} --ship"
+                },
+            )
+            shutil.copy(out / "training_log.csv", dest / "training_log.csv")
+            print(f"shipped to {dest}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,356 @@
+"""Training the promptable network on a bank of 2D tasks (image slice + target mask) with simulated interactions.
+
+Each training sample imitates one moment of a real session (all on the network's crop):
+
+- the crop: the whole image (as for a first click), or the target's bounding box enlarged x1.3-2.4 and shifted
+  (as the inference crop around a previous mask), or — in *propagation* samples — the inference crop around the
+  mask of a neighbouring slice;
+- the opening prompts: a click deep inside the target, a jittered box, or a scribble (line / centreline /
+  contour, deformed, sometimes broken; sometimes with a negative scribble outside), plus 0-3 random clicks;
+- the previous mask: none, the model's own prediction after 1-2 simulated corrective rounds (computed with the
+  current weights, as in RITM), a perturbed ground truth (eroded, dilated, a part cut or added) with a corrective
+  click, or — for propagation — the neighbouring slice's mask with no clicks at all.
+
+Loss: binary cross-entropy + soft Dice. AdamW, warm-up then cosine decay over the wall-clock ``time_budget``,
+bf16 autocast. Synthetic tasks (superpixels and random blobs on real images, :mod:`medimg.interactive.synthetic`)
+teach the network that "the structure" is whatever the prompts say.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy import ndimage
+
+from medimg.interactive.network import PromptUNet
+from medimg.interactive.promptable import (
+    PromptableModel,
+    Roi,
+    SlicePrompts,
+    crop,
+    encode,
+    normalise,
+    roi_around,
+    whole_image_roi,
+)
+from medimg.interactive.prompts import rasterize_scribble
+from medimg.interactive.simulate import simulate_scribble
+
+
+@dataclass
+class Task:
+    """One 2D target: ``image`` (float32, any intensity range), ``mask`` (bool, same shape), the dataset
+    ``family`` it comes from, and the target's masks on neighbouring slices with those slices' images (for
+    propagation samples; same length)."""
+
+    image: np.ndarray
+    mask: np.ndarray
+    family: str
+    neighbours: tuple[np.ndarray, ...] = field(default_factory=tuple)
+    neighbour_images: tuple[np.ndarray, ...] = field(default_factory=tuple)
+
+
+def _deep_point(m: np.ndarray, rng: np.random.Generator, frac: float = 0.5) -> np.ndarray:
+    d = ndimage.distance_transform_edt(np.pad(m, 1))[1:-1, 1:-1]
+    cand = np.argwhere(d >= frac * d.max())
+    return cand[rng.integers(len(cand))].astype(float)
+
+
+def _random_roi(task: Task, rng: np.random.Generator) -> Roi:
+    shape = (int(task.mask.shape[0]), int(task.mask.shape[1]))
+    if rng.random() < 0.25:
+        return whole_image_roi(shape)
+    idx = np.argwhere(task.mask)
+    lo, hi = idx.min(0).astype(float), idx.max(0).astype(float)
+    ext = hi - lo + 1
+    shift = rng.uniform(-0.15, 0.15, 2) * ext
+    return roi_around(lo + shift, hi + shift, shape, context=float(rng.uniform(1.3, 2.4)))
+
+
+def _perturb(g: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A plausible wrong previous mask, from slightly to badly wrong: eroded or dilated by 5-40 % of the target's
+    size, shifted, shrunk to a blob around one interior point, a blob cut out or added at the boundary, or a
+    large leak into the surroundings."""
+    r = rng.random()
+    size = math.sqrt(g.sum())
+    k = max(1, int(rng.uniform(0.05, 0.4) * size))
+    if r < 0.2:
+        return ndimage.binary_erosion(g, iterations=k)
+    if r < 0.4:
+        return ndimage.binary_dilation(g, iterations=k)
+    if r < 0.5:
+        shift = np.round(rng.uniform(-0.3, 0.3, 2) * size).astype(int)
+        return np.roll(g, tuple(shift), axis=(0, 1))
+    xx, yy = np.ogrid[: g.shape[0], : g.shape[1]]
+    if r < 0.6:
+        c = _deep_point(g, rng, 0.2)
+        rad = max(1.5, rng.uniform(0.1, 0.35) * size)
+        return g & ((xx - c[0]) ** 2 + (yy - c[1]) ** 2 <= rad**2)
+    edge = np.argwhere(g ^ ndimage.binary_erosion(g))
+    if len(edge) == 0:
+        return g.copy()
+    c = edge[rng.integers(len(edge))]
+    rad = max(2.0, rng.uniform(0.15, 0.6) * size)
+    blob = (xx - c[0]) ** 2 + (yy - c[1]) ** 2 <= rad**2
+    return (g & ~blob) if r < 0.8 else (g | blob)
+
+
+def _corrective(pred: np.ndarray, g: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, bool] | None:
+    fn, fp = g & ~pred, pred & ~g
+    if not fn.any() and not fp.any():
+        return None
+    if rng.random() < 0.7:  # centre of the larger error
+        best = None
+        for err, pos in ((fn, True), (fp, False)):
+            if err.any():
+                d = ndimage.distance_transform_edt(np.pad(err, 1))[1:-1, 1:-1]
+                i = np.unravel_index(int(np.argmax(d)), d.shape)
+                if best is None or d[i] > best[0]:
+                    best = (d[i], np.array(i, float), pos)
+        assert best is not None
+        return best[1], best[2]
+    pos = bool(rng.random() < fn.sum() / (fn.sum() + fp.sum()))
+    cand = np.argwhere(fn if pos else fp)
+    return cand[rng.integers(len(cand))].astype(float), pos
+
+
+def _add_click(sp: SlicePrompts, pt: np.ndarray, positive: bool) -> None:
+    if positive:
+        sp.pos_clicks = np.concatenate([sp.pos_clicks, pt[None]])
+    else:
+        sp.neg_clicks = np.concatenate([sp.neg_clicks, pt[None]])
+
+
+def _opening(g: np.ndarray, rng: np.random.Generator) -> SlicePrompts:
+    sp = SlicePrompts.empty()
+    r = rng.random()
+    if r < 0.4:
+        _add_click(sp, _deep_point(g, rng, float(rng.uniform(0.2, 0.8))), True)
+    elif r < 0.65:
+        idx = np.argwhere(g)
+        lo, hi = idx.min(0).astype(float), idx.max(0).astype(float)
+        ext = hi - lo + 1
+        j = 0.08 * ext
+        sp.box = (lo + rng.uniform(-j, j), hi + rng.uniform(-j, j))
+    else:
+        strokes = simulate_scribble(g, rng)
+        pts = [rasterize_scribble(s, g.shape) for s in strokes]
+        sp.pos_strokes = np.concatenate(pts).astype(float) if pts else np.zeros((0, 2))
+        if rng.random() < 0.3:
+            ring = ndimage.binary_dilation(g, iterations=6) & ~ndimage.binary_dilation(g, iterations=2)
+            neg = simulate_scribble(ring, rng, kind="centreline")
+            if neg:
+                sp.neg_strokes = np.concatenate([rasterize_scribble(s, g.shape) for s in neg]).astype(float)
+    for _ in range(int(rng.integers(0, 4)) if rng.random() < 0.3 else 0):
+        if rng.random() < 0.6:
+            cand = np.argwhere(g)
+            _add_click(sp, cand[rng.integers(len(cand))].astype(float), True)
+        else:
+            ring = ndimage.binary_dilation(g, iterations=5) & ~g
+            cand = np.argwhere(ring)
+            if len(cand):
+                _add_click(sp, cand[rng.integers(len(cand))].astype(float), False)
+    return sp
+
+
+@dataclass
+class _Sample:
+    image: torch.Tensor
+    target: np.ndarray
+    prompts: SlicePrompts
+    prev: np.ndarray | None
+    iterate: bool
+    ref: torch.Tensor | None = None
+
+
+def make_sample(task: Task, size: int, rng: np.random.Generator) -> _Sample | None:
+    """One training sample (crop, prompts, previous mask) from a task; None when the crop misses the target."""
+    shape = (int(task.mask.shape[0]), int(task.mask.shape[1]))
+    nbs = [i for i, n in enumerate(task.neighbours) if n.any()]
+    fill = float(task.image.min())
+    if nbs and (rng.random() < 0.4 or not task.mask.any()):  # propagation from a neighbouring slice
+        i = nbs[int(rng.integers(len(nbs)))]
+        nb = task.neighbours[i]
+        idx = np.argwhere(nb)
+        roi = roi_around(idx.min(0), idx.max(0), shape)
+        g = crop(task.mask.astype(np.float32), roi, size).numpy() > 0.5
+        prev = crop(nb.astype(np.float32), roi, size).numpy() > 0.5
+        img = normalise(crop(task.image, roi, size, fill))
+        ref = normalise(crop(task.neighbour_images[i], roi, size, fill)) if task.neighbour_images else None
+        sp = SlicePrompts.empty()
+        if not g.any() and prev.any() and rng.random() < 0.3:  # a negative click on a slice past the structure
+            _add_click(sp, _deep_point(prev, rng), False)
+        return _Sample(img, g, sp, prev, False, ref)
+    if not task.mask.any():
+        return None
+    roi = _random_roi(task, rng)
+    lone_click = rng.random() < 0.2
+    if lone_click:  # as inference does for a lone click: a 48 / 96 / 192-pixel window centred on it
+        pt = _deep_point(task.mask, rng, float(rng.uniform(0.2, 0.8)))
+        roi = roi_around(pt, pt, shape, context=float(48 * 2 ** int(rng.integers(0, 3))))
+    g = crop(task.mask.astype(np.float32), roi, size).numpy() > 0.5
+    if g.sum() < 3:
+        return None
+    img = normalise(crop(task.image, roi, size, fill))
+    if lone_click:
+        sp = SlicePrompts.empty()
+        _add_click(sp, roi.to_crop(pt[None], size)[0], True)
+        return _Sample(img, g, sp, None, False)
+    sp = _opening(g, rng)
+    r = rng.random()
+    if r < 0.3:
+        return _Sample(img, g, sp, None, False)
+    if r < 0.7:
+        return _Sample(img, g, sp, None, True)
+    if r < 0.82:  # a leaking previous mask corrected by negative clicks only
+        prev = g | _perturb(g, rng)
+        if prev.sum() > g.sum():
+            sp = SlicePrompts.empty()
+            c = _corrective(prev, g, rng)
+            if c is not None:
+                _add_click(sp, c[0], False)
+            return _Sample(img, g, sp, prev, False)
+    prev = _perturb(g, rng)
+    pred = prev.copy()
+    for _ in range(int(rng.integers(1, 4))):  # 1-3 corrective clicks on that mask
+        c = _corrective(pred, g, rng)
+        if c is None:
+            break
+        _add_click(sp, *c)
+        cpt = tuple(int(v) for v in c[0])
+        lab, _ = ndimage.label(g ^ pred)
+        pred[lab == lab[cpt]] = c[1]  # assume that error is fixed: the next click goes elsewhere
+    return _Sample(img, g, sp, prev, False)
+
+
+def _inputs(samples: list[_Sample], size: int) -> torch.Tensor:
+    ident = Roi((0, 0), size)
+    out = []
+    for s in samples:
+        prev = None if s.prev is None else torch.from_numpy(s.prev.astype(np.float32))
+        out.append(encode(s.image, s.prompts, prev, ident, size, s.ref))
+    return torch.stack(out)
+
+
+def _loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    bce = F.binary_cross_entropy_with_logits(logits, target)
+    p = torch.sigmoid(logits)
+    inter = (p * target).sum((1, 2, 3))
+    dice = 1 - (2 * inter + 1) / (p.sum((1, 2, 3)) + target.sum((1, 2, 3)) + 1)
+    return bce + dice.mean()
+
+
+def train_promptable(
+    tasks: list[Task],
+    time_budget: float = 600.0,
+    out_dir: str | Path | None = None,
+    size: int = 96,
+    batch_size: int = 16,
+    lr: float = 2e-3,
+    widths: tuple[int, ...] = (8, 16, 32, 64, 128),
+    family_weights: dict[str, float] | None = None,
+    seed: int = 0,
+    threads: int | None = None,
+    progress: Callable[[dict[str, Any]], None] | None = None,
+) -> tuple[PromptableModel, dict[str, Any]]:
+    """Train a promptable network for ``time_budget`` seconds of wall-clock on ``tasks``.
+
+    Families are sampled with equal probability unless ``family_weights`` says otherwise (tasks within a family
+    uniformly). Returns the model and a summary (steps, seconds, families); with ``out_dir`` the model folder
+    (promptable.json, promptable.pt in float16) and training_log.csv are written there."""
+    if not tasks:
+        raise ValueError("No training tasks.")
+    if threads:
+        torch.set_num_threads(threads)
+    rng = np.random.default_rng(seed)
+    torch.manual_seed(seed)
+    by_family: dict[str, list[Task]] = {}
+    for t in tasks:
+        by_family.setdefault(t.family, []).append(t)
+    fams = sorted(by_family)
+    w = np.array([(family_weights or {}).get(f, 1.0) for f in fams], float)
+    w /= w.sum()
+    net = PromptUNet(widths)
+    opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
+    log: list[dict[str, Any]] = []
+    t0 = time.perf_counter()
+    step, run_loss = 0, 0.0
+    while True:
+        elapsed = time.perf_counter() - t0
+        if elapsed >= time_budget:
+            break
+        frac = elapsed / time_budget
+        cur_lr = lr * min(1.0, (step + 1) / 100) * 0.5 * (1 + math.cos(math.pi * frac))
+        for gr in opt.param_groups:
+            gr["lr"] = cur_lr
+        samples: list[_Sample] = []
+        while len(samples) < batch_size:
+            fam = fams[int(rng.choice(len(fams), p=w))]
+            pool = by_family[fam]
+            s = make_sample(pool[int(rng.integers(len(pool)))], size, rng)
+            if s is not None:
+                samples.append(s)
+        rounds = int(rng.integers(1, 4))
+        it = [s for s in samples if s.iterate]
+        if it:
+            net.eval()
+            for _ in range(rounds):
+                with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+                    pred = (net(_inputs(it, size)).float() > 0)[:, 0].numpy()
+                for s, pr in zip(it, pred, strict=True):
+                    c = _corrective(pr, s.target, rng)
+                    s.prev = pr
+                    if c is not None:
+                        _add_click(s.prompts, *c)
+            net.train()
+        x = _inputs(samples, size)
+        y = torch.from_numpy(np.stack([s.target for s in samples]).astype(np.float32))[:, None]
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            logits = net(x)
+        loss = _loss(logits.float(), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(net.parameters(), 5.0)
+        opt.step()
+        step += 1
+        run_loss = loss.item() if step == 1 else 0.98 * run_loss + 0.02 * loss.item()
+        if step % 50 == 0:
+            entry = {
+                "step": step,
+                "seconds": round(time.perf_counter() - t0, 1),
+                "loss": round(run_loss, 4),
+                "lr": round(cur_lr, 6),
+            }
+            log.append(entry)
+            if progress:
+                progress(entry)
+    seconds = time.perf_counter() - t0
+    summary = {
+        "steps": step,
+        "seconds": round(seconds, 1),
+        "time_budget_s": time_budget,
+        "batch_size": batch_size,
+        "size": size,
+        "lr": lr,
+        "seed": seed,
+        "families": {f: len(by_family[f]) for f in fams},
+        "final_loss": round(run_loss, 4),
+    }
+    model = PromptableModel(net.eval(), size, {"training": summary})
+    if out_dir is not None:
+        out = Path(out_dir)
+        model.save(out)
+        with open(out / "training_log.csv", "w", newline="") as fh:
+            wr = csv.DictWriter(fh, fieldnames=["step", "seconds", "loss", "lr"])
+            wr.writeheader()
+            wr.writerows(log)
+    return model, summary
