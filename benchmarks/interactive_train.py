@@ -1,12 +1,16 @@
 """Train the promptable network(s): leave-one-family-out models and the full model that ships with medimg.
 
     python benchmarks/interactive_train.py --held-out all --time-budget 6m      # one model per held-out family
-    python benchmarks/interactive_train.py --held-out none --time-budget 12m --ship   # the bundled model
+    python benchmarks/interactive_train.py --held-out none --time-budget 15m --ship   # the bundled model
 
 Tasks come from benchmarks/interactive_data.py (every labelled set in ../shared/data, grouped into families, with
 evaluation cases removed, plus synthetic superpixel / blob tasks on the same images). Models are written to
 benchmarks/models/promptable_<name>/ (not in git; ``--ship`` also copies the full model into the package with its
 training summary). Run nothing else on the machine meanwhile: the budget is wall-clock.
+
+The "full" model (``--held-out none``) leaves out the families whose data are marked *research use* in
+../shared/data/README.md (ACDC: ``cardiac_mri``) so that the weights shipped in the package derive only from
+openly licensed data; ``--include-research-use`` trains on them too (for local use, not for shipping).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from medimg.interactive.train import train_promptable
 
 HERE = Path(__file__).parent
 WEIGHTS = {"lesions": 0.3, "synthetic": 1.5}
+RESEARCH_USE = ("cardiac_mri",)
 
 
 def parse_budget(text: str) -> float:
@@ -42,13 +47,18 @@ def main() -> None:
     ap.add_argument("--time-budget", default="6m")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--ship", action="store_true", help="copy the full model into the package")
+    ap.add_argument("--include-research-use", action="store_true", help="full model: train on ACDC too")
     args = ap.parse_args()
+    if args.ship and args.include_research_use:
+        raise SystemExit("Not shipping a model trained on research-use data (ACDC): drop --include-research-use.")
     budget = parse_budget(args.time_budget)
     tasks, _, _ = load_bank(args.data, seed=args.seed)
     runs = list(FAMILIES) if args.held_out == "all" else [args.held_out]
     for held in runs:
         name = "full" if held == "none" else f"without_{held}"
         train = training_tasks(tasks, None if held == "none" else held)
+        if held == "none" and not args.include_research_use:
+            train = [t for t in training_tasks(tasks, RESEARCH_USE[0]) if t.family not in RESEARCH_USE]
         out = HERE / "models" / f"promptable_{name}"
         print(f"== {name}: {len(train)} tasks, {budget:.0f} s", flush=True)
         t0 = time.perf_counter()
@@ -67,6 +77,7 @@ def main() -> None:
         summary.update(
             {
                 "held_out": None if held == "none" else held,
+                "left_out": list(RESEARCH_USE) if held == "none" and not args.include_research_use else [],
                 "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
                 "wall_s": round(time.perf_counter() - t0, 1),
                 "date": time.strftime("%Y-%m-%d"),

@@ -84,7 +84,7 @@ def test_3d_prompt_on_one_slice_segments_the_volume(model: PromptableModel, hipp
     m = s.add(c)
     assert (m.sum((0, 1)) > 0).sum() >= 4  # a click on one slice gives a multi-slice result
     r = simulate(lambda: InteractiveSession(img, "learned", model), gt, 5, "click")
-    assert r["dice"][-1] > 0.5
+    assert r["dice"][-1] > 0.4 and r["dice"][-1] > r["dice"][0]
     # a negative click on a slice outside the structure removes what is there, and the mask changes on no other
     # slice that was already right
     s2 = InteractiveSession(img, "learned", model)
@@ -142,12 +142,12 @@ def test_cli_interact_learned_keeps_geometry(tmp_path: Path, lesion: tuple) -> N
     img, gt = lesion
     src = DATA / "breast1_image.nrrd"
     out = tmp_path / "mask.nii.gz"
-    x, y, z = (int(v) for v in np.argwhere(gt)[len(np.argwhere(gt)) // 2])
-    r = runner.invoke(app, ["interact", str(src), "--click", f"{x},{y},{z}", "-o", str(out)])
+    b = bounding_box(gt)  # a 3D box around the lesion
+    r = runner.invoke(app, ["interact", str(src), "--box", ",".join(str(v) for v in b.lo + b.hi), "-o", str(out)])
     assert r.exit_code == 0, r.output
     m = medimg.read_labels(out)
     medimg.image.check_same_geometry(m, img)
-    assert dice(m.array > 0, gt) > 0.3
+    assert dice(m.array > 0, gt) > 0.5
     r = runner.invoke(app, ["models", "list"])
     assert r.exit_code == 0 and "promptable" in r.output
 

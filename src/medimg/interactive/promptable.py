@@ -212,6 +212,7 @@ class PromptableModel:
         self.size = int(size)
         self.meta = meta or {}
         self.tta = True  # mirrored test-time augmentation for prompted slices (not for propagation)
+        self.depth_ratio = 1.0  # propagation reach per side / equivalent diameter of the prompted slice; 0 = none
 
     # -- persistence -------------------------------------------------------------------------------------
     def save(self, folder: str | Path, extra: dict[str, Any] | None = None, half: bool = True) -> Path:
@@ -315,9 +316,12 @@ class PromptableModel:
         prompts: list[Prompt],
         prev: np.ndarray | None,
         changed: set[int] | None = None,
+        spacing: Sequence[float] = (1.0, 1.0, 1.0),
     ) -> np.ndarray:
         """3D mask from ``prompts`` (all of the session's, in order): re-segment the ``changed`` slices (default:
-        every prompted slice) with their prompts and ``prev``, then propagate outward from them."""
+        every prompted slice) with their prompts and ``prev``, then propagate outward from them — at most
+        ``depth_ratio`` x the prompted cross-section's equivalent diameter (mm, from ``spacing``) to each side; a
+        prompt on another slice extends that."""
         shape = volume.shape
         per_slice, box = slice_prompts(prompts, shape)
         zrange = (0, shape[2] - 1)
@@ -347,7 +351,8 @@ class PromptableModel:
             out[:, :, z] = _clip_box(new, clip) if zrange[0] <= z <= zrange[1] else False
         anchor_set = set(anchors)
         fresh = prev is None or not prev.any()
-        fronts: list[list[int]] = []  # [current z, step]; all fronts advance together, one batched forward
+        # [current z, step, last z allowed]; all fronts advance together, one batched forward per step
+        fronts: list[list[int]] = []
         for z0 in todo:
             steps: tuple[int, ...] = (-1, 1)
             if not out[:, :, z0].any():  # the user removed the structure here: clear away from the rest of it
@@ -355,11 +360,15 @@ class PromptableModel:
                 if kept:
                     nearest = min(kept, key=lambda a: abs(a - z0))
                     steps = (1,) if nearest < z0 else (-1,)
-            fronts += [[z0 + st, st] for st in steps]
+            reach = shape[2]
+            if out[:, :, z0].any() and self.depth_ratio:  # a blob prior: as deep as it is wide, in mm
+                d_mm = 2 * np.sqrt(out[:, :, z0].sum() * spacing[0] * spacing[1] / np.pi)
+                reach = int(np.ceil(self.depth_ratio * d_mm / spacing[2]))
+            fronts += [[z0 + st, st, z0 + st * reach] for st in steps]
         while fronts:
             active: list[list[int]] = []
             for f in fronts:
-                z, step = f
+                z, step, _ = f
                 while zrange[0] <= z <= zrange[1] and z not in anchor_set and not out[:, :, z - step].any():
                     if not out[:, :, z].any():
                         z = -1  # the structure ended
@@ -367,26 +376,26 @@ class PromptableModel:
                     out[:, :, z] = False  # it ended earlier than before
                     z += step
                 f[0] = z
-                if zrange[0] <= z <= zrange[1] and z not in anchor_set:
+                if zrange[0] <= z <= zrange[1] and z not in anchor_set and (z - f[2]) * step <= 0:
                     active.append(f)
             if not active:
                 break
             items = []
-            for z, step in active:
+            for z, step, _ in active:
                 nb = out[:, :, z - step]
                 sp = SlicePrompts.empty()
                 idx = np.argwhere(nb)
                 roi = roi_around(idx.min(0), idx.max(0), (shape[0], shape[1]))
                 items.append((volume[:, :, z], sp, nb, roi))
-            results = self._predict_many(items, refs=[volume[:, :, z - step] for z, step in active])
+            results = self._predict_many(items, refs=[volume[:, :, z - step] for z, step, _ in active])
             fronts = []
-            for (z, step), (new, _), (_, _, nb, _) in zip(active, results, items, strict=True):
+            for (z, step, last), (new, _), (_, _, nb, _) in zip(active, results, items, strict=True):
                 new = _touching(_clip_box(new, clip), nb)  # no jumping to other objects
                 old = out[:, :, z]
                 out[:, :, z] = new
                 if not fresh and old.any() and _dice(new, old) > 0.98:
                     continue  # the correction has faded out
-                fronts.append([z + step, step])
+                fronts.append([z + step, step, last])
         return out
 
 

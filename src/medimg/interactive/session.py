@@ -191,7 +191,8 @@ class InteractiveSession:
                 changed.add(p.point[2])
             elif isinstance(p, Scribble):
                 changed.update(int(q[2]) for q in p.points)
-        return np.asarray(self.model.segment_volume(self.array, self.prompts, prev, changed or None))
+        spacing = tuple(float(v) for v in self.image.spacing)
+        return np.asarray(self.model.segment_volume(self.array, self.prompts, prev, changed or None, spacing))
 
     def _add(self, p: Prompt) -> np.ndarray:
         return self.add_many([p])
