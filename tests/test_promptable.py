@@ -148,6 +148,16 @@ def test_cli_interact_learned_keeps_geometry(tmp_path: Path, lesion: tuple) -> N
     m = medimg.read_labels(out)
     medimg.image.check_same_geometry(m, img)
     assert dice(m.array > 0, gt) > 0.5
+    two_d = tmp_path / "slice.nii.gz"
+    z = int(np.argmax(gt.sum((0, 1))))
+    medimg.write(medimg.Image(img.array[:, :, z].astype(np.float32)), two_d)
+    pts = np.argwhere(gt[:, :, z])
+    a, c = pts[0], pts[-1]
+    r = runner.invoke(app, ["interact", str(two_d), "--scribble", f"{a[0]},{a[1]};{c[0]},{c[1]}", "-o", str(out)])
+    assert r.exit_code == 0, r.output
+    assert medimg.read_labels(out).array.shape == gt.shape[:2]
+    r = runner.invoke(app, ["interact", str(two_d), "--scribble", "neg", "-o", str(out)])
+    assert r.exit_code == 2 and "no points" in r.output
     r = runner.invoke(app, ["models", "list"])
     assert r.exit_code == 0 and "promptable" in r.output
 

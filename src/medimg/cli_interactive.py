@@ -17,6 +17,10 @@ def interact_cmd(
     click: Annotated[
         list[str] | None, typer.Option("--click", help="x,y[,z][,neg]; repeat; positive unless tagged neg.")
     ] = None,
+    scribble: Annotated[
+        list[str] | None,
+        typer.Option("--scribble", help="x,y[,z];x,y[,z];...[;neg] polyline; repeat; positive unless ;neg."),
+    ] = None,
     prompts: Annotated[
         Path | None, typer.Option("--prompts", help="Prompts JSON (applied before --box/--click).")
     ] = None,
@@ -27,11 +31,11 @@ def interact_cmd(
         Path | None, typer.Option("--model", help="Promptable model folder (default: the bundled one).")
     ] = None,
 ) -> None:
-    """Segment one structure from prompts given at once, applied in order as a session would (voxel coordinates,
-    x = column)."""
+    """Segment one structure from prompts given at once, applied in order as a session would (--prompts, then
+    --box, --scribble, --click; voxel coordinates, x = column)."""
     import medimg
     from medimg.interactive import InteractiveSession, PromptList
-    from medimg.interactive.prompts import PromptError, parse_box, parse_click
+    from medimg.interactive.prompts import PromptError, parse_box, parse_click, parse_scribble
 
     def body() -> None:
         img = medimg.read(image)
@@ -39,9 +43,10 @@ def interact_cmd(
         items = PromptList.load(prompts).items if prompts else []
         if box:
             items.append(parse_box(box, img.ndim))
+        items += [parse_scribble(c, img.ndim) for c in scribble or []]
         items += [parse_click(c, img.ndim) for c in click or []]
         if not items:
-            raise PromptError("Give at least one prompt: --box, --click or --prompts.")
+            raise PromptError("Give at least one prompt: --box, --scribble, --click or --prompts.")
         for p in items:
             s.add(p)  # one interaction each: the learned method refines its previous mask
         lab = s.label_map()

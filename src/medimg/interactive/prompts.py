@@ -161,3 +161,16 @@ def rasterize_scribble(s: Scribble, shape: tuple[int, ...]) -> np.ndarray:
         n = int(np.abs(b - a).max()) + 1
         out.append(np.round(a + (b - a) * np.linspace(0, 1, n)[:, None]).astype(np.int64))
     return np.unique(np.concatenate(out), axis=0)
+
+
+def parse_scribble(text: str, ndim: int) -> Scribble:
+    """``"x,y[,z];x,y[,z];...[;neg]"`` -> :class:`Scribble` (a polyline through the points; positive unless the
+    last item is ``neg``)."""
+    parts = [t.strip() for t in text.split(";") if t.strip()]
+    positive = True
+    if parts and parts[-1].lower() in ("neg", "negative", "-"):
+        positive, parts = False, parts[:-1]
+    if not parts:
+        raise PromptError(f"Scribble {text!r} has no points; write x,y;x,y;... (add ;neg for background).")
+    pts = tuple(parse_click(p, ndim).point for p in parts)
+    return Scribble(pts, positive)

@@ -1,4 +1,5 @@
-"""Interactive segmentation sessions with zero-training baselines behind one API.
+"""Interactive segmentation sessions: the learned promptable model (default, :mod:`medimg.interactive.promptable`)
+and zero-training baselines behind one API.
 
 ``s = InteractiveSession(image, method="random_walker"); s.add_box((x0, y0), (x1, y1)); s.add_click((x, y));
 s.add_click((x, y), positive=False); s.mask; s.undo()`` — 2D images and 3D volumes (a prompt on one slice gives a
@@ -175,7 +176,12 @@ class InteractiveSession:
         self._groups.append(len(prompts))
         if self.method == "learned":
             t0 = time.perf_counter()
-            self._history.append(self._learned(prompts))
+            try:
+                self._history.append(self._learned(prompts))
+            except Exception:  # keep the session consistent: the interaction did not happen
+                del self.prompts[n:]
+                self._groups.pop()
+                raise
             self.latencies.append(time.perf_counter() - t0)
         return self.mask
 
