@@ -33,16 +33,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from interactive_baselines import noc
 from interactive_data import FAMILIES, EvalTarget, lesion_eval_all, load_bank
 from medimg.interactive import InteractiveSession, simulate
 from medimg.interactive.promptable import PromptableModel
 
 HERE = Path(__file__).parent
 BASELINES = ("random_walker", "region_growing")
-
-
-def noc(curve: list[float], level: float, n: int) -> int:
-    return next((i + 1 for i, d in enumerate(curve) if d >= level), n)
 
 
 def summarise(runs: list[dict], n: int) -> dict:

@@ -74,6 +74,15 @@ def _slice_tasks(
     return out
 
 
+def _add_eval(
+    ev2: list[EvalTarget], ev3: list[EvalTarget], img: np.ndarray, m: np.ndarray, family: str, name: str
+) -> None:
+    """A 3D evaluation target and its 2D one: the slice (last axis) with the largest cross-section."""
+    z = int(np.argmax(m.sum((0, 1))))
+    ev2.append(EvalTarget(img[:, :, z], m[:, :, z], family, f"{name} z{z}"))
+    ev3.append(EvalTarget(img, m, family, name))
+
+
 def _unlabelled_slices(vol: np.ndarray, rng: np.random.Generator, n: int) -> list[np.ndarray]:
     out = []
     for _ in range(n):
@@ -105,10 +114,7 @@ def load_bank(data: Path, seed: int = 0) -> tuple[list[Task], list[EvalTarget], 
         targets = {"anterior": lab == 1, "posterior": lab == 2, "hippocampus": lab > 0}
         if i >= len(ids) - 20:
             for name in ("anterior", "posterior"):
-                m = targets[name]
-                z = int(np.argmax(m.sum((0, 1))))
-                ev2.append(EvalTarget(img[:, :, z], m[:, :, z], "brain_mri", f"{cid} {name} z{z}"))
-                ev3.append(EvalTarget(img, m, "brain_mri", f"{cid} {name}"))
+                _add_eval(ev2, ev3, img, targets[name], "brain_mri", f"{cid} {name}")
             continue
         for m in targets.values():
             tasks += _slice_tasks(img, m, "brain_mri", rng, 2)
@@ -144,10 +150,7 @@ def load_bank(data: Path, seed: int = 0) -> tuple[list[Task], list[EvalTarget], 
         targets = {"RV": lab == 1, "myocardium": lab == 2, "LV": lab == 3, "LV+myo": (lab == 2) | (lab == 3)}
         if f.name.split("_")[0] in patients[-4:]:
             for name in ("RV", "myocardium", "LV"):
-                m = targets[name]
-                z = int(np.argmax(m.sum((0, 1))))
-                ev2.append(EvalTarget(img[:, :, z], m[:, :, z], "cardiac_mri", f"{f.stem} {name} z{z}"))
-                ev3.append(EvalTarget(img, m, "cardiac_mri", f"{f.stem} {name}"))
+                _add_eval(ev2, ev3, img, targets[name], "cardiac_mri", f"{f.stem} {name}")
             continue
         for m in targets.values():
             tasks += _slice_tasks(img, m, "cardiac_mri", rng, 6, axes=(2,))
@@ -166,9 +169,7 @@ def load_bank(data: Path, seed: int = 0) -> tuple[list[Task], list[EvalTarget], 
             if m.sum() < 30:
                 continue
             if evaluate and lab_id % 4 == 0:
-                z = int(np.argmax(m.sum((0, 1))))
-                ev2.append(EvalTarget(img[:, :, z], m[:, :, z], "ct_mr_body", f"{im_name} class {lab_id} z{z}"))
-                ev3.append(EvalTarget(img, m, "ct_mr_body", f"{im_name} class {lab_id}"))
+                _add_eval(ev2, ev3, img, m, "ct_mr_body", f"{im_name} class {lab_id}")
                 continue
             tasks += _slice_tasks(img, m, "ct_mr_body", rng, 6)
         raw["ct_mr_body"] += _unlabelled_slices(img, rng, 20)

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from medimg.errors import MedimgError
 from medimg.interactive.network import CLICK_RADIUS, IN_CHANNELS, PromptUNet
 from medimg.interactive.prompts import Box, Click, Prompt, Scribble, box_slices, check_point, rasterize_scribble
+from medimg.interactive.simulate import dice
 
 CONTEXT = 1.6
 MIN_SIDE = 24
@@ -393,7 +394,7 @@ class PromptableModel:
                 new = _touching(_clip_box(new, clip), nb)  # no jumping to other objects
                 old = out[:, :, z]
                 out[:, :, z] = new
-                if not fresh and old.any() and _dice(new, old) > 0.98:
+                if not fresh and old.any() and dice(new, old) > 0.98:
                     continue  # the correction has faded out
                 fronts.append([z + step, step, last])
         return out
@@ -426,11 +427,6 @@ def _clip_box(mask: np.ndarray, prompts: SlicePrompts) -> np.ndarray:
     keep = np.zeros(mask.shape, bool)
     keep[max(0, lo[0]) : hi[0] + 1, max(0, lo[1]) : hi[1] + 1] = True
     return mask & keep
-
-
-def _dice(a: np.ndarray, b: np.ndarray) -> float:
-    s = int(a.sum()) + int(b.sum())
-    return 1.0 if s == 0 else 2.0 * int(np.sum(a & b)) / s
 
 
 def _touching(mask: np.ndarray, ref: np.ndarray) -> np.ndarray:

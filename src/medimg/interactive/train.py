@@ -43,7 +43,7 @@ from medimg.interactive.promptable import (
     whole_image_roi,
 )
 from medimg.interactive.prompts import rasterize_scribble
-from medimg.interactive.simulate import simulate_scribble
+from medimg.interactive.simulate import next_click, simulate_scribble
 
 
 @dataclass
@@ -108,16 +108,10 @@ def _corrective(pred: np.ndarray, g: np.ndarray, rng: np.random.Generator) -> tu
     fn, fp = g & ~pred, pred & ~g
     if not fn.any() and not fp.any():
         return None
-    if rng.random() < 0.7:  # centre of the larger error
-        best = None
-        for err, pos in ((fn, True), (fp, False)):
-            if err.any():
-                d = ndimage.distance_transform_edt(np.pad(err, 1))[1:-1, 1:-1]
-                i = np.unravel_index(int(np.argmax(d)), d.shape)
-                if best is None or d[i] > best[0]:
-                    best = (d[i], np.array(i, float), pos)
-        assert best is not None
-        return best[1], best[2]
+    if rng.random() < 0.7:  # centre of the larger error, as in evaluation
+        c = next_click(pred, g)
+        assert c is not None
+        return np.array(c.point, float), c.positive
     pos = bool(rng.random() < fn.sum() / (fn.sum() + fp.sum()))
     cand = np.argwhere(fn if pos else fp)
     return cand[rng.integers(len(cand))].astype(float), pos
