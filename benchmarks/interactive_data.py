@@ -19,12 +19,15 @@ Synthetic tasks (superpixels and painted blobs) are made from the training image
 
 from __future__ import annotations
 
+import lzma
+import pickle
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 
-import medimg
 from medimg.interactive.synthetic import blob_tasks, superpixel_tasks
 from medimg.interactive.train import Task
 
@@ -95,10 +98,62 @@ def _unlabelled_slices(vol: np.ndarray, rng: np.random.Generator, n: int) -> lis
     return out
 
 
-def load_bank(data: Path, seed: int = 0) -> tuple[list[Task], list[EvalTarget], list[EvalTarget]]:
-    """Training tasks (incl. synthetic), 2D evaluation targets and 3D evaluation targets."""
-    import h5py
+class Sources:
+    """Every array (and file listing) the bank is built from, read from ``data`` (../shared/data) — and
+    recorded, so that :meth:`save` can write them to one compressed archive — or replayed from such an archive
+    (``Sources(archive=path)``), so that the identical bank can be rebuilt on a machine without the data set
+    or medimg's readers' dependencies (e.g. a lent GPU machine: ``interactive_train.py --export-sources``)."""
 
+    def __init__(self, data: Path | None = None, archive: Path | None = None) -> None:
+        self.data = data
+        self.recorded: dict[str, np.ndarray] = {}
+        self.replay: dict[str, np.ndarray] | None = None
+        if archive is not None:
+            with lzma.open(archive, "rb") as fh:
+                self.replay = pickle.load(fh)  # our own archive, written by save()
+
+    def get(self, key: str, read: Callable[[], np.ndarray]) -> np.ndarray:
+        if self.replay is not None:
+            return self.replay[key]
+        arr = np.asarray(read())
+        self.recorded[key] = arr
+        return arr
+
+    def listing(self, key: str, names: Callable[[], list[str]]) -> list[str]:
+        return [str(v) for v in self.get(key, lambda: np.array(names(), dtype=str))]
+
+    def image(self, rel: str) -> np.ndarray:
+        import medimg
+
+        return self.get(rel, lambda: medimg.read(Path(self.data or ".") / rel).array)
+
+    def labels(self, rel: str) -> np.ndarray:
+        import medimg
+
+        return self.get(rel, lambda: medimg.read_labels(Path(self.data or ".") / rel).array)
+
+    def save(self, path: Path) -> None:
+        """Write the recorded arrays to one xz-compressed pickle (about 37 MB for ../shared/data); float arrays
+        that hold only integers in the int16 range are stored as int16 (every reader casts to float32, so the
+        rebuilt bank is identical)."""
+        out = {}
+        for key, arr in self.recorded.items():
+            if arr.dtype.kind == "f" and arr.size and np.all(arr == np.round(arr)) and np.abs(arr).max() < 32767:
+                arr = arr.astype(np.int16)
+            out[key] = arr
+        tmp = path.with_name(path.name + ".tmp")
+        with lzma.open(tmp, "wb", preset=6) as fh:
+            pickle.dump(out, fh, protocol=5)
+        tmp.replace(path)
+
+
+def load_bank(
+    data: Path | None, seed: int = 0, sources: Sources | None = None
+) -> tuple[list[Task], list[EvalTarget], list[EvalTarget]]:
+    """Training tasks (incl. synthetic), 2D evaluation targets and 3D evaluation targets, from ``data`` or from
+    recorded ``sources``."""
+    src = sources if sources is not None else Sources(data)
+    data = Path(data or ".")  # only read from when not replaying
     rng = np.random.default_rng(seed)
     tasks: list[Task] = []
     ev2: list[EvalTarget] = []
@@ -106,11 +161,13 @@ def load_bank(data: Path, seed: int = 0) -> tuple[list[Task], list[EvalTarget], 
     raw: dict[str, list[np.ndarray]] = {f: [] for f in FAMILIES}
 
     # brain_mri -----------------------------------------------------------------------------------------------
-    hip = data / "hippocampus"
-    ids = sorted(p.name.replace(".nii.gz", "") for p in (hip / "imagesTr").glob("*.nii.gz"))
+    ids = src.listing(
+        "hippocampus ids",
+        lambda: sorted(p.name.replace(".nii.gz", "") for p in (data / "hippocampus" / "imagesTr").glob("*.nii.gz")),
+    )
     for i, cid in enumerate(ids):
-        img = medimg.read(hip / "imagesTr" / f"{cid}.nii.gz").array.astype(np.float32)
-        lab = medimg.read_labels(hip / "labelsTr" / f"{cid}.nii.gz").array
+        img = src.image(f"hippocampus/imagesTr/{cid}.nii.gz").astype(np.float32)
+        lab = src.labels(f"hippocampus/labelsTr/{cid}.nii.gz")
         targets = {"anterior": lab == 1, "posterior": lab == 2, "hippocampus": lab > 0}
         if i >= len(ids) - 20:
             for name in ("anterior", "posterior"):
@@ -120,50 +177,48 @@ def load_bank(data: Path, seed: int = 0) -> tuple[list[Task], list[EvalTarget], 
             tasks += _slice_tasks(img, m, "brain_mri", rng, 2)
         if i % 4 == 0:
             raw["brain_mri"] += _unlabelled_slices(img, rng, 1)
-    vm = np.load(data / "voxelmorph" / "test_scan.npz")
-    vol, seg = vm["vol"].astype(np.float32), vm["seg"]
-    for lab_id in np.load(data / "voxelmorph" / "labels.npz")["labels"]:
+    vol = src.get("voxelmorph vol", lambda: np.load(data / "voxelmorph" / "test_scan.npz")["vol"].astype(np.float32))
+    seg = src.get("voxelmorph seg", lambda: np.load(data / "voxelmorph" / "test_scan.npz")["seg"])
+    for lab_id in src.get("voxelmorph labels", lambda: np.load(data / "voxelmorph" / "labels.npz")["labels"]):
         tasks += _slice_tasks(vol, seg == lab_id, "brain_mri", rng, 4)
     raw["brain_mri"] += _unlabelled_slices(vol, rng, 20)
-    mni = medimg.read(data / "ants" / "mni.nii.gz").array.astype(np.float32)
-    mnia = medimg.read_labels(data / "ants" / "mnia.nii.gz").array
+    mni = src.image("ants/mni.nii.gz").astype(np.float32)
+    mnia = src.labels("ants/mnia.nii.gz")
     for lab_id in rng.permutation(np.unique(mnia)[1:])[:80]:
         tasks += _slice_tasks(mni, mnia == lab_id, "brain_mri", rng, 2)
     raw["brain_mri"] += _unlabelled_slices(mni, rng, 20)
     try:
-        from nilearn import datasets as nd
-
-        tpl = np.asarray(nd.load_mni152_template().get_fdata(), np.float32)
-        for loader in (nd.load_mni152_gm_template, nd.load_mni152_wm_template):
-            prob = np.asarray(loader().get_fdata())
-            tasks += _slice_tasks(tpl, prob > 0.5, "brain_mri", rng, 8, min_area=200)
-    except ImportError:
+        tpl = src.get("nilearn template", partial(_nilearn, "template")).astype(np.float32)
+        for name in ("gm", "wm"):
+            tissue = src.get(f"nilearn {name}", partial(_nilearn, name))
+            tasks += _slice_tasks(tpl, tissue, "brain_mri", rng, 8, min_area=200)
+    except (ImportError, KeyError):
         print("nilearn is not installed: no MNI tissue maps in the bank (pip install nilearn==0.14.1)")
 
     # cardiac_mri ---------------------------------------------------------------------------------------------
-    files = sorted((data / "acdc").glob("*.h5"))
-    patients = sorted({f.name.split("_")[0] for f in files})
+    files = src.listing("acdc files", lambda: sorted(p.name for p in (data / "acdc").glob("*.h5")))
+    patients = sorted({f.split("_")[0] for f in files})
     for f in files:
-        with h5py.File(f) as h:
-            img = np.moveaxis(np.asarray(h["image"], np.float32), 0, 2)  # (H, W, slices)
-            lab = np.moveaxis(np.asarray(h["label"]), 0, 2)
+        img = np.moveaxis(src.get(f"acdc/{f} image", partial(_h5, data / "acdc" / f, "image")), 0, 2)
+        img = img.astype(np.float32)  # (H, W, slices)
+        lab = np.moveaxis(src.get(f"acdc/{f} label", partial(_h5, data / "acdc" / f, "label")), 0, 2)
+        stem = f.removesuffix(".h5")
         targets = {"RV": lab == 1, "myocardium": lab == 2, "LV": lab == 3, "LV+myo": (lab == 2) | (lab == 3)}
-        if f.name.split("_")[0] in patients[-4:]:
+        if f.split("_")[0] in patients[-4:]:
             for name in ("RV", "myocardium", "LV"):
-                _add_eval(ev2, ev3, img, targets[name], "cardiac_mri", f"{f.stem} {name}")
+                _add_eval(ev2, ev3, img, targets[name], "cardiac_mri", f"{stem} {name}")
             continue
         for m in targets.values():
             tasks += _slice_tasks(img, m, "cardiac_mri", rng, 6, axes=(2,))
         raw["cardiac_mri"].append(img[:, :, img.shape[2] // 2])
 
     # ct_mr_body ----------------------------------------------------------------------------------------------
-    ts = data / "totalsegmentator"
     for im_name, seg_name, evaluate in (
         ("example_ct_sm.nii.gz", "example_seg.nii.gz", True),
         ("example_mr_sm.nii.gz", "example_seg_mr.nii.gz", False),
     ):
-        img = medimg.read(ts / im_name).array.astype(np.float32)
-        seg = medimg.read_labels(ts / seg_name).array
+        img = src.image(f"totalsegmentator/{im_name}").astype(np.float32)
+        seg = src.labels(f"totalsegmentator/{seg_name}")
         for lab_id in np.unique(seg)[1:]:
             m = seg == lab_id
             if m.sum() < 30:
@@ -177,12 +232,11 @@ def load_bank(data: Path, seed: int = 0) -> tuple[list[Task], list[EvalTarget], 
     # fundus --------------------------------------------------------------------------------------------------
     from scipy import ndimage
 
-    for jpg in sorted((data / "chasedb1").glob("Image_*.jpg")):
-        rgb = medimg.read(jpg).array
-        green = np.asarray(rgb[..., 1] if rgb.ndim == 3 else rgb, np.float32)[::2, ::2]
-        ves = medimg.read(jpg.with_name(jpg.stem + "_1stHO.png")).array
-        ves = (np.asarray(ves[..., 0] if ves.ndim == 3 else ves) > 0)[::2, ::2]
-        is_eval = jpg.stem[6:8] in ("09", "10")
+    for jpg in src.listing("chasedb1 files", lambda: sorted(p.name for p in (data / "chasedb1").glob("Image_*.jpg"))):
+        stem = jpg.removesuffix(".jpg")
+        green = src.get(f"chasedb1/{jpg} green", partial(_chase, data / "chasedb1" / jpg, 1)).astype(np.float32)
+        ves = src.get(f"chasedb1/{stem}_1stHO.png", partial(_chase, data / "chasedb1" / f"{stem}_1stHO.png", 0)) > 0
+        is_eval = stem[6:8] in ("09", "10")
         n = 6 if is_eval else 30
         made = 0
         for _ in range(n * 5):
@@ -200,17 +254,16 @@ def load_bank(data: Path, seed: int = 0) -> tuple[list[Task], list[EvalTarget], 
             im = green[x0 : x0 + 128, y0 : y0 + 128].copy()
             made += 1
             if is_eval:
-                ev2.append(EvalTarget(im, lab == k, "fundus", f"{jpg.stem} crop {x0},{y0}"))
+                ev2.append(EvalTarget(im, lab == k, "fundus", f"{stem} crop {x0},{y0}"))
             else:
                 tasks.append(Task(im, lab == k, "fundus"))
                 if made % 5 == 0:
                     raw["fundus"].append(im)
 
     # lesions -------------------------------------------------------------------------------------------------
-    les = data / "lesions"
     for case, evaluate in (("brain1", False), ("breast1", True)):
-        img = medimg.read(les / f"{case}_image.nrrd").array.astype(np.float32)
-        m = medimg.read_labels(les / f"{case}_label.nrrd").array > 0
+        img = src.image(f"lesions/{case}_image.nrrd").astype(np.float32)
+        m = src.labels(f"lesions/{case}_label.nrrd") > 0
         for z in np.flatnonzero(m.sum((0, 1)) >= 4):
             ks = [k for k in (z - 1, z + 1) if 0 <= k < m.shape[2]]
             if evaluate:
@@ -230,8 +283,35 @@ def load_bank(data: Path, seed: int = 0) -> tuple[list[Task], list[EvalTarget], 
     return tasks, ev2, ev3
 
 
+def _h5(path: Path, key: str) -> np.ndarray:
+    import h5py
+
+    with h5py.File(path) as h:
+        return np.asarray(h[key])
+
+
+def _chase(path: Path, channel: int) -> np.ndarray:
+    """One channel of a CHASE_DB1 image (green: 1; the vessel maps: 0) at half resolution."""
+    import medimg
+
+    a = medimg.read(path).array
+    return np.ascontiguousarray((a[..., channel] if a.ndim == 3 else a)[::2, ::2])
+
+
+def _nilearn(name: str) -> np.ndarray:
+    """nilearn's MNI152 template (float32) or its grey / white matter map (probability > 0.5)."""
+    from nilearn import datasets as nd
+
+    if name == "template":
+        return np.asarray(nd.load_mni152_template().get_fdata(), np.float32)
+    loader = nd.load_mni152_gm_template if name == "gm" else nd.load_mni152_wm_template
+    return np.asarray(loader().get_fdata()) > 0.5
+
+
 def lesion_eval_all(data: Path) -> list[EvalTarget]:
     """Every lesion slice (brain1 and breast1): the held-out set for the model trained without lesions."""
+    import medimg
+
     out = []
     les = data / "lesions"
     for case in ("brain1", "breast1"):

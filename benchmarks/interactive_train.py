@@ -3,6 +3,13 @@
     python benchmarks/interactive_train.py --held-out all --time-budget 6m      # one model per held-out family
     python benchmarks/interactive_train.py --held-out none --time-budget 15m --ship   # the bundled model
 
+On a machine with a GPU and without ../shared/data (e.g. the lent GPU machine): record the bank's source arrays
+here once, carry the archive there, and train from it (the bank rebuilt from it is identical):
+
+    python benchmarks/interactive_train.py --export-sources benchmarks/gpu/sources.pkl.xz
+    python benchmarks/interactive_train.py --sources benchmarks/gpu/sources.pkl.xz --device cuda --workers 3 \
+        --batch-size 32 --held-out cardiac_mri --time-budget 8m
+
 Tasks come from benchmarks/interactive_data.py (every labelled set in ../shared/data, grouped into families, with
 evaluation cases removed, plus synthetic superpixel / blob tasks on the same images). Models are written to
 benchmarks/models/promptable_<name>/ (not in git; ``--ship`` also copies the full model into the package with its
@@ -20,10 +27,11 @@ import json
 import os
 import platform
 import shutil
+import sys
 import time
 from pathlib import Path
 
-from interactive_data import FAMILIES, load_bank, training_tasks
+from interactive_data import FAMILIES, Sources, load_bank, training_tasks
 from medimg.interactive.train import train_promptable
 
 HERE = Path(__file__).parent
@@ -48,11 +56,26 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--ship", action="store_true", help="copy the full model into the package")
     ap.add_argument("--include-research-use", action="store_true", help="full model: train on ACDC too")
+    ap.add_argument("--sources", type=Path, help="build the bank from an archive written by --export-sources")
+    ap.add_argument("--export-sources", type=Path, help="record the bank's source arrays to this archive and stop")
+    ap.add_argument("--device", default="cpu", help="torch device: cpu (default) or cuda")
+    ap.add_argument("--workers", type=int, default=0, help="sample-drawing worker processes (0: none)")
+    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--widths", default="8,16,32,64,128", help="U-Net channels per level")
     args = ap.parse_args()
+    if args.export_sources:
+        src = Sources(args.data)
+        load_bank(args.data, seed=args.seed, sources=src)
+        args.export_sources.parent.mkdir(parents=True, exist_ok=True)
+        src.save(args.export_sources)
+        print(f"wrote {args.export_sources} ({args.export_sources.stat().st_size / 1e6:.1f} MB)")
+        return
     if args.ship and args.include_research_use:
         raise SystemExit("Not shipping a model trained on research-use data (ACDC): drop --include-research-use.")
     budget = parse_budget(args.time_budget)
-    tasks, _, _ = load_bank(args.data, seed=args.seed)
+    sources = Sources(archive=args.sources) if args.sources else None
+    tasks, _, _ = load_bank(None if sources else args.data, seed=args.seed, sources=sources)
     runs = list(FAMILIES) if args.held_out == "all" else [args.held_out]
     for held in runs:
         name = "full" if held == "none" else f"without_{held}"
@@ -68,6 +91,11 @@ def main() -> None:
             out_dir=out,
             family_weights=WEIGHTS,
             seed=args.seed,
+            device=args.device,
+            workers=args.workers,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            widths=tuple(int(v) for v in args.widths.split(",")),
             progress=lambda e: (
                 print(f"  step {e['step']:5d}  {e['seconds']:6.0f} s  loss {e['loss']:.4f}", flush=True)
                 if e["step"] % 500 == 0
@@ -90,10 +118,7 @@ def main() -> None:
             dest.mkdir(parents=True, exist_ok=True)
             model.save(
                 dest,
-                extra={
-                    "trained_by": "python benchmarks/interactive_train.py --held-out none "
-                    f"--time-budget {args.time_budget} --ship"
-                },
+                extra={"trained_by": "python benchmarks/interactive_train.py " + " ".join(sys.argv[1:])},
             )
             shutil.copy(out / "training_log.csv", dest / "training_log.csv")
             print(f"shipped to {dest}")

@@ -19,8 +19,10 @@ teach the network that "the structure" is whatever the prompts say.
 from __future__ import annotations
 
 import csv
+import itertools
 import math
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -235,6 +237,61 @@ def _inputs(samples: list[_Sample], size: int) -> torch.Tensor:
     return torch.stack(out)
 
 
+@dataclass
+class _Batch:
+    """A batch ready for the network: inputs ``x`` (B, IN_CHANNELS, S, S), targets ``y`` (B, 1, S, S), and the
+    indices of the samples whose previous mask is still to come from the network (RITM-style rounds)."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    iterate: list[int]
+    samples: list[_Sample]
+
+
+def _draw_batch(
+    by_family: dict[str, list[Task]], fams: list[str], w: np.ndarray, size: int, n: int, rng: np.random.Generator
+) -> _Batch:
+    samples: list[_Sample] = []
+    while len(samples) < n:
+        fam = fams[int(rng.choice(len(fams), p=w))]
+        pool = by_family[fam]
+        s = make_sample(pool[int(rng.integers(len(pool)))], size, rng)
+        if s is not None:
+            samples.append(s)
+    x = _inputs(samples, size)
+    y = torch.from_numpy(np.stack([s.target for s in samples]).astype(np.float32))[:, None]
+    return _Batch(x, y, [i for i, s in enumerate(samples) if s.iterate], samples)
+
+
+# sample generation in worker processes (forked: they inherit the task bank through this module-level state)
+_WORKER_STATE: dict[str, Any] = {}
+
+
+def _worker_init() -> None:
+    torch.set_num_threads(1)
+
+
+def _worker_batch(seed: int) -> tuple[np.ndarray, np.ndarray, list[int], list[_Sample]]:
+    st = _WORKER_STATE
+    b = _draw_batch(st["by_family"], st["fams"], st["w"], st["size"], st["n"], np.random.default_rng(seed))
+    its = [b.samples[i] for i in b.iterate]
+    for s in its:  # plain arrays travel between processes; tensors would need shared-memory handles
+        s.image = s.image.numpy()  # type: ignore[assignment]
+        s.ref = None if s.ref is None else s.ref.numpy()  # type: ignore[assignment]
+    return b.x.numpy(), b.y.numpy(), b.iterate, its
+
+
+def _from_worker(res: tuple[np.ndarray, np.ndarray, list[int], list[_Sample]]) -> _Batch:
+    x, y, iterate, its = res
+    for s in its:
+        s.image = torch.from_numpy(np.asarray(s.image))
+        s.ref = None if s.ref is None else torch.from_numpy(np.asarray(s.ref))
+    samples: list[_Sample] = [None] * len(x)  # type: ignore[list-item]
+    for i, s in zip(iterate, its, strict=True):
+        samples[i] = s
+    return _Batch(torch.from_numpy(x), torch.from_numpy(y), iterate, samples)
+
+
 def _loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     bce = F.binary_cross_entropy_with_logits(logits, target)
     p = torch.sigmoid(logits)
@@ -254,13 +311,18 @@ def train_promptable(
     family_weights: dict[str, float] | None = None,
     seed: int = 0,
     threads: int | None = None,
+    device: str = "cpu",
+    workers: int = 0,
     progress: Callable[[dict[str, Any]], None] | None = None,
 ) -> tuple[PromptableModel, dict[str, Any]]:
     """Train a promptable network for ``time_budget`` seconds of wall-clock on ``tasks``.
 
     Families are sampled with equal probability unless ``family_weights`` says otherwise (tasks within a family
     uniformly). Returns the model and a summary (steps, seconds, families); with ``out_dir`` the model folder
-    (promptable.json, promptable.pt in float16) and training_log.csv are written there."""
+    (promptable.json, promptable.pt in float16) and training_log.csv are written there.
+
+    ``device`` is a torch device ("cpu", "cuda"); ``workers`` > 0 draws the samples in that many forked worker
+    processes (for a machine with more cores than the 2 this project budgets for; 0: in this process)."""
     if not tasks:
         raise ValueError("No training tasks.")
     if threads:
@@ -273,60 +335,73 @@ def train_promptable(
     fams = sorted(by_family)
     w = np.array([(family_weights or {}).get(f, 1.0) for f in fams], float)
     w /= w.sum()
-    net = PromptUNet(widths)
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    pool = None
+    pending: deque[Any] = deque()
+    if workers > 0:
+        import multiprocessing as mp
+
+        _WORKER_STATE.update(by_family=by_family, fams=fams, w=w, size=size, n=batch_size)
+        pool = mp.get_context("fork").Pool(workers, initializer=_worker_init)
+        seeds = itertools.count(seed * 1_000_003 + 1)
+    net = PromptUNet(widths).to(dev)
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
     log: list[dict[str, Any]] = []
     t0 = time.perf_counter()
     step, run_loss = 0, 0.0
-    while True:
-        elapsed = time.perf_counter() - t0
-        if elapsed >= time_budget:
-            break
-        frac = elapsed / time_budget
-        cur_lr = lr * min(1.0, (step + 1) / 100) * 0.5 * (1 + math.cos(math.pi * frac))
-        for gr in opt.param_groups:
-            gr["lr"] = cur_lr
-        samples: list[_Sample] = []
-        while len(samples) < batch_size:
-            fam = fams[int(rng.choice(len(fams), p=w))]
-            pool = by_family[fam]
-            s = make_sample(pool[int(rng.integers(len(pool)))], size, rng)
-            if s is not None:
-                samples.append(s)
-        rounds = int(rng.integers(1, 4))
-        it = [s for s in samples if s.iterate]
-        if it:
-            net.eval()
-            for _ in range(rounds):
-                with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
-                    pred = (net(_inputs(it, size)).float() > 0)[:, 0].numpy()
-                for s, pr in zip(it, pred, strict=True):
-                    c = _corrective(pr, s.target, rng)
-                    s.prev = pr
-                    if c is not None:
-                        _add_click(s.prompts, *c)
-            net.train()
-        x = _inputs(samples, size)
-        y = torch.from_numpy(np.stack([s.target for s in samples]).astype(np.float32))[:, None]
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            logits = net(x)
-        loss = _loss(logits.float(), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(net.parameters(), 5.0)
-        opt.step()
-        step += 1
-        run_loss = loss.item() if step == 1 else 0.98 * run_loss + 0.02 * loss.item()
-        if step % 50 == 0:
-            entry = {
-                "step": step,
-                "seconds": round(time.perf_counter() - t0, 1),
-                "loss": round(run_loss, 4),
-                "lr": round(cur_lr, 6),
-            }
-            log.append(entry)
-            if progress:
-                progress(entry)
+    try:
+        while True:
+            elapsed = time.perf_counter() - t0
+            if elapsed >= time_budget:
+                break
+            frac = elapsed / time_budget
+            cur_lr = lr * min(1.0, (step + 1) / 100) * 0.5 * (1 + math.cos(math.pi * frac))
+            for gr in opt.param_groups:
+                gr["lr"] = cur_lr
+            if pool is not None:
+                while len(pending) < 3 * workers:
+                    pending.append(pool.apply_async(_worker_batch, (next(seeds),)))
+                batch = _from_worker(pending.popleft().get())
+            else:
+                batch = _draw_batch(by_family, fams, w, size, batch_size, rng)
+            if batch.iterate:
+                its = [batch.samples[i] for i in batch.iterate]
+                net.eval()
+                for _ in range(int(rng.integers(1, 4))):
+                    with torch.no_grad(), torch.autocast(dev.type, dtype=torch.bfloat16):
+                        pred = (net(_inputs(its, size).to(dev)).float() > 0)[:, 0].cpu().numpy()
+                    for s, pr in zip(its, pred, strict=True):
+                        c = _corrective(pr, s.target, rng)
+                        s.prev = pr
+                        if c is not None:
+                            _add_click(s.prompts, *c)
+                net.train()
+                batch.x[batch.iterate] = _inputs(its, size)
+            x, y = batch.x.to(dev, non_blocking=True), batch.y.to(dev, non_blocking=True)
+            with torch.autocast(dev.type, dtype=torch.bfloat16):
+                logits = net(x)
+            loss = _loss(logits.float(), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(net.parameters(), 5.0)
+            opt.step()
+            step += 1
+            run_loss = loss.item() if step == 1 else 0.98 * run_loss + 0.02 * loss.item()
+            if step % 50 == 0:
+                entry = {
+                    "step": step,
+                    "seconds": round(time.perf_counter() - t0, 1),
+                    "loss": round(run_loss, 4),
+                    "lr": round(cur_lr, 6),
+                }
+                log.append(entry)
+                if progress:
+                    progress(entry)
+    finally:
+        if pool is not None:
+            pool.terminate()
     seconds = time.perf_counter() - t0
     summary = {
         "steps": step,
@@ -336,10 +411,13 @@ def train_promptable(
         "size": size,
         "lr": lr,
         "seed": seed,
+        "widths": list(widths),
+        "device": str(dev) if dev.type == "cpu" else f"{dev.type}: {torch.cuda.get_device_name(dev)}",
+        "workers": workers,
         "families": {f: len(by_family[f]) for f in fams},
         "final_loss": round(run_loss, 4),
     }
-    model = PromptableModel(net.eval(), size, {"training": summary})
+    model = PromptableModel(net.cpu().eval(), size, {"training": summary})
     if out_dir is not None:
         out = Path(out_dir)
         model.save(out)
