@@ -12,7 +12,13 @@ from typer.testing import CliRunner
 import medimg
 from medimg.cli import app
 from medimg.interactive import Box, Click, InteractiveSession, PromptError, Scribble, simulate
-from medimg.interactive.promptable import PromptableModel, bundled_models
+from medimg.interactive.promptable import (
+    PromptableModel,
+    SlicePrompts,
+    _implicit_positive,
+    _without_hit,
+    bundled_models,
+)
 from medimg.interactive.simulate import SCRIBBLE_KINDS, bounding_box, dice, random_click, simulate_scribble
 from medimg.interactive.synthetic import blob_tasks, superpixel_tasks
 from medimg.interactive.train import train_promptable
@@ -169,3 +175,26 @@ def test_jittered_box_and_box_start(model: PromptableModel, lesion: tuple) -> No
     r = simulate(lambda: InteractiveSession(img.array[:, :, z], "learned", model), gt, 3, "box_jitter", seed=3)
     assert len(r["dice"]) == 3 and r["dice"][-1] > 0.4
     assert isinstance(bounding_box(gt), Box)
+
+
+def test_negative_click_at_a_masks_core_means_not_here() -> None:
+    before = np.zeros((40, 40), bool)
+    before[5:15, 5:15] = True  # part A
+    before[20:36, 20:36] = True  # part B
+    core = SlicePrompts(np.zeros((0, 2)), np.array([[28.0, 28.0]]), np.zeros((0, 2)), np.zeros((0, 2)), None)
+    assert _implicit_positive(core, before) is None  # at B's core: the structure is not here
+    left = _without_hit(before, core)
+    assert left[5:15, 5:15].all() and not left[20:36, 20:36].any()  # only the part that was hit goes
+    edge = SlicePrompts(np.zeros((0, 2)), np.array([[20.0, 28.0]]), np.zeros((0, 2)), np.zeros((0, 2)), None)
+    trimmed = _implicit_positive(edge, before)
+    assert trimmed is not None and len(trimmed.pos_clicks) == 1  # at an edge: trim, keep the core
+    x, y = trimmed.pos_clicks[0].astype(int)
+    assert before[x, y]
+
+
+def test_training_with_worker_processes(tmp_path: Path, lesion: tuple) -> None:
+    img, _ = lesion
+    image = img.array[:, :, 9].astype(np.float32)
+    tasks = superpixel_tasks(image, np.random.default_rng(0), 4)
+    _, summary = train_promptable(tasks, time_budget=4.0, batch_size=4, workers=1, widths=(4, 8, 8, 8, 8))
+    assert summary["steps"] >= 1 and summary["workers"] == 1 and summary["widths"] == [4, 8, 8, 8, 8]

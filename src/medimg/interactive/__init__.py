@@ -1,5 +1,5 @@
-"""Interactive (prompt-driven) segmentation: prompts, sessions with zero-training baselines, an interaction
-simulator. A learned promptable network is the next step (see the issue notes)."""
+"""Interactive (prompt-driven) segmentation: prompts, sessions with the learned promptable network (default) and
+zero-training baselines, an interaction simulator. See docs/interactive.md."""
 
 from medimg.interactive.prompts import Box, Click, PromptError, PromptList, Scribble
 from medimg.interactive.session import InteractiveSession
