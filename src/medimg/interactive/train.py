@@ -190,9 +190,9 @@ def make_sample(task: Task, size: int, rng: np.random.Generator) -> _Sample | No
         return None
     roi = _random_roi(task, rng)
     lone_click = rng.random() < 0.2
-    if lone_click:  # a lone click: inference uses a 24-pixel window centred on it; larger ones for robustness
+    if lone_click:  # as inference does for a lone click: a 48 / 96 / 192-pixel window centred on it
         pt = _deep_point(task.mask, rng, float(rng.uniform(0.2, 0.8)))
-        roi = roi_around(pt, pt, shape, context=float(24 * 2 ** int(rng.integers(0, 3))))
+        roi = roi_around(pt, pt, shape, context=float(48 * 2 ** int(rng.integers(0, 3))))
     g = crop(task.mask.astype(np.float32), roi, size).numpy() > 0.5
     if g.sum() < 3:
         return None
