@@ -75,19 +75,29 @@ def _scaled(a: np.ndarray) -> np.ndarray:
     return np.clip((a - lo) / (hi - lo + 1e-8), 0, 1)
 
 
-def segment_random_walker(image: np.ndarray, seeds: np.ndarray, margin: int = 12, beta: float = 130.0) -> np.ndarray:
-    """Binary mask from seeds by the random walker, on the seeds' bounding box plus ``margin``."""
-    from skimage.segmentation import random_walker
+RW_MARGIN = 12  # voxels around the seeds that the random walker's crop adds
 
-    if not np.any(seeds == 1):
-        return np.zeros(seeds.shape, bool)
+
+def _walker_crop(seeds: np.ndarray, margin: int) -> tuple[slice, ...]:
+    """The random walker's crop: the positive seeds and the negative ones near them, plus ``margin``."""
     pos, neg = np.argwhere(seeds == 1), np.argwhere(seeds == 2)
     reach = 3 * margin  # background seeds farther than this from the positives do not widen the crop
     near = np.all((neg >= pos.min(0) - reach) & (neg <= pos.max(0) + reach), axis=1)
     known = np.concatenate([pos, neg[near]])
     lo = np.maximum(0, known.min(0) - margin)
     hi = np.minimum(np.array(seeds.shape), known.max(0) + margin + 1)
-    sl = tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))
+    return tuple(slice(int(a), int(b)) for a, b in zip(lo, hi, strict=True))
+
+
+def segment_random_walker(
+    image: np.ndarray, seeds: np.ndarray, margin: int = RW_MARGIN, beta: float = 130.0
+) -> np.ndarray:
+    """Binary mask from seeds by the random walker, on the seeds' bounding box plus ``margin``."""
+    from skimage.segmentation import random_walker
+
+    if not np.any(seeds == 1):
+        return np.zeros(seeds.shape, bool)
+    sl = _walker_crop(seeds, margin)
     crop_seeds = seeds[sl].copy()
     border = np.ones(crop_seeds.shape, bool)
     border[tuple(slice(1, -1) if s > 2 else slice(None) for s in crop_seeds.shape)] = False
@@ -100,6 +110,57 @@ def segment_random_walker(image: np.ndarray, seeds: np.ndarray, margin: int = 12
     out = np.zeros(seeds.shape, bool)
     out[sl] = labels == 1
     return out
+
+
+def is_near_isotropic(volume: np.ndarray, spacing: tuple[float, ...], max_ratio: float = 4.0) -> bool:
+    """Whether slices (last axis) are close enough for a 3D random walker: the slice spacing is at most
+    ``max_ratio`` x the in-plane spacing; with unit spacing (often: unknown, e.g. a bare array), judged from the
+    image — the mean absolute intensity change between neighbouring slices is at most 1.8 x that between
+    neighbouring in-plane voxels (measured: hippocampus MRI 1.1-1.25, CT 0.5, a breast MRI lesion at 0.66 x 0.66
+    x 2.1 mm 1.7, cine cardiac MRI at ~1.5 x 1.5 x 10 mm 1.9-3.0)."""
+    if len(spacing) == 3 and not np.allclose(spacing, 1.0):
+        return bool(spacing[2] <= max_ratio * min(spacing[0], spacing[1]))
+    v = _scaled(volume[:: max(1, volume.shape[0] // 96), :: max(1, volume.shape[1] // 96)].astype(np.float32))
+    dz = float(np.abs(np.diff(v, axis=2)).mean())
+    dxy = float(np.abs(np.diff(v, axis=0)).mean() + np.abs(np.diff(v, axis=1)).mean()) / 2
+    return dz <= 1.8 * dxy
+
+
+def refine_3d(
+    volume: np.ndarray, learned: np.ndarray, prompts: list[Prompt], band: int = 3, max_voxels: int = 400_000
+) -> np.ndarray:
+    """A 3D random walker on the learned mask's neighbourhood: seeds are the user's prompts (as for the
+    ``random_walker`` method), the learned mask eroded by one voxel (foreground) and everything beyond two voxels
+    of it (background) on every slice the user prompted, and background beyond ``band`` voxels of the learned
+    mask everywhere. Propagated slices are not seeded, so a correction on one slice reshapes its neighbours.
+    Skipped (the learned mask is returned) when the mask's bounding box plus ``band``, or the walker's crop around
+    the foreground seeds, exceeds ``max_voxels``: it would then take over a second per interaction on 2 cores."""
+    from scipy import ndimage
+
+    if not learned.any():
+        return learned
+    idx = np.argwhere(learned)
+    if np.prod(idx.max(0) - idx.min(0) + 1 + 2 * band) > max_voxels:
+        return learned  # a large structure: the random walker would take over a second; propagation only
+    seeds, _ = seeds_from_prompts(prompts, volume.shape)
+    zs: set[int] = set()
+    for p in prompts:
+        if isinstance(p, Click):
+            zs.add(int(p.point[2]))
+        elif isinstance(p, Scribble):
+            zs.update(int(q[2]) for q in p.points)
+        elif isinstance(p, Box) and len(p.lo) == 3:
+            zs.add((int(p.lo[2]) + int(p.hi[2])) // 2)  # the learned model prompts the box's central slice
+    for z in sorted(zs):
+        sl = learned[:, :, z]
+        if sl.any():
+            cur = seeds[:, :, z]
+            cur[(cur == 0) & ndimage.binary_erosion(sl)] = 1
+            cur[(cur == 0) & ~ndimage.binary_dilation(sl, iterations=2)] = 2
+    seeds[(seeds == 0) & ~ndimage.binary_dilation(learned, iterations=band)] = 2
+    if not np.any(seeds == 1) or np.prod([c.stop - c.start for c in _walker_crop(seeds, RW_MARGIN)]) > max_voxels:
+        return learned  # the walker's crop would be too large to answer within a second
+    return segment_random_walker(volume, seeds, margin=RW_MARGIN)
 
 
 def segment_region_growing(image: np.ndarray, seeds: np.ndarray, box: Any = None) -> np.ndarray:
@@ -133,9 +194,16 @@ class InteractiveSession:
     ``method="learned"`` uses the promptable network (``model``: a :class:`PromptableModel`, a model folder, or
     None for the bundled one); it feeds its previous mask back, so the result depends on the order of the
     prompts, and in 3D it re-segments the prompted slice and propagates from there. The baselines recompute
-    from all prompts at once."""
+    from all prompts at once.
 
-    def __init__(self, image: Image | np.ndarray, method: str = "learned", model: Any = None) -> None:
+    ``refine_3d`` (learned method, 3D): after each interaction, a 3D random walker (:func:`refine_3d`) re-decides
+    the voxels near the propagated mask from the user's prompts and the learned masks of the prompted slices, so
+    that a correction acts in 3D. None (default) = on for volumes that are not strongly anisotropic
+    (:func:`is_near_isotropic`); on thick-slice volumes (e.g. cine cardiac MRI) slice propagation alone is better."""
+
+    def __init__(
+        self, image: Image | np.ndarray, method: str = "learned", model: Any = None, refine_3d: bool | None = None
+    ) -> None:
         if method not in METHODS:
             raise MedimgError(f"Unknown interactive method {method!r}; choose {', '.join(METHODS)}.")
         self.image = image if isinstance(image, Image) else Image(np.asarray(image))
@@ -154,7 +222,13 @@ class InteractiveSession:
 
             self.model = model if isinstance(model, PromptableModel) else PromptableModel.load(model)
         self.prompts: list[Prompt] = []
-        self._history: list[np.ndarray] = []  # masks after each interaction (learned method)
+        self._history: list[np.ndarray] = []  # the network's masks after each interaction (learned method)
+        self._shown: list[np.ndarray] = []  # the session's masks (refined in 3D when refine_3d)
+        self.refine_3d = bool(
+            method == "learned"
+            and arr.ndim == 3
+            and (is_near_isotropic(arr, tuple(self.image.spacing)) if refine_3d is None else refine_3d)
+        )
         self._groups: list[int] = []  # number of prompts added by each interaction
         self._mask: np.ndarray | None = None
         self.latencies: list[float] = []
@@ -177,7 +251,10 @@ class InteractiveSession:
         if self.method == "learned":
             t0 = time.perf_counter()
             try:
-                self._history.append(self._learned(prompts))
+                raw = self._learned(prompts)
+                shown = refine_3d(self.array, raw, self.prompts) if self.refine_3d else raw
+                self._history.append(raw)
+                self._shown.append(shown)
             except Exception:  # keep the session consistent: the interaction did not happen
                 del self.prompts[n:]
                 self._groups.pop()
@@ -221,6 +298,7 @@ class InteractiveSession:
             del self.prompts[len(self.prompts) - self._groups.pop() :]
             if self._history:
                 self._history.pop()
+                self._shown.pop()
         self._mask = None
         return self.mask
 
@@ -228,7 +306,7 @@ class InteractiveSession:
     def mask(self) -> np.ndarray:
         """Boolean mask on the image grid (array order)."""
         if self.method == "learned":
-            return self._history[-1] if self._history else np.zeros(self.shape, bool)
+            return self._shown[-1] if self._shown else np.zeros(self.shape, bool)
         if self._mask is None:
             t0 = time.perf_counter()
             seeds, box = seeds_from_prompts(self.prompts, self.shape)
