@@ -5,9 +5,12 @@ and zero-training baselines behind one API.
 s.add_click((x, y), positive=False); s.mask; s.undo()`` — 2D images and 3D volumes (a prompt on one slice gives a
 3D result; a correction anywhere updates the volume).
 
-Prompts become seeds: positive/negative clicks are disks (radius 2 voxels), scribbles their dilated polylines,
-a box makes everything outside it background and, if there is no positive seed yet, seeds its centre. Later prompts
-overwrite earlier seeds at the same voxels (a negative click on a positive one wins). Methods:
+The learned method segments prompted slices with the network and propagates through the volume; on
+near-isotropic volumes a 3D random walker then refines that result (:func:`refine_3d`).
+
+Baselines: prompts become seeds: positive/negative clicks are disks (radius 2 voxels), scribbles their dilated
+polylines, a box makes everything outside it background and, if there is no positive seed yet, seeds its centre.
+Later prompts overwrite earlier seeds at the same voxels (a negative click on a positive one wins). Methods:
 
 - ``random_walker``: scikit-image's random walker (Grady 2006; beta 130 on intensities scaled by the 1st-99th
   percentiles), computed on the bounding box of the seeds plus a margin (everything outside is background);
