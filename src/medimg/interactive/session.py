@@ -115,6 +115,17 @@ def segment_random_walker(
     return out
 
 
+def prompted_slices(prompts: list[Prompt]) -> set[int]:
+    """The slices (last axis) that 3D clicks and scribbles lie on."""
+    zs: set[int] = set()
+    for p in prompts:
+        if isinstance(p, Click):
+            zs.add(int(p.point[2]))
+        elif isinstance(p, Scribble):
+            zs.update(int(q[2]) for q in p.points)
+    return zs
+
+
 def is_near_isotropic(volume: np.ndarray, spacing: tuple[float, ...], max_ratio: float = 4.0) -> bool:
     """Whether slices (last axis) are close enough for a 3D random walker: the slice spacing is at most
     ``max_ratio`` x the in-plane spacing; with unit spacing (often: unknown, e.g. a bare array), judged from the
@@ -147,13 +158,9 @@ def refine_3d(
     if np.prod(idx.max(0) - idx.min(0) + 1 + 2 * band) > max_voxels:
         return learned  # a large structure: the random walker would take over a second; propagation only
     seeds, _ = seeds_from_prompts(prompts, volume.shape)
-    zs: set[int] = set()
+    zs = prompted_slices(prompts)
     for p in prompts:
-        if isinstance(p, Click):
-            zs.add(int(p.point[2]))
-        elif isinstance(p, Scribble):
-            zs.update(int(q[2]) for q in p.points)
-        elif isinstance(p, Box) and len(p.lo) == 3:
+        if isinstance(p, Box) and len(p.lo) == 3:
             zs.add((int(p.lo[2]) + int(p.hi[2])) // 2)  # the learned model prompts the box's central slice
     for z in sorted(zs):
         sl = learned[:, :, z]
@@ -161,7 +168,10 @@ def refine_3d(
             cur = seeds[:, :, z]
             cur[(cur == 0) & ndimage.binary_erosion(sl)] = 1
             cur[(cur == 0) & ~ndimage.binary_dilation(sl, iterations=2)] = 2
-    seeds[(seeds == 0) & ~ndimage.binary_dilation(learned, iterations=band)] = 2
+    near = np.zeros(learned.shape, bool)  # the learned mask dilated by band, computed on its bounding box only
+    box = tuple(slice(max(0, a - band), b + band + 1) for a, b in zip(idx.min(0), idx.max(0), strict=True))
+    near[box] = ndimage.binary_dilation(learned[box], iterations=band)
+    seeds[(seeds == 0) & ~near] = 2
     if not np.any(seeds == 1) or np.prod([c.stop - c.start for c in _walker_crop(seeds, RW_MARGIN)]) > max_voxels:
         return learned  # the walker's crop would be too large to answer within a second
     return segment_random_walker(volume, seeds, margin=RW_MARGIN)
@@ -272,12 +282,7 @@ class InteractiveSession:
         prev = self._history[-1] if self._history else None
         if self.array.ndim == 2:
             return np.asarray(self.model.segment_slice(self.array, prompts_2d(self.prompts, self.shape), prev))
-        changed: set[int] = set()
-        for p in new:
-            if isinstance(p, Click):
-                changed.add(p.point[2])
-            elif isinstance(p, Scribble):
-                changed.update(int(q[2]) for q in p.points)
+        changed = prompted_slices(new)
         spacing = tuple(float(v) for v in self.image.spacing)
         return np.asarray(self.model.segment_volume(self.array, self.prompts, prev, changed or None, spacing))
 

@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
-from medimg.interactive.network import PromptUNet
+from medimg.interactive.network import IN_CHANNELS, PromptUNet
 from medimg.interactive.promptable import (
     PromptableModel,
     Roi,
@@ -239,13 +239,14 @@ def _inputs(samples: list[_Sample], size: int) -> torch.Tensor:
 
 @dataclass
 class _Batch:
-    """A batch ready for the network: inputs ``x`` (B, IN_CHANNELS, S, S), targets ``y`` (B, 1, S, S), and the
-    indices of the samples whose previous mask is still to come from the network (RITM-style rounds)."""
+    """A batch for the network: inputs ``x`` (B, IN_CHANNELS, S, S), targets ``y`` (B, 1, S, S), and the samples
+    whose previous mask is still to come from the network (RITM-style rounds) with their rows ``iterate`` in ``x``
+    (left empty: they are encoded after the rounds)."""
 
     x: torch.Tensor
     y: torch.Tensor
     iterate: list[int]
-    samples: list[_Sample]
+    its: list[_Sample]
 
 
 def _draw_batch(
@@ -258,9 +259,13 @@ def _draw_batch(
         s = make_sample(pool[int(rng.integers(len(pool)))], size, rng)
         if s is not None:
             samples.append(s)
-    x = _inputs(samples, size)
+    iterate = [i for i, s in enumerate(samples) if s.iterate]
+    ready = [i for i, s in enumerate(samples) if not s.iterate]
+    x = torch.zeros(n, IN_CHANNELS, size, size)
+    if ready:
+        x[ready] = _inputs([samples[i] for i in ready], size)
     y = torch.from_numpy(np.stack([s.target for s in samples]).astype(np.float32))[:, None]
-    return _Batch(x, y, [i for i, s in enumerate(samples) if s.iterate], samples)
+    return _Batch(x, y, iterate, [samples[i] for i in iterate])
 
 
 # sample generation in worker processes (forked: they inherit the task bank through this module-level state)
@@ -274,11 +279,10 @@ def _worker_init() -> None:
 def _worker_batch(seed: int) -> tuple[np.ndarray, np.ndarray, list[int], list[_Sample]]:
     st = _WORKER_STATE
     b = _draw_batch(st["by_family"], st["fams"], st["w"], st["size"], st["n"], np.random.default_rng(seed))
-    its = [b.samples[i] for i in b.iterate]
-    for s in its:  # plain arrays travel between processes; tensors would need shared-memory handles
+    for s in b.its:  # plain arrays travel between processes; tensors would need shared-memory handles
         s.image = s.image.numpy()  # type: ignore[assignment]
         s.ref = None if s.ref is None else s.ref.numpy()  # type: ignore[assignment]
-    return b.x.numpy(), b.y.numpy(), b.iterate, its
+    return b.x.numpy(), b.y.numpy(), b.iterate, b.its
 
 
 def _from_worker(res: tuple[np.ndarray, np.ndarray, list[int], list[_Sample]]) -> _Batch:
@@ -286,10 +290,7 @@ def _from_worker(res: tuple[np.ndarray, np.ndarray, list[int], list[_Sample]]) -
     for s in its:
         s.image = torch.from_numpy(np.asarray(s.image))
         s.ref = None if s.ref is None else torch.from_numpy(np.asarray(s.ref))
-    samples: list[_Sample] = [None] * len(x)  # type: ignore[list-item]
-    for i, s in zip(iterate, its, strict=True):
-        samples[i] = s
-    return _Batch(torch.from_numpy(x), torch.from_numpy(y), iterate, samples)
+    return _Batch(torch.from_numpy(x), torch.from_numpy(y), iterate, its)
 
 
 def _loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -367,7 +368,7 @@ def train_promptable(
             else:
                 batch = _draw_batch(by_family, fams, w, size, batch_size, rng)
             if batch.iterate:
-                its = [batch.samples[i] for i in batch.iterate]
+                its = batch.its
                 net.eval()
                 for _ in range(int(rng.integers(1, 4))):
                     with torch.no_grad(), torch.autocast(dev.type, dtype=torch.bfloat16):
