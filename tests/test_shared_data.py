@@ -41,9 +41,38 @@ def sitk_reference(p: Path) -> sitk.Image | None:
     return None
 
 
+SIDE_FILES = (".csv", ".json", ".txt")  # tables, dataset descriptions and ITK transforms beside the images
+
+
+def check_side_file(p: Path) -> None:
+    """Side files are read by what uses them: CSV tables, nnU-Net dataset.json, ITK linear transforms."""
+    if p.suffix == ".csv":
+        import csv
+
+        with open(p, newline="") as f:
+            rows = list(csv.DictReader(f))
+        assert rows and all(len(r) == len(rows[0]) for r in rows), p
+    elif p.suffix == ".json":
+        from medimg.seg import load_dataset
+
+        ds = load_dataset(p.parent)
+        assert ds.cases and all(c.label is not None for c in ds.cases)
+        assert ds.labels and set(ds.labels) >= {0, 1}
+    else:
+        from medimg.register.transform import Transform
+
+        t = Transform.load(p)
+        ref = sitk.ReadTransform(str(p))
+        pts = np.array([[0.0, 0.0, 0.0], [10.0, -20.0, 30.0]])
+        assert np.allclose(t.transform_points(pts), [ref.TransformPoint(tuple(q)) for q in pts], atol=1e-6)
+
+
 @pytest.mark.parametrize("rel", all_inputs())
 def test_every_file_opens_with_correct_geometry(rel: str) -> None:
     p = SHARED / rel
+    if p.suffix in SIDE_FILES:
+        check_side_file(p)
+        return
     if rel == "voxelmorph/labels.npz":  # a 1D list of label ids, not an image: info lists its array
         from medimg.io import list_arrays
 

@@ -11,7 +11,7 @@ from typing import Annotated, Any
 import numpy as np
 import typer
 
-from medimg.cli import _floats, _run, console, err_console
+from medimg.cli._common import _floats, _run, console, err_console
 
 classify_app = typer.Typer(
     help="Image classification: train, predict (CSV of probabilities), explain, robustness.", no_args_is_help=True

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from medimg.cli import _run, console
+from medimg.cli._common import _run, console
 
 
 def interact_cmd(

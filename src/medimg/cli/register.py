@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from medimg.cli import _run, console
+from medimg.cli._common import _run, console
 
 
 def register_cmd(

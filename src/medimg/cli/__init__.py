@@ -1,0 +1,28 @@
+"""The ``medimg`` command line: a thin layer over the library (parse, call, print).
+
+One module per command group registers its commands on the shared Typer ``app`` (``_common``). Errors raised as
+:class:`~medimg.errors.MedimgError` are printed without a traceback and exit with code 2; ``--debug`` shows the
+traceback instead.
+"""
+
+from __future__ import annotations
+
+from medimg.cli import evaluate, files, models, seg  # noqa: F401  (registers the commands)
+from medimg.cli._common import app
+from medimg.cli.classify import classify_app, pretrain_cmd, probe_cmd
+from medimg.cli.interactive import interact_cmd
+from medimg.cli.register import register_cmd, warp_cmd
+
+app.add_typer(classify_app, name="classify")
+app.command("pretrain")(pretrain_cmd)
+app.command("probe")(probe_cmd)
+app.command("register")(register_cmd)
+app.command("warp")(warp_cmd)
+app.command("interact")(interact_cmd)
+
+__all__ = ["app", "main"]
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
