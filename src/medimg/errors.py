@@ -42,3 +42,8 @@ class OutputPathError(MedimgError):
 
 class LabelError(MedimgError):
     """A label map is invalid (non-integer values, negative labels, unknown names, ...)."""
+
+
+class OutOfDomainError(MedimgError):
+    """The input lies outside the domain the model was trained on (modality, dimensionality, size, spacing,
+    intensities or learned features); the model refuses it unless forced."""

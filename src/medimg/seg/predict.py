@@ -21,10 +21,17 @@ class Predictor:
     """A loaded segmentation model. ``Predictor(model_dir)(image)`` -> :class:`LabelMap` on the image's grid."""
 
     def __init__(
-        self, model_dir: str | Path, precision: str | None = None, torchscript: str | Path | None = None
+        self,
+        model_dir: str | Path,
+        precision: str | None = None,
+        torchscript: str | Path | None = None,
+        force: bool = False,
     ) -> None:
+        """Load a model folder. ``force=True`` segments input outside the model's training domain instead of
+        raising :class:`~medimg.errors.OutOfDomainError` (the output's ``meta["provenance"]`` records it)."""
         import torch
 
+        from medimg.domain import load_image_domain
         from medimg.seg.train import build_network
 
         self.dir = Path(model_dir)
@@ -44,6 +51,22 @@ class Predictor:
         self.net.eval()
         self.precision = precision or self.info.get("precision", "fp32")
         self.names = {int(k): v for k, v in self.plan["labels"].items() if int(k) != 0}
+        self.domain = load_image_domain(self.dir)
+        self.force = force
+
+    def check_domain(self, image: Image | list[Image], force: bool | None = None) -> dict[str, Any]:
+        """Check the input against the model's training domain; raise OutOfDomainError unless forced.
+
+        Returns the provenance record (``in_domain``, ``forced``, ``differences``)."""
+        from medimg.domain import domain_record, refuse_or_record
+
+        images = image if isinstance(image, list) else [image]
+        if self.domain is None:
+            return domain_record([], False, checked=False)
+        name = self.info.get("name", self.dir.name)
+        return refuse_or_record(
+            self.domain.differences(images), name, "The image", self.force if force is None else force
+        )
 
     @property
     def n_classes(self) -> int:
@@ -80,21 +103,31 @@ class Predictor:
         assert acc is not None
         return (acc / len(combos))[0].numpy(), grid
 
-    def __call__(self, image: Image | list[Image], tta: bool | None = None) -> LabelMap:
-        """Segment one case (an image, or one image per channel); output on the first image's exact grid."""
-        return self._segment(image, tta)[0]
+    def __call__(self, image: Image | list[Image], tta: bool | None = None, force: bool | None = None) -> LabelMap:
+        """Segment one case (an image, or one image per channel); output on the first image's exact grid.
 
-    def predict_with_probabilities(self, image: Image | list[Image], tta: bool | None = None) -> tuple[LabelMap, Image]:
+        Input outside the model's domain raises OutOfDomainError unless ``force`` (default: the Predictor's)."""
+        return self._segment(image, tta, force)[0]
+
+    def predict_with_probabilities(
+        self, image: Image | list[Image], tta: bool | None = None, force: bool | None = None
+    ) -> tuple[LabelMap, Image]:
         """The label map and the class probabilities (channels = classes), both on the first image's exact grid."""
-        out, probs = self._segment(image, tta)
+        out, probs = self._segment(image, tta, force)
         prob_img = Image(np.moveaxis(probs, 0, -1).astype(np.float32), out.spacing, out.origin, out.direction)
         return out, prob_img
 
-    def _segment(self, image: Image | list[Image], tta: bool | None) -> tuple[LabelMap, np.ndarray]:
+    def _segment(
+        self, image: Image | list[Image], tta: bool | None, force: bool | None = None
+    ) -> tuple[LabelMap, np.ndarray]:
         """Label map on the first image's grid and the ``(K, *S)`` probabilities on that grid."""
+        import time
+
+        import medimg
         from medimg.transforms.spatial import resample_to
 
         images = image if isinstance(image, list) else [image]
+        domain = self.check_domain(images, force)
         original = images[0]
         probs, grid = self.probabilities(images, tta)
         if self.plan["resample"]:
@@ -110,7 +143,18 @@ class Predictor:
             original.spacing,
             original.origin,
             original.direction,
-            {"model": self.info.get("name", self.dir.name)},
+            {
+                "model": self.info.get("name", self.dir.name),
+                "provenance": {
+                    "software": f"medimg {medimg.__version__}",
+                    "model": self.info.get("name", self.dir.name),
+                    "model_version": self.info.get("medimg_version"),
+                    "model_path": str(self.dir),
+                    "tta": bool(self.plan["inference"].get("mirror_tta", False) if tta is None else tta),
+                    "domain": domain,
+                    "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                },
+            },
             names=self.names,
         )
         return out, probs

@@ -1,6 +1,15 @@
 """Spatial and intensity transforms that preserve geometry (see :mod:`medimg.transforms.spatial`)."""
 
-from medimg.transforms.intensity import CT_WINDOWS, clip, fill_nonfinite, percentile_scale, to_uint8, window, zscore
+from medimg.transforms.intensity import (
+    CT_WINDOWS,
+    clip,
+    fill_nonfinite,
+    percentile_scale,
+    select_channel,
+    to_uint8,
+    window,
+    zscore,
+)
 from medimg.transforms.spatial import (
     crop,
     crop_to_foreground,
@@ -27,6 +36,7 @@ __all__ = [
     "resample",
     "resample_to",
     "resample_to_spacing",
+    "select_channel",
     "to_uint8",
     "window",
     "zscore",

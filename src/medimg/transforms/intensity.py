@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from medimg.errors import MedimgError
+from medimg.errors import DimensionError, MedimgError
 from medimg.image import Image
 
 #: Common CT windows as (level/centre, width) in Hounsfield units.
@@ -79,3 +79,31 @@ def to_uint8(image: Image, lower: float = 0.0, upper: float = 100.0) -> Image:
         return image
     s = percentile_scale(image, lower, upper)
     return image.with_array(np.round(s.array * 255).astype(np.uint8))
+
+
+#: ITU-R BT.601 luma weights used to turn an RGB(A) image into grey.
+LUMA_WEIGHTS = (0.299, 0.587, 0.114)
+
+
+def select_channel(image: Image, channel: int | str) -> Image:
+    """One channel of a multi-channel image as a scalar image.
+
+    ``channel`` is an index (0-based; negative counts from the end) or ``"grey"`` / ``"gray"``: the BT.601 luma
+    of an RGB or RGBA image (alpha ignored). A single-channel image is returned unchanged for 0 and ``"grey"``.
+    """
+    if isinstance(channel, str) and channel.lower() in ("grey", "gray"):
+        if not image.is_multichannel:
+            return image
+        if image.n_channels not in (3, 4):
+            raise DimensionError(
+                f"'grey' converts RGB(A) images; this one has {image.n_channels} channels. Pick one with an index "
+                "(CLI: --channel 0)."
+            )
+        a = np.asarray(image.array[..., :3], dtype=np.float32) @ np.asarray(LUMA_WEIGHTS, dtype=np.float32)
+        return image.with_array(a)
+    if isinstance(channel, str):
+        try:
+            channel = int(channel)
+        except ValueError:
+            raise DimensionError(f"--channel takes an index (0, 1, ...) or 'grey'; got {channel!r}.") from None
+    return image.channel(channel)

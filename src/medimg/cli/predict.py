@@ -1,0 +1,285 @@
+"""``medimg predict`` and ``medimg segment``: run a segmentation model on images (thin over :mod:`medimg.seg`).
+
+Both check every input against the model's training domain first (:mod:`medimg.domain`) and refuse input outside
+it unless ``--force``. Folder outputs are named by case as nnU-Net does (``case_0000.nii.gz`` -> ``case.nii.gz``;
+the ``_0000``, ``_0001`` ... files of a case are its channels) and keep the input's format unless ``--ext``.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from medimg.cli._common import IrregularOpt, _progress, _run, app, console, err_console
+from medimg.errors import MedimgError, OutOfDomainError
+
+ForceOpt = Annotated[
+    bool,
+    typer.Option(
+        "--force",
+        help="Run even when the input is outside the model's training domain (recorded in the output's provenance).",
+    ),
+]
+ChannelOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--channel",
+        metavar="INDEX|grey",
+        help="Use one channel of a multi-channel image: an index (0, 1, ...) or 'grey' (RGB -> luminance).",
+    ),
+]
+FillNonfiniteOpt = Annotated[
+    float | None,
+    typer.Option("--fill-nonfinite", metavar="VALUE", help="Replace NaN/Inf voxels with VALUE before predicting."),
+]
+
+_CHANNEL_SUFFIX = re.compile(r"^(?P<case>.+)_(?P<ch>\d{4})$")
+#: Output extension for each input extension when predicting a folder (labels never go to a lossy format).
+_SAME_FORMAT = {
+    ".jpg": ".png",
+    ".jpeg": ".png",
+    ".tif": ".tif",
+    ".tiff": ".tiff",
+    ".bmp": ".png",
+    ".h5": ".nii.gz",
+    ".hdf5": ".nii.gz",
+    ".npz": ".nii.gz",
+    ".npy": ".nii.gz",
+    ".dcm": ".nii.gz",
+    "": ".nii.gz",
+    ".nrrd": ".nrrd",
+    ".seg.nrrd": ".seg.nrrd",
+}
+
+
+def load_input(
+    path: Path, channel: str | None = None, fill_nonfinite: float | None = None, allow_irregular: bool = False
+) -> Any:
+    """Read an image for a model: optional channel selection (index or 'grey') and NaN/Inf filling."""
+    import medimg
+    from medimg.transforms import fill_nonfinite as fill
+    from medimg.transforms import select_channel
+
+    img = medimg.read(path, allow_irregular=allow_irregular, allow_nonfinite=fill_nonfinite is not None)
+    if fill_nonfinite is not None:
+        img = fill(img, fill_nonfinite)
+    if channel is not None:
+        img = select_channel(img, channel)
+    return img
+
+
+def group_cases(files: list[Path], n_channels: int) -> dict[str, list[Path]]:
+    """Group a folder's image files into cases: nnU-Net's ``CASE_0000.ext, CASE_0001.ext ...`` are the channels of
+    ``CASE``; other files are one case each (named by their stem)."""
+    from medimg.io._atomic import split_ext
+
+    cases: dict[str, list[Path]] = {}
+    for f in files:
+        stem = split_ext(f)[0]
+        m = _CHANNEL_SUFFIX.match(stem)
+        cases.setdefault(m.group("case") if m else stem, []).append(f)
+    for case, fs in cases.items():
+        if len(fs) != n_channels:
+            raise MedimgError(
+                f"Case {case!r} has {len(fs)} file(s) ({', '.join(f.name for f in fs)}); the model takes "
+                f"{n_channels} channel(s), given as {case}_0000, {case}_0001, ... in nnU-Net naming."
+            )
+    return {c: sorted(fs) for c, fs in cases.items()}
+
+
+def output_ext(src: Path, ext: str | None) -> str:
+    """The extension of a folder prediction: ``--ext`` if given, else the input's format (a label-safe one)."""
+    from medimg.io._atomic import split_ext
+
+    if ext:
+        return ext if ext.startswith(".") else "." + ext
+    in_ext = split_ext(src)[1].lower() if src.is_file() else ""
+    return _SAME_FORMAT.get(in_ext, in_ext or ".nii.gz")
+
+
+def _predict_case(
+    pred: Any,
+    srcs: list[Path],
+    dst: Path,
+    *,
+    tta: bool,
+    reference: Path | None,
+    probabilities: bool,
+    force: bool,
+    read_kw: dict[str, Any],
+) -> Any:
+    import medimg
+    from medimg.io._atomic import split_ext
+
+    images = [load_input(s, **read_kw) for s in srcs]
+    arg = images if len(images) > 1 else images[0]
+    if probabilities:
+        lab, prob = pred.predict_with_probabilities(arg, tta=tta, force=force)
+        stem, ext = split_ext(dst)
+        medimg.write(prob, dst.with_name(stem + "_probabilities" + (ext if ext != ".seg.nrrd" else ".nrrd")))
+    else:
+        lab = pred(arg, tta=tta, force=force)
+    lab.meta["provenance"]["inputs"] = [str(s) for s in srcs]
+    medimg.write(
+        lab,
+        dst,
+        reference=reference if reference else (srcs[0] if dst.suffix == ".dcm" else None),
+        algorithm="medimg " + pred.info.get("name", "model"),
+    )
+    return lab
+
+
+def _volumes_line(lab: Any) -> str:
+    vols = lab.volumes_ml()
+    unit = "mL" if lab.ndim == 3 else "mm²/1000"
+    return ", ".join(f"{lab.names[k]} {vols.get(k, 0.0):.3f} {unit}" for k in sorted(lab.names))
+
+
+def _warn_forced(lab: Any) -> None:
+    dom = lab.meta.get("provenance", {}).get("domain", {})
+    if dom.get("forced"):
+        err_console.print(
+            "[yellow]warning:[/] forced outside the model's domain (" + "; ".join(dom["differences"]) + ")",
+            highlight=False,
+        )
+
+
+@app.command()
+def predict(
+    model: Annotated[str, typer.Option("--model", "-m", help="Model folder or bundled model name.")],
+    inp: Annotated[Path, typer.Option("--input", "-i", help="Image file, DICOM folder, or folder of images.")],
+    out: Annotated[Path, typer.Option("--output", "-o", help="Output file, or folder when the input is a folder.")],
+    tta: Annotated[bool, typer.Option("--tta", help="Mirroring test-time augmentation.")] = False,
+    ext: Annotated[
+        str | None,
+        typer.Option("--ext", help="Output extension for folders (default: the input's format; .nii.gz for DICOM)."),
+    ] = None,
+    reference: Annotated[Path | None, typer.Option("--reference", help="DICOM series for .dcm SEG output.")] = None,
+    probabilities: Annotated[bool, typer.Option("--probabilities", help="Also write class probabilities.")] = False,
+    force: ForceOpt = False,
+    channel: ChannelOpt = None,
+    fill_nonfinite: FillNonfiniteOpt = None,
+    allow_irregular: IrregularOpt = False,
+) -> None:
+    """Segment an image or a folder of images with a trained model (output on each input's exact grid).
+
+    Folder outputs are named by case (nnU-Net: CASE_0000.nii.gz -> CASE.nii.gz). Inputs outside the model's
+    training domain are refused (others in the folder still run) unless --force."""
+    from medimg.seg import Predictor, resolve_model
+
+    def body() -> None:
+        pred = Predictor(resolve_model(model), force=force)
+        read_kw = {"channel": channel, "fill_nonfinite": fill_nonfinite, "allow_irregular": allow_irregular}
+        if inp.is_dir() and not _is_dicom_dir(inp):
+            files = [p for p in sorted(inp.iterdir()) if not p.name.startswith(".") and p.is_file()]
+            if not files:
+                raise MedimgError(f"{inp} contains no image files.")
+            cases = group_cases(files, len(pred.plan["channels"]))
+            out.mkdir(parents=True, exist_ok=True)
+            refused: list[str] = []
+            for case, srcs in _progress(list(cases.items()), "segmenting"):
+                dst = out / (case + output_ext(srcs[0], ext))
+                t0 = time.perf_counter()
+                try:
+                    lab = _predict_case(
+                        pred,
+                        srcs,
+                        dst,
+                        tta=tta,
+                        reference=None,
+                        probabilities=probabilities,
+                        force=force,
+                        read_kw=read_kw,
+                    )
+                except OutOfDomainError as e:
+                    refused.append(case)
+                    err_console.print(f"[red]{case}: refused[/] {e}", highlight=False)
+                    continue
+                _warn_forced(lab)
+                console.print(f"{case}: {_volumes_line(lab)} -> {dst.name} ({time.perf_counter() - t0:.1f} s)")
+            console.print(f"wrote {len(cases) - len(refused)} segmentation(s) to {out}/")
+            if refused:
+                raise OutOfDomainError(
+                    f"{len(refused)} of {len(cases)} case(s) refused as outside the model's domain "
+                    f"({', '.join(refused[:10])}{' ...' if len(refused) > 10 else ''}); nothing was written for "
+                    "them. Pass --force to segment them anyway."
+                )
+        else:
+            lab = _predict_case(
+                pred,
+                [inp],
+                out,
+                tta=tta,
+                reference=reference,
+                probabilities=probabilities,
+                force=force,
+                read_kw=read_kw,
+            )
+            _warn_forced(lab)
+            _print_volumes(lab)
+            console.print(f"wrote {out}")
+
+    _run(body)
+
+
+def _is_dicom_dir(p: Path) -> bool:
+    from medimg.io._sniff import sniff
+
+    files = [f for f in p.iterdir() if f.is_file()][:3]
+    try:
+        return bool(files) and all(sniff(f) == "dicom" for f in files)
+    except MedimgError:
+        return False
+
+
+def _print_volumes(lab: Any) -> None:
+    unit = "volume (mL)" if lab.ndim == 3 else "area (mm² / 1000)"
+    t = Table(title="segmented volumes", title_justify="left")
+    for c in ("label", "name", "voxels", unit):
+        t.add_column(c, justify="left" if c == "name" else "right")
+    counts, vols = lab.voxel_counts(), lab.volumes_ml()
+    for k in sorted(lab.names):
+        t.add_row(str(k), lab.names[k], str(counts.get(k, 0)), f"{vols.get(k, 0.0):.3f}")
+    console.print(t)
+
+
+@app.command()
+def segment(
+    image: Annotated[Path, typer.Argument(help="Image file or DICOM folder.")],
+    out: Annotated[Path, typer.Option("--output", "-o", help="Output label map (.nii.gz, .seg.nrrd, .dcm).")],
+    model: Annotated[str, typer.Option("--model", "-m", help="Bundled model name or model folder.")] = "hippocampus",
+    tta: Annotated[bool, typer.Option("--tta", help="Mirroring test-time augmentation.")] = False,
+    force: ForceOpt = False,
+    channel: ChannelOpt = None,
+    fill_nonfinite: FillNonfiniteOpt = None,
+    allow_irregular: IrregularOpt = False,
+) -> None:
+    """One command from a scan to a mask (like TotalSegmentator): segment IMAGE with a bundled model.
+
+    The model refuses images outside its training domain (another body part, modality, size or spacing) unless
+    --force; `medimg models info NAME` shows each model's domain."""
+    from medimg.seg import Predictor, resolve_model
+
+    def body() -> None:
+        pred = Predictor(resolve_model(model), force=force)
+        read_kw = {"channel": channel, "fill_nonfinite": fill_nonfinite, "allow_irregular": allow_irregular}
+        lab = _predict_case(
+            pred,
+            [image],
+            out,
+            tta=tta,
+            reference=image if out.suffix == ".dcm" else None,
+            probabilities=False,
+            force=force,
+            read_kw=read_kw,
+        )
+        _warn_forced(lab)
+        _print_volumes(lab)
+        console.print(f"wrote {out}")
+
+    _run(body)

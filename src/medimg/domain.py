@@ -1,0 +1,279 @@
+"""Model domains: what a model was trained on, and the check that refuses input outside it.
+
+A model that answers outside its training domain gives a confident, wrong answer (a hippocampus model "finds"
+1.3 L of hippocampus in an abdominal CT). Every model folder therefore records its domain and every prediction
+path checks the input against it first; out-of-domain input raises :class:`OutOfDomainError`, saying what differs,
+unless the caller forces it (CLI: ``--force``), in which case the result's provenance says so.
+
+Two kinds of domain:
+
+* :class:`ImageDomain` (segmentation models; ``domain.json`` in the model folder, derived from the training set's
+  fingerprint): dimensionality, channels, modality, voxel spacing range (mm), field-of-view range (mm; compared
+  as sorted extents, so it does not depend on the axis order) and raw intensity range.
+* :class:`FeatureDomain` (classifiers; ``domain.json`` + ``domain.npz``): dimensionality and channels, plus a
+  Gaussian density of the network's own penultimate features on the training images. An image is out of domain
+  when its squared Mahalanobis distance exceeds a threshold fixed on the *training* images only (their maximum
+  times a margin), so that held-out in-domain data is not used to tune it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medimg.errors import OutOfDomainError
+from medimg.image import Image
+
+#: Factor by which spacing and field of view may exceed the training range before an image is out of domain.
+SPACING_FACTOR = 2.0
+EXTENT_FACTOR = 2.0
+#: Largest share of voxels allowed below the training minimum intensity (by more than 0.1 % of the training
+#: range: a model trained on non-negative MR must not see CT's air at -1000 HU).
+BELOW_MIN_FRACTION = 0.02
+BELOW_MIN_TOLERANCE = 0.001
+
+
+def _fmt(v: Sequence[float], unit: str = "") -> str:
+    return " x ".join(f"{x:.3g}" for x in v) + unit
+
+
+@dataclass
+class ImageDomain:
+    """The inputs a segmentation model was trained on (all lengths in mm).
+
+    ``extent_min_mm`` / ``extent_max_mm`` are the smallest and largest *sorted* fields of view (shape x spacing)
+    seen in training; ``spacing_min_mm`` / ``spacing_max_mm`` the smallest and largest voxel size along any axis.
+    ``intensity`` holds raw ``min`` / ``max`` / ``p00_5`` / ``p99_5`` over the training foreground.
+    """
+
+    description: str
+    dims: int
+    channels: list[str]
+    spacing_min_mm: float
+    spacing_max_mm: float
+    extent_min_mm: list[float]
+    extent_max_mm: list[float]
+    intensity: dict[str, float] = field(default_factory=dict)
+    modality: str | None = None
+    spacing_known: bool = True
+
+    @classmethod
+    def from_fingerprint(cls, fp: dict[str, Any], description: str = "", modality: str | None = None) -> ImageDomain:
+        """Derive the domain from a dataset fingerprint (``fingerprint.json``: per-case spacings and shapes)."""
+        spacings = np.asarray(fp["spacings"], dtype=np.float64)
+        shapes = np.asarray(fp["shapes"], dtype=np.float64)
+        extents = np.sort(spacings * shapes, axis=1)
+        inten = fp.get("foreground_intensity") or [{}]
+        return cls(
+            description=description or f"the {fp.get('name', 'training')} dataset",
+            dims=int(spacings.shape[1]),
+            channels=list(fp.get("channels", ["image"])),
+            spacing_min_mm=float(spacings.min()),
+            spacing_max_mm=float(spacings.max()),
+            extent_min_mm=[round(float(v), 3) for v in extents.min(axis=0)],
+            extent_max_mm=[round(float(v), 3) for v in extents.max(axis=0)],
+            intensity={k: float(v) for k, v in inten[0].items() if k in ("min", "max", "p00_5", "p99_5")},
+            modality=modality,
+            spacing_known=bool(fp.get("spacing_known", True)),
+        )
+
+    def differences(self, images: Sequence[Image]) -> list[str]:
+        """What differs between the input (one image per channel) and this domain; empty when in domain."""
+        img = images[0]
+        out: list[str] = []
+        if img.ndim != self.dims:
+            out.append(f"the image is {img.ndim}D; this model takes {self.dims}D images")
+            return out
+        n_ch = sum(im.n_channels for im in images)
+        if n_ch != len(self.channels):
+            out.append(
+                f"the input has {n_ch} channel(s); this model takes {len(self.channels)} ({', '.join(self.channels)})"
+            )
+            return out
+        mod = str(img.meta.get("modality") or "").upper()
+        if self.modality and mod and mod != self.modality.upper():
+            out.append(f"the image is {mod}; this model was trained on {self.modality}")
+        if self.spacing_known and not img.spacing_known:
+            out.append("the image's voxel spacing is unknown (pass it with --input-spacing)")
+        sp = np.asarray(img.spacing, dtype=np.float64)
+        lo, hi = self.spacing_min_mm / SPACING_FACTOR, self.spacing_max_mm * SPACING_FACTOR
+        if sp.min() < lo or sp.max() > hi:
+            rng = (
+                _fmt([self.spacing_min_mm])
+                if self.spacing_min_mm == self.spacing_max_mm
+                else f"{_fmt([self.spacing_min_mm])}-{_fmt([self.spacing_max_mm])}"
+            )
+            out.append(f"the voxel spacing is {_fmt(sp, ' mm')}; this model was trained on {rng} mm voxels")
+        ext = np.sort(sp * np.asarray(img.shape, dtype=np.float64))
+        if np.any(ext > np.asarray(self.extent_max_mm) * EXTENT_FACTOR) or np.any(
+            ext < np.asarray(self.extent_min_mm) / EXTENT_FACTOR
+        ):
+            out.append(
+                f"the image is {_fmt(sp * np.asarray(img.shape), ' mm')}; this model was trained on "
+                f"{_fmt(self.extent_min_mm)} to {_fmt(self.extent_max_mm, ' mm')} {self.description}"
+            )
+        if {"min", "p00_5", "p99_5"} <= set(self.intensity):
+            span = self.intensity["p99_5"] - self.intensity["p00_5"]
+            floor = self.intensity["min"] - BELOW_MIN_TOLERANCE * max(span, 1e-6)
+            a = np.asarray(img.array)
+            below = float(np.count_nonzero(a < floor)) / max(a.size, 1)
+            if below > BELOW_MIN_FRACTION:
+                out.append(
+                    f"{100 * below:.0f} % of the voxels are below {floor:.4g}, the lowest intensity in training "
+                    f"(e.g. CT Hounsfield units given to an MR model)"
+                )
+        return out
+
+    def save(self, path: str | Path) -> Path:
+        """Write this domain as JSON (atomically)."""
+        from medimg.io._atomic import atomic_path
+
+        with atomic_path(path) as tmp:
+            Path(tmp).write_text(json.dumps({"kind": "image", **asdict(self)}, indent=2) + "\n")
+        return Path(path)
+
+    @classmethod
+    def load(cls, path: str | Path) -> ImageDomain:
+        d = json.loads(Path(path).read_text())
+        d.pop("kind", None)
+        return cls(**d)
+
+
+@dataclass
+class FeatureDomain:
+    """A classifier's domain: input dims/channels and a Gaussian density of its penultimate features.
+
+    ``mean`` (d,) and ``precision`` (d, d) define the squared Mahalanobis distance; ``threshold`` is the largest
+    in-domain distance (training images' maximum times ``margin``).
+    """
+
+    description: str
+    dims: int
+    channels: int
+    mean: np.ndarray
+    precision: np.ndarray
+    threshold: float
+    train_max: float
+    train_p99: float
+    margin: float
+    n_train: int
+
+    @classmethod
+    def fit(
+        cls,
+        features: np.ndarray,
+        description: str,
+        dims: int,
+        channels: int,
+        shrinkage: float = 0.1,
+        margin: float = 1.5,
+    ) -> FeatureDomain:
+        """Fit the density on training features ``(n, d)``; shrink the covariance towards its mean variance."""
+        f = np.asarray(features, dtype=np.float64)
+        mu = f.mean(axis=0)
+        cov = np.cov(f, rowvar=False)
+        d = cov.shape[0]
+        cov = (1 - shrinkage) * cov + shrinkage * (np.trace(cov) / d) * np.eye(d)
+        prec = np.linalg.inv(cov)
+        dist = _mahalanobis2(f, mu, prec)
+        return cls(
+            description=description,
+            dims=dims,
+            channels=channels,
+            mean=mu,
+            precision=prec,
+            threshold=float(dist.max() * margin),
+            train_max=float(dist.max()),
+            train_p99=float(np.percentile(dist, 99)),
+            margin=margin,
+            n_train=len(f),
+        )
+
+    def distances(self, features: np.ndarray) -> np.ndarray:
+        """Squared Mahalanobis distances ``(n,)`` of features ``(n, d)``."""
+        return _mahalanobis2(np.asarray(features, dtype=np.float64), self.mean, self.precision)
+
+    def save(self, folder: str | Path) -> None:
+        """Write ``domain.json`` (+ ``domain.npz`` with the density) into a model folder."""
+        from medimg.io._atomic import atomic_path
+
+        folder = Path(folder)
+        meta = {
+            "kind": "features",
+            "description": self.description,
+            "dims": self.dims,
+            "channels": self.channels,
+            "threshold": self.threshold,
+            "train_max": self.train_max,
+            "train_p99": self.train_p99,
+            "margin": self.margin,
+            "n_train": self.n_train,
+            "density": "domain.npz (mean, precision of the penultimate features; squared Mahalanobis distance)",
+        }
+        with atomic_path(folder / "domain.npz") as tmp, open(tmp, "wb") as fh:
+            np.savez(fh, mean=self.mean.astype(np.float32), precision=self.precision.astype(np.float32))
+        with atomic_path(folder / "domain.json") as tmp:
+            Path(tmp).write_text(json.dumps(meta, indent=2) + "\n")
+
+    @classmethod
+    def load(cls, folder: str | Path) -> FeatureDomain:
+        folder = Path(folder)
+        meta = json.loads((folder / "domain.json").read_text())
+        with np.load(folder / "domain.npz") as z:
+            mu, prec = z["mean"].astype(np.float64), z["precision"].astype(np.float64)
+        return cls(
+            description=meta["description"],
+            dims=int(meta["dims"]),
+            channels=int(meta["channels"]),
+            mean=mu,
+            precision=prec,
+            threshold=float(meta["threshold"]),
+            train_max=float(meta["train_max"]),
+            train_p99=float(meta["train_p99"]),
+            margin=float(meta["margin"]),
+            n_train=int(meta["n_train"]),
+        )
+
+
+def _mahalanobis2(f: np.ndarray, mu: np.ndarray, prec: np.ndarray) -> np.ndarray:
+    z = f - mu
+    return np.einsum("ij,jk,ik->i", z, prec, z)
+
+
+def load_image_domain(model_dir: str | Path) -> ImageDomain | None:
+    """A segmentation model folder's domain: ``domain.json``, else derived from ``fingerprint.json``, else None."""
+    d = Path(model_dir)
+    if (d / "domain.json").exists():
+        return ImageDomain.load(d / "domain.json")
+    if (d / "fingerprint.json").exists():
+        fp = json.loads((d / "fingerprint.json").read_text())
+        if "spacings" in fp and "shapes" in fp:
+            return ImageDomain.from_fingerprint(fp)
+    return None
+
+
+def domain_record(differences: Sequence[str], forced: bool, checked: bool = True) -> dict[str, Any]:
+    """The provenance entry of a domain check."""
+    return {
+        "checked": checked,
+        "in_domain": not differences,
+        "forced": bool(forced and differences),
+        "differences": list(differences),
+    }
+
+
+def refuse_or_record(differences: Sequence[str], model: str, what: str, force: bool) -> dict[str, Any]:
+    """Raise :class:`OutOfDomainError` for out-of-domain input unless ``force``; return the provenance record."""
+    if differences and not force:
+        raise OutOfDomainError(
+            f"{what} is outside the domain of model {model!r}: "
+            + "; ".join(differences)
+            + ". Its answer would not mean anything; use a model trained for this input, or pass --force "
+            "(force=True) to run it anyway (recorded in the output's provenance)."
+        )
+    return domain_record(differences, force)
