@@ -1,18 +1,137 @@
 """Shared pieces of the ``medimg`` command line: the Typer app, consoles, error handling, common options.
 
 Errors raised as :class:`~medimg.errors.MedimgError` are printed without a traceback and exit with code 2;
-``medimg --debug ...`` shows the traceback instead.
+``--debug`` (anywhere on the line) shows the traceback instead. ``--threads N`` (or ``MEDIMG_NUM_THREADS``) caps the
+threads of PyTorch, ITK and NumPy's BLAS; both are global options accepted before or after the command.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import ctypes
+import importlib.abc
+import importlib.machinery
+import os
+import sys
+from collections.abc import Callable, Sequence
+from types import ModuleType
 from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from typer.core import TyperArgument, TyperGroup, TyperOption
 
 from medimg.errors import MedimgError
+
+#: Options accepted anywhere on the command line (lifted in front of the command before parsing), with whether
+#: each takes a value.
+GLOBAL_OPTIONS = {"--debug": False, "--threads": True}
+THREADS_ENV = "MEDIMG_NUM_THREADS"
+#: Environment variables read by OpenMP / BLAS runtimes (and ITK) when they start.
+_THREAD_ENV_VARS = (
+    "OMP_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "VECLIB_MAXIMUM_THREADS",
+    "NUMEXPR_NUM_THREADS",
+    "ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS",
+)
+
+
+def lift_global_options(args: Sequence[str]) -> list[str]:
+    """Move the global options (``--debug``, ``--threads N`` / ``--threads=N``) found anywhere before a ``--``
+    to the front of ``args``, so that ``medimg info x --debug`` means ``medimg --debug info x``."""
+    front: list[str] = []
+    rest: list[str] = []
+    i, args = 0, list(args)
+    while i < len(args):
+        a = args[i]
+        if a == "--":
+            rest += args[i:]
+            break
+        name = a.split("=", 1)[0]
+        if name in GLOBAL_OPTIONS:
+            takes_value = GLOBAL_OPTIONS[name]
+            if takes_value and "=" not in a and i + 1 < len(args):
+                front += [a, args[i + 1]]
+                i += 2
+                continue
+            front.append(a)
+        else:
+            rest.append(a)
+        i += 1
+    return front + rest
+
+
+def _readable_type(param: TyperOption | TyperArgument) -> str:
+    """A readable metavar for a parameter's value (PATH, FILE, DIR, N, NUMBER, TEXT, [a|b] ...); "" for flags."""
+    if isinstance(param, TyperOption) and (param.is_flag or param.count):
+        return ""
+    desc = param.type_descriptor
+    if desc.is_choice:
+        return "[" + "|".join(str(getattr(c, "value", c)) for c in desc.choices or ()) + "]"
+    if desc.is_path:
+        return desc.path_type.upper()
+
+    def name(annotation: Any) -> str:
+        n = getattr(annotation, "__name__", str(annotation))
+        return {"str": "TEXT", "int": "N", "float": "NUMBER", "bool": "BOOLEAN"}.get(n, n.upper())
+
+    if desc.is_list:
+        from typing import get_args
+
+        return name(get_args(desc.annotation)[0])
+    if desc.is_tuple:
+        from typing import get_args
+
+        return " ".join(name(a) for a in get_args(desc.annotation))
+    return name(desc.annotation)
+
+
+class _ReadableOption(TyperOption):
+    """A Typer option whose help shows a readable metavar (none for flags) instead of a Python type."""
+
+    def display_type_rich(self, ctx: Any) -> str | None:
+        return self.metavar if self.metavar is not None else _readable_type(self)
+
+
+class _ReadableArgument(TyperArgument):
+    """A Typer argument shown as ``NAME  TYPE`` in the help and ``NAME`` / ``[NAME]`` in the usage line."""
+
+    def display_type_rich(self, ctx: Any) -> str | None:
+        return _readable_type(self)
+
+    def _usage_display_name(self) -> str:
+        name = self.display_name_raw if self.required else f"[{self.display_name_raw}]"
+        return name + ("..." if self.nargs != 1 else "")
+
+
+def _readable_params(cmd: Any) -> None:
+    """Give every parameter of ``cmd`` and of its sub-commands (recursively) a readable metavar."""
+    params = list(getattr(cmd, "params", []))
+    if hasattr(cmd, "get_help_option"):  # --help is created lazily per command; create it now (it is cached)
+        params.append(cmd.get_help_option(typer.Context(cmd)))
+    for p in params:
+        if type(p) is TyperOption:
+            p.__class__ = _ReadableOption
+        elif type(p) is TyperArgument:
+            p.__class__ = _ReadableArgument
+            if p.metavar is None and p.name:
+                p.metavar = p.name.upper()
+    for sub in getattr(cmd, "commands", {}).values():
+        _readable_params(sub)
+
+
+class MedimgGroup(TyperGroup):
+    """The root command group: readable metavars in every help, global options accepted anywhere."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        _readable_params(self)
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        return super().parse_args(ctx, lift_global_options(args))
+
 
 app = typer.Typer(
     name="medimg",
@@ -20,10 +139,11 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    cls=MedimgGroup,
 )
 console = Console()
 err_console = Console(stderr=True)
-_STATE = {"debug": False}
+_STATE: dict[str, Any] = {"debug": False, "threads": None}
 T = TypeVar("T")
 
 
@@ -48,11 +168,156 @@ def _floats(text: str | None, what: str) -> tuple[float, ...] | None:
     return vals
 
 
+def default_threads() -> int:
+    """The CPU cores this process may run on (all of them unless restricted by affinity / cgroups)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def _blas_set_threads(n: int) -> list[str]:
+    """Cap the BLAS / OpenMP runtimes already loaded into this process (NumPy's OpenBLAS, MKL, libgomp) at ``n``
+    threads: through threadpoolctl when installed, else by calling their C setters found in /proc/self/maps.
+    Returns the libraries set."""
+    try:
+        from threadpoolctl import threadpool_limits  # type: ignore[import-not-found,unused-ignore]
+    except ImportError:
+        pass
+    else:
+        threadpool_limits(limits=n)
+        return ["threadpoolctl"]
+    setters = (
+        "openblas_set_num_threads",
+        "openblas_set_num_threads64_",
+        "scipy_openblas_set_num_threads64_",
+        "scipy_openblas_set_num_threads",
+        "MKL_Set_Num_Threads",
+        "omp_set_num_threads",
+    )
+    done: list[str] = []
+    try:
+        with open("/proc/self/maps") as f:
+            libs = {line.split()[-1] for line in f if ".so" in line and line.split()[-1].startswith("/")}
+    except OSError:  # pragma: no cover - not Linux
+        return done
+    for lib in sorted(libs):
+        base = os.path.basename(lib).lower()
+        if not any(k in base for k in ("openblas", "mkl_rt", "gomp", "libomp", "libiomp")):
+            continue
+        try:
+            handle = ctypes.CDLL(lib)
+        except OSError:
+            continue
+        for sym in setters:
+            fn = getattr(handle, sym, None)
+            if fn is not None:
+                fn(ctypes.c_int(n))
+                done.append(f"{os.path.basename(lib)}:{sym}")
+                break
+    return done
+
+
+def _set_torch_threads(torch: ModuleType, n: int) -> None:
+    torch.set_num_threads(n)
+    with contextlib.suppress(RuntimeError):  # only possible before the first inter-op parallel work
+        torch.set_num_interop_threads(n)
+
+
+def _set_itk_threads(sitk: ModuleType, n: int) -> None:
+    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(n)
+
+
+_AFTER_IMPORT: dict[str, Callable[[ModuleType, int], None]] = {
+    "torch": _set_torch_threads,
+    "SimpleITK": _set_itk_threads,
+}
+
+
+class _ThreadsOnImport(importlib.abc.MetaPathFinder):
+    """Applies the thread count to torch / SimpleITK right after they are first imported (they are imported lazily,
+    inside the commands, after the options were parsed)."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def find_spec(self, fullname: str, path: Any, target: Any = None) -> importlib.machinery.ModuleSpec | None:
+        if fullname not in _AFTER_IMPORT:
+            return None
+        spec = importlib.machinery.PathFinder.find_spec(fullname, path)
+        if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
+            return spec
+        loader, n, setter = spec.loader, self.n, _AFTER_IMPORT[fullname]
+        original = loader.exec_module
+
+        def exec_module(module: ModuleType) -> None:
+            original(module)
+            setter(module, n)
+
+        loader.exec_module = exec_module  # type: ignore[method-assign]
+        return spec
+
+
+def set_threads(n: int | None = None) -> int:
+    """Use ``n`` threads (default: ``MEDIMG_NUM_THREADS``, else every available core) in PyTorch (intra- and
+    inter-op), ITK (SimpleITK's global default) and the BLAS / OpenMP runtimes behind NumPy. Libraries imported
+    later get it when they load (environment variables and an import hook). Returns the number used."""
+    if n is None:
+        env = os.environ.get(THREADS_ENV, "").strip()
+        if env:
+            try:
+                n = int(env)
+            except ValueError:
+                raise MedimgError(f"{THREADS_ENV} must be a whole number of threads (got {env!r}).") from None
+    if n is not None and n < 1:
+        raise MedimgError(f"--threads / {THREADS_ENV} must be at least 1 (got {n}).")
+    n = n or default_threads()
+    for var in _THREAD_ENV_VARS:
+        os.environ[var] = str(n)
+    _blas_set_threads(n)
+    for mod, setter in _AFTER_IMPORT.items():
+        if mod in sys.modules:
+            setter(sys.modules[mod], n)
+    sys.meta_path[:] = [f for f in sys.meta_path if not isinstance(f, _ThreadsOnImport)]
+    if any(mod not in sys.modules for mod in _AFTER_IMPORT):
+        sys.meta_path.insert(0, _ThreadsOnImport(n))
+    _STATE["threads"] = n
+    return n
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        from medimg import __version__
+
+        console.print(f"medimg {__version__}", highlight=False)
+        raise typer.Exit()
+
+
 @app.callback()
 def _main(
-    debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks on errors.")] = False,
+    debug: Annotated[
+        bool, typer.Option("--debug", help="Show full tracebacks on errors (accepted anywhere on the line).")
+    ] = False,
+    threads: Annotated[
+        int | None,
+        typer.Option(
+            "--threads",
+            metavar="N",
+            help=f"Threads for PyTorch, ITK and NumPy/BLAS (accepted anywhere on the line; env {THREADS_ENV}; "
+            "default: every core).",
+        ),
+    ] = None,
+    version: Annotated[
+        bool,
+        typer.Option("--version", help="Print the medimg version and exit.", callback=_version_callback, is_eager=True),
+    ] = False,
 ) -> None:
     _STATE["debug"] = debug
+    try:
+        set_threads(threads)
+    except MedimgError as e:
+        err_console.print(f"[bold red]error:[/] {type(e).__name__}: {e}", highlight=False, markup=True)
+        raise typer.Exit(2) from None
 
 
 def _read_kwargs(
