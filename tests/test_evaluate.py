@@ -59,7 +59,9 @@ def test_evaluate_outputs(folders: tuple[Path, Path], tmp_path: Path) -> None:
     assert r.exit_code == 0, r.output
     with open(out / "per_case.csv", newline="") as f:
         rows = list(csv.DictReader(f))
-    assert len(rows) == 6 and {row["name"] for row in rows} == {"anterior", "posterior"}
+    # case9 has no prediction: it is evaluated as a failure (2 rows), not dropped
+    assert len(rows) == 8 and {row["name"] for row in rows} == {"anterior", "posterior"}
+    assert {row["status"] for row in rows if row["case"] == "case9"} == {"missing_prediction"}
     case0 = [row for row in rows if row["case"] == "case0"]
     assert all(float(row["dice"]) == 1.0 for row in case0)
     # the CSV agrees with a direct call
@@ -68,8 +70,9 @@ def test_evaluate_outputs(folders: tuple[Path, Path], tmp_path: Path) -> None:
     row = next(row for row in rows if row["case"] == "case1" and row["label"] == "2")
     assert float(row["hd95"]) == pytest.approx(direct[2]["hd95"], rel=1e-5)
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["missing_predictions"] == ["case9"] and summary["n_cases"] == 3
-    assert summary["worst_cases"][0]["case"] in ("case1", "case2")
+    assert summary["missing_predictions"] == ["case9"] and summary["n_cases"] == 4
+    assert summary["worst_cases"][0] == {"case": "case9", "mean_dice": 0.0}
+    assert summary["worst_cases"][1]["case"] in ("case1", "case2")
     assert summary["subgroups"]["worst_group"] == "B" and summary["subgroups"]["fairness_gap"] > 0
     html = (out / "report.html").read_text()
     assert "<svg" in html and "data:image/png;base64" in html and "Fairness gap" in html

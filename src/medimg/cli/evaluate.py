@@ -1,4 +1,5 @@
-"""``medimg evaluate``: metrics of predicted label maps against references."""
+"""``medimg evaluate`` (metrics of predicted label maps against references) and ``medimg compare`` (two
+methods on the same references: paired differences with bootstrap CIs and Wilcoxon tests)."""
 
 from __future__ import annotations
 
@@ -17,24 +18,117 @@ from medimg.cli._common import (
 )
 from medimg.errors import MedimgError
 
+ConventionOpt = Annotated[
+    str, typer.Option("--convention", help="deepmind (surfels, default) | monai | metricsreloaded.")
+]
+NsdOpt = Annotated[
+    str,
+    typer.Option("--nsd-tolerance", help="NSD tolerance in mm: one value (2) or per class ('1=1.0,2=2.0')."),
+]
+FailuresOpt = Annotated[
+    str,
+    typer.Option(
+        "--failures",
+        help="worst (default): a missing/unreadable/empty prediction of a class the reference has (or a class the "
+        "reference lacks) scores Dice 0 and distances = image diagonal (mm); exclude: leave it out of the means.",
+    ),
+]
+LesionOpt = Annotated[
+    bool,
+    typer.Option("--lesion-metrics", help="Add lesion-wise F1/precision/recall, mean lesion Dice, panoptic quality."),
+]
+ExtraOpt = Annotated[
+    str | None, typer.Option("--extra-metrics", help="Also compute: boundary_iou,cldice (comma-separated).")
+]
+ResampleOpt = Annotated[bool, typer.Option("--resample", help="Resample predictions onto the reference grid.")]
+SpacingFromOpt = Annotated[
+    str | None, typer.Option("--spacing-from", help="'ref': use the reference geometry for same-shape predictions.")
+]
+NamesOpt = Annotated[str | None, typer.Option("--labels", help="Class names, e.g. '1=anterior,2=posterior'.")]
+
+
+def _common_kwargs(
+    names: str | None,
+    convention: str,
+    nsd_tolerance: str,
+    failures: str,
+    lesion: bool,
+    extra: str | None,
+    resample: bool,
+    spacing_from: str | None,
+) -> dict[str, Any]:
+    from medimg.evaluate import FAILURE_POLICIES, parse_nsd_tolerance
+    from medimg.metrics.segmentation import DEFAULT_METRICS
+
+    if spacing_from not in (None, "ref"):
+        raise MedimgError("--spacing-from accepts only 'ref'.")
+    if failures not in FAILURE_POLICIES:
+        raise MedimgError(f"--failures must be one of {', '.join(FAILURE_POLICIES)} (got {failures!r}).")
+    extra_m = tuple(m.strip() for m in extra.split(",")) if extra else ()
+    return {
+        "names": _parse_names(names),
+        "metrics": DEFAULT_METRICS + extra_m,
+        "convention": convention,
+        "nsd_tolerance_mm": parse_nsd_tolerance(nsd_tolerance),
+        "failures": failures,
+        "lesion_metrics": lesion,
+        "resample": resample,
+        "spacing_from": spacing_from,
+    }
+
+
+def _cell(s: dict[str, Any], n_cases: int) -> str:
+    if "mean" not in s:
+        return "—"
+    n = f" (n={s['n']})" if s["n"] != n_cases else ""
+    return f"{s['mean']:.4f} ± {s['std']:.3f}{n}"
+
+
+def _print_summary(summary: dict[str, Any]) -> None:
+    tol = summary["nsd_tolerance_mm"]
+    nsd_head = f"NSD@{tol:g}mm" if isinstance(tol, float | int) else "NSD (per-class τ)"
+    t = Table(
+        title=f"{summary['n_cases']} cases ({summary['n_failed_cases']} with a failure), convention "
+        f"{summary['convention']}, failures: {summary['failure_policy']}",
+        title_justify="left",
+    )
+    cols = ["class", "n", "failed", "absent", "Dice", "HD95 (mm)", "ASSD (mm)", nsd_head]
+    lesion = bool(summary.get("lesion_metrics"))
+    if lesion:
+        cols += ["lesion F1", "PQ"]
+    for c in cols:
+        t.add_column(c, justify="left" if c == "class" else "right")
+    for lab, c in summary["classes"].items():
+        n = c["n_cases"]
+        cells = [f"{lab} {c['name']}", str(n), str(c["n_failed"]), str(c["n_absent"])]
+        cells += [_cell(c[m], n) if m in c else "—" for m in ("dice", "hd95", "assd", "nsd")]
+        if lesion:
+            cells += [_cell(c["lesion_f1"], n), _cell(c["panoptic_quality"], n)]
+        t.add_row(*cells)
+    console.print(t)
+    console.print(f"[dim]{summary['failure_policy_text']}.[/]", highlight=False)
+    if summary["missing_predictions"]:
+        console.print(f"[yellow]missing predictions:[/] {', '.join(summary['missing_predictions'])}")
+    if summary["unreadable_predictions"]:
+        console.print(f"[yellow]unreadable predictions:[/] {', '.join(summary['unreadable_predictions'])}")
+
 
 @app.command()
 def evaluate(
-    pred: Annotated[Path, typer.Option("--pred", help="Folder of predicted label maps.")],
+    pred: Annotated[
+        list[Path],
+        typer.Option("--pred", help="Folder of predicted label maps (one; to compare two, use `medimg compare`)."),
+    ],
     ref: Annotated[Path, typer.Option("--ref", help="Folder of reference label maps (same case ids).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (per_case.csv, summary.json, report.html).")],
-    names: Annotated[str | None, typer.Option("--labels", help="Class names, e.g. '1=anterior,2=posterior'.")] = None,
-    convention: Annotated[
-        str, typer.Option("--convention", help="deepmind (surfels, default) | monai | metricsreloaded.")
-    ] = "deepmind",
-    nsd_tolerance: Annotated[float, typer.Option("--nsd-tolerance", help="NSD tolerance in mm.")] = 2.0,
-    extra: Annotated[
-        str | None, typer.Option("--extra-metrics", help="Also compute: boundary_iou,cldice (comma-separated).")
-    ] = None,
-    resample: Annotated[bool, typer.Option("--resample", help="Resample predictions onto the reference grid.")] = False,
-    spacing_from: Annotated[
-        str | None, typer.Option("--spacing-from", help="'ref': use the reference geometry for same-shape predictions.")
-    ] = None,
+    names: NamesOpt = None,
+    convention: ConventionOpt = "deepmind",
+    nsd_tolerance: NsdOpt = "2",
+    failures: FailuresOpt = "worst",
+    lesion_metrics: LesionOpt = False,
+    extra: ExtraOpt = None,
+    resample: ResampleOpt = False,
+    spacing_from: SpacingFromOpt = None,
     metadata: Annotated[Path | None, typer.Option("--metadata", help="CSV of case metadata (a 'case' column).")] = None,
     group_by: Annotated[
         str | None, typer.Option("--group-by", help="Metadata column for a subgroup breakdown.")
@@ -43,47 +137,119 @@ def evaluate(
         Path | None, typer.Option("--images", help="Folder of images for the worst-case overlays.")
     ] = None,
 ) -> None:
-    """Evaluate predicted label maps against references: per-case CSV, summary JSON, HTML report."""
+    """Evaluate predicted label maps against references: per-case CSV, summary JSON, HTML report; failed cases
+    are counted (n, failed per class) and scored worst-case unless --failures exclude."""
     from rich.progress import track
 
     from medimg.evaluate import evaluate_folders
-    from medimg.metrics.segmentation import DEFAULT_METRICS
 
     def body() -> None:
-        if spacing_from not in (None, "ref"):
-            raise MedimgError("--spacing-from accepts only 'ref'.")
+        if len(pred) != 1:
+            raise MedimgError(
+                f"evaluate takes one --pred folder (got {len(pred)}: {', '.join(map(str, pred))}). To compare two "
+                "methods use `medimg compare --ref REF --pred A --pred B -o OUT`."
+            )
         if group_by and not metadata:
             raise MedimgError("--group-by needs --metadata CSV.")
-        extra_m = tuple(m.strip() for m in extra.split(",")) if extra else ()
+        kw = _common_kwargs(names, convention, nsd_tolerance, failures, lesion_metrics, extra, resample, spacing_from)
         summary = evaluate_folders(
-            pred,
+            pred[0],
             ref,
             out,
-            names=_parse_names(names),
-            metrics=DEFAULT_METRICS + extra_m,
-            convention=convention,
-            nsd_tolerance_mm=nsd_tolerance,
-            resample=resample,
-            spacing_from=spacing_from,
             metadata_csv=metadata,
             group_by=group_by,
             images_dir=images,
             progress=lambda items, what: track(items, description=what, console=err_console),
+            **kw,
         )
-        t = Table(title=f"{summary['n_cases']} cases, convention {summary['convention']}", title_justify="left")
-        for c in ("class", "Dice", "HD95 (mm)", "ASSD (mm)", f"NSD@{nsd_tolerance:g}mm"):
-            t.add_column(c, justify="left" if c == "class" else "right")
-
-        def cell(s: dict[str, Any]) -> str:
-            return f"{s['mean']:.4f} ± {s['std']:.3f}" if "mean" in s else "—"
-
-        for lab, c in summary["classes"].items():
-            t.add_row(f"{lab} {c['name']}", cell(c["dice"]), cell(c["hd95"]), cell(c["assd"]), cell(c["nsd"]))
-        console.print(t)
-        if summary["missing_predictions"]:
-            console.print(f"[yellow]missing predictions:[/] {', '.join(summary['missing_predictions'])}")
+        _print_summary(summary)
         if "subgroups" in summary:
             console.print(f"fairness gap ({group_by}): {summary['subgroups']['fairness_gap']:.4f}")
         console.print(f"wrote {out}/per_case.csv, summary.json, report.html")
+
+    _run(body)
+
+
+@app.command()
+def compare(
+    ref: Annotated[Path, typer.Option("--ref", help="Folder of reference label maps.")],
+    pred: Annotated[
+        list[Path], typer.Option("--pred", help="Prediction folder of a method; give exactly two: --pred A --pred B.")
+    ],
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Output folder (comparison.json/csv/html + one per method).")
+    ],
+    method_names: Annotated[
+        str | None, typer.Option("--names", help="Method names 'A,B' (default: the folder names).")
+    ] = None,
+    metrics: Annotated[
+        str, typer.Option("--metrics", help="Metrics compared (comma-separated): dice,hd95,assd,nsd (+ lesion ones).")
+    ] = "dice,hd95,assd,nsd",
+    names: NamesOpt = None,
+    convention: ConventionOpt = "deepmind",
+    nsd_tolerance: NsdOpt = "2",
+    failures: FailuresOpt = "worst",
+    lesion_metrics: LesionOpt = False,
+    resample: ResampleOpt = False,
+    spacing_from: SpacingFromOpt = None,
+    n_boot: Annotated[int, typer.Option("--n-boot", help="Bootstrap resamples.")] = 10000,
+    seed: Annotated[int, typer.Option("--seed", help="Bootstrap seed.")] = 0,
+) -> None:
+    """Compare two methods on the same references: per class and metric, both means, the paired difference
+    A - B with its bootstrap 95 % CI and p, the Wilcoxon signed-rank p, wins and failures per method."""
+    from rich.progress import track
+
+    from medimg.evaluate import compare_folders
+
+    def body() -> None:
+        if len(pred) != 2:
+            raise MedimgError(
+                f"compare needs exactly two --pred folders (got {len(pred)}), e.g. --pred nnunet/ --pred medimg/."
+            )
+        mnames = [m.strip() for m in method_names.split(",")] if method_names else None
+        kw = _common_kwargs(names, convention, nsd_tolerance, failures, lesion_metrics, None, resample, spacing_from)
+        result = compare_folders(
+            pred,
+            ref,
+            out,
+            method_names=mnames,
+            compare_metrics=tuple(m.strip() for m in metrics.split(",") if m.strip()),
+            n_boot=n_boot,
+            seed=seed,
+            progress=lambda items, what: track(items, description=what, console=err_console, transient=True),
+            **kw,
+        )
+        a, b = list(result["methods"])
+        t = Table(
+            title=f"{a} - {b}: {len(result['cases'])} paired cases, convention {result['convention']}, "
+            f"failures: {result['failure_policy']}",
+            title_justify="left",
+        )
+        for c in ("class", "metric", "n", f"failed {a}", f"failed {b}", f"mean {a}", f"mean {b}", "Δ [95% CI]"):
+            t.add_column(c, justify="left" if c in ("class", "metric") else "right")
+        for c in ("p boot", "p Wilcoxon", f"wins {a}/{b}"):
+            t.add_column(c, justify="right")
+        for e in result["comparisons"]:
+            diff = (
+                f"{e['mean_difference']:+.4f} [{e['ci95_low']:+.4f}, {e['ci95_high']:+.4f}]"
+                if "mean_difference" in e
+                else "—"
+            )
+            t.add_row(
+                f"{e['class']} {e['name']}",
+                e["metric"] + (" ↑" if e["higher_is_better"] else " ↓"),
+                str(e["n"]),
+                str(e[f"n_failed_{a}"]),
+                str(e[f"n_failed_{b}"]),
+                f"{e[f'mean_{a}']:.4f}",
+                f"{e[f'mean_{b}']:.4f}",
+                diff,
+                e.get("bootstrap_p_text", "—"),
+                e.get("wilcoxon_p_text", "—"),
+                f"{e.get(f'{a}_better', '—')}/{e.get(f'{b}_better', '—')}",
+            )
+        console.print(t)
+        console.print(f"[dim]{result['failure_policy_text']}.[/]", highlight=False)
+        console.print(f"wrote {out}/comparison.json, comparison.csv, comparison.html, {a}/, {b}/")
 
     _run(body)

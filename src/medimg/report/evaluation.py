@@ -150,6 +150,12 @@ def _worst_case_figures(
     by_case = {c: (p, r) for c, p, r in pairs}
     figs = []
     for w in worst:
+        if w["case"] not in by_case:  # no readable prediction: nothing to draw
+            figs.append(
+                f"<figure><figcaption>{html.escape(w['case'])}: mean Dice {w['mean_dice']:.3f} (no readable "
+                "prediction file)</figcaption></figure>"
+            )
+            continue
         pp, rp = by_case[w["case"]]
         ref = medimg.read_labels(rp)
         pred = _align(medimg.read_labels(pp), ref, w["case"], resample, spacing_from)
@@ -193,24 +199,51 @@ def write_report(
 
     classes = summary["classes"]
     metric_cols = [
-        m for m in ("dice", "iou", "hd95", "assd", "masd", "nsd", "hd") if any(m in c for c in classes.values())
+        m
+        for m in (
+            "dice",
+            "iou",
+            "hd95",
+            "assd",
+            "masd",
+            "nsd",
+            "hd",
+            "lesion_f1",
+            "lesion_mean_dice",
+            "panoptic_quality",
+        )
+        if any(m in c for c in classes.values())
     ]
-    head = "".join(f"<th>{m}</th>" for m in metric_cols)
+    head = "<th>n</th><th>failed</th><th>absent</th>" + "".join(f"<th>{m}</th>" for m in metric_cols)
     body = []
     for lab, c in classes.items():
-        cells = []
+        cells = [f"<td>{c.get('n_cases', '')}</td><td>{c.get('n_failed', '')}</td><td>{c.get('n_absent', '')}</td>"]
         for m in metric_cols:
             s = c.get(m, {})
             if "mean" in s:
                 ci = f" [{s['ci95_low']:.3g}, {s['ci95_high']:.3g}]" if "ci95_low" in s else ""
-                nf = f" ({s['n_nonfinite']} ∞/NaN)" if s.get("n_nonfinite") else ""
-                cells.append(f"<td>{s['mean']:.4g} ± {s['std']:.3g}{ci}{nf}</td>")
+                nf = f" ({s['n_nonfinite']} ∞/NaN left out)" if s.get("n_nonfinite") else ""
+                n = f" <span class='note'>n={s['n']}</span>" if s.get("n") != c.get("n_cases") else ""
+                cells.append(f"<td>{s['mean']:.4g} ± {s['std']:.3g}{ci}{nf}{n}</td>")
             else:
                 cells.append("<td>—</td>")
         r, g, b = label_color(int(lab))
         body.append(
             f"<tr><td class='l'><span style='color:rgb({r},{g},{b})'>■</span> {html.escape(lab)} "
             f"{html.escape(c['name'])}</td>{''.join(cells)}</tr>"
+        )
+    fails = summary.get("failures", [])
+    fail_html = ""
+    if fails:
+        trs = "".join(
+            f"<tr><td class='l'>{html.escape(str(f['case']))}</td><td>{f['label']}</td>"
+            f"<td class='l'>{html.escape(str(f['reason']))}</td>"
+            f"<td>{_fmt(float(f['worst_distance_mm'])) if 'worst_distance_mm' in f else '—'}</td></tr>"
+            for f in fails
+        )
+        fail_html = (
+            f"<h2>Failures ({len(fails)})</h2><table><tr><th class='l'>case</th><th>class</th>"
+            f"<th class='l'>reason</th><th>worst-case distance (mm)</th></tr>{trs}</table>"
         )
     names = {str(r["label"]): r["name"] for r in rows}
     dice_groups = {f"{k} {names.get(k, '')}": [r["dice"] for r in rows if str(r["label"]) == k] for k in classes}
@@ -242,15 +275,22 @@ def write_report(
         )
     doc = f"""<!doctype html><html><head><meta charset="utf-8"><title>medimg evaluation</title><style>{_CSS}</style>
 </head><body><h1>Segmentation evaluation</h1>
-<p>{summary["n_cases"]} cases; convention <b>{html.escape(summary["convention"])}</b>; NSD tolerance
-{summary["nsd_tolerance_mm"]} mm; medimg {medimg.__version__}. Distances in mm, volumes in mL. Values: mean ± sd
-[95 % bootstrap CI] over cases where the metric is finite.</p>
+<p>{summary["n_cases"]} cases ({summary.get("n_failed_cases", 0)} with a failure); convention <b>{
+        html.escape(summary["convention"])
+    }</b>; NSD tolerance
+{html.escape(str(summary["nsd_tolerance_mm"]))} mm; medimg {
+        medimg.__version__
+    }. Distances in mm, volumes in mL. Values: mean ± sd
+[95 % bootstrap CI] over cases where the metric is finite; n: cases evaluated, failed: failed cases, absent:
+cases where neither map has the class. Failure policy <b>{html.escape(str(summary.get("failure_policy", "")))}</b>:
+{html.escape(str(summary.get("failure_policy_text", "")))}.</p>
 {
         f"<p class='note'>Missing predictions: {html.escape(', '.join(summary['missing_predictions']))}</p>"
         if summary["missing_predictions"]
         else ""
     }
 <h2>Per class</h2><table><tr><th class='l'>class</th>{head}</tr>{"".join(body)}</table>
+{fail_html}
 <h2>Distributions</h2>{box_plot_svg(dice_groups, "Dice per class")}
 {box_plot_svg(hd_groups, "HD95 per class (mm)") if hd_groups else ""}
 {scatter}{sub}
@@ -305,3 +345,40 @@ def line_plot_svg(
         parts.append(f'<text x="{right + 8}" y="{top + 14 * (k + 1)}" fill="{c}">{html.escape(name)}</text>')
     parts.append("</svg>")
     return "".join(parts)
+
+
+def write_comparison_report(result: dict[str, Any], path: Path) -> None:
+    """Write the HTML page of ``medimg compare`` (atomic): one row per class and metric with both means, the
+    paired difference, its bootstrap CI and p, the Wilcoxon p, wins and failures per method."""
+    import medimg
+
+    a, b = list(result["methods"])
+    trs = []
+    for e in result["comparisons"]:
+        ci = f"[{e['ci95_low']:.4g}, {e['ci95_high']:.4g}]" if "ci95_low" in e else "—"
+        trs.append(
+            f"<tr><td class='l'>{html.escape(e['class'])} {html.escape(e['name'])}</td>"
+            f"<td class='l'>{html.escape(e['metric'])} ({'higher' if e['higher_is_better'] else 'lower'} is better)"
+            f"</td><td>{e['n']}</td><td>{e[f'n_failed_{a}']}</td><td>{e[f'n_failed_{b}']}</td>"
+            f"<td>{_fmt(e[f'mean_{a}'])}</td><td>{_fmt(e[f'mean_{b}'])}</td>"
+            f"<td>{_fmt(e.get('mean_difference', math.nan))}</td><td>{ci}</td>"
+            f"<td>{html.escape(e.get('bootstrap_p_text', '—'))}</td><td>{html.escape(e.get('wilcoxon_p_text', '—'))}"
+            f"</td><td>{e.get(f'{a}_better', '—')} / {e.get(f'{b}_better', '—')} / {e.get('ties', '—')}</td></tr>"
+        )
+    head = (
+        "<tr><th class='l'>class</th><th class='l'>metric</th><th>n</th>"
+        f"<th>failed {html.escape(a)}</th><th>failed {html.escape(b)}</th><th>mean {html.escape(a)}</th>"
+        f"<th>mean {html.escape(b)}</th><th>{html.escape(a)} - {html.escape(b)}</th><th>95 % CI</th>"
+        f"<th>bootstrap p</th><th>Wilcoxon p</th><th>wins {html.escape(a)} / {html.escape(b)} / ties</th></tr>"
+    )
+    doc = f"""<!doctype html><html><head><meta charset="utf-8"><title>medimg comparison</title><style>{_CSS}</style>
+</head><body><h1>{html.escape(a)} vs {html.escape(b)}</h1>
+<p>{len(result["cases"])} paired cases against {html.escape(result["reference"])}; convention
+<b>{html.escape(result["convention"])}</b>; failure policy <b>{html.escape(result["failure_policy"])}</b>:
+{html.escape(result["failure_policy_text"])}. Difference {html.escape(a)} - {html.escape(b)}: mean over cases
+with a paired-bootstrap 95 % CI ({result["n_boot"]} resamples, seed {result["seed"]}); two-sided bootstrap p and
+Wilcoxon signed-rank p; medimg {medimg.__version__}. Full evaluations: <a href="{html.escape(a)}/report.html">
+{html.escape(a)}</a>, <a href="{html.escape(b)}/report.html">{html.escape(b)}</a>.</p>
+<table>{head}{"".join(trs)}</table></body></html>"""
+    with atomic_path(path) as tmp:
+        tmp.write_text(doc, encoding="utf-8")
