@@ -367,6 +367,7 @@ def evaluate_rows(
                 _apply_worst(row, diagonals[case])
             row["name"] = class_names.get(c, f"label_{c}")
             rows.append(row)
+    pairs = [t for t in pairs if t[0] not in errors]  # unreadable predictions: nothing to draw
     all_metrics = tuple(metrics) + (LESION_METRICS if lesion_metrics else ())
     summary = _summary(
         rows, all_metrics, convention, nsd_tolerance_mm, failures, missing, extra, class_names, diagonals, errors

@@ -221,17 +221,25 @@ def compare(
         )
         a, b = list(result["methods"])
         t = Table(
-            title=f"{a} - {b}: {len(result['cases'])} paired cases, convention {result['convention']}, "
+            title=f"A = {a}, B = {b}: {len(result['cases'])} paired cases, convention {result['convention']}, "
             f"failures: {result['failure_policy']}",
             title_justify="left",
         )
-        for c in ("class", "metric", "n", f"failed {a}", f"failed {b}", f"mean {a}", f"mean {b}", "Δ [95% CI]"):
+        for c in (
+            "class",
+            "metric",
+            "n",
+            "failed A/B",
+            f"mean {a}",
+            f"mean {b}",
+            "Δ A-B [95% CI]",
+            "p boot",
+            "p Wilcoxon",
+        ):
             t.add_column(c, justify="left" if c in ("class", "metric") else "right")
-        for c in ("p boot", "p Wilcoxon", f"wins {a}/{b}"):
-            t.add_column(c, justify="right")
         for e in result["comparisons"]:
             diff = (
-                f"{e['mean_difference']:+.4f} [{e['ci95_low']:+.4f}, {e['ci95_high']:+.4f}]"
+                f"{e['mean_difference']:+.4g} [{e['ci95_low']:+.4g}, {e['ci95_high']:+.4g}]"
                 if "mean_difference" in e
                 else "—"
             )
@@ -239,14 +247,12 @@ def compare(
                 f"{e['class']} {e['name']}",
                 e["metric"] + (" ↑" if e["higher_is_better"] else " ↓"),
                 str(e["n"]),
-                str(e[f"n_failed_{a}"]),
-                str(e[f"n_failed_{b}"]),
-                f"{e[f'mean_{a}']:.4f}",
-                f"{e[f'mean_{b}']:.4f}",
+                f"{e[f'n_failed_{a}']}/{e[f'n_failed_{b}']}",
+                f"{e[f'mean_{a}']:.4g}",
+                f"{e[f'mean_{b}']:.4g}",
                 diff,
                 e.get("bootstrap_p_text", "—"),
                 e.get("wilcoxon_p_text", "—"),
-                f"{e.get(f'{a}_better', '—')}/{e.get(f'{b}_better', '—')}",
             )
         console.print(t)
         console.print(f"[dim]{result['failure_policy_text']}.[/]", highlight=False)
