@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -132,7 +133,7 @@ def hippo_preds(tmp_path: Path) -> tuple[Path, Path]:
     return pred, HIPPO
 
 
-def _direct(pred: Path, ref: Path, **kw: object) -> dict[str, dict[int, dict[str, float]]]:
+def _direct(pred: Path, ref: Path, **kw: Any) -> dict[str, dict[int, dict[str, float]]]:
     out = {}
     for f in sorted(pred.glob("*.nii.gz")):
         out[f.name.split(".")[0]] = segmentation_metrics(medimg.read_labels(f), medimg.read_labels(ref / f.name), **kw)
@@ -168,6 +169,9 @@ def test_failures_get_worst_case_values(hippo_preds: tuple[Path, Path], tmp_path
         rows = {(row["case"], row["label"]): row for row in csv.DictReader(f)}
     assert rows[("hippocampus_008", "2")]["status"] == "missing_prediction"
     assert float(rows[("hippocampus_001", "1")]["assd"]) == pytest.approx(_diagonal(first), rel=1e-5)
+    with open(out / "summary.csv", newline="") as f:
+        table = {row["label"]: row for row in csv.DictReader(f)}
+    assert (table["1"]["n_cases"], table["1"]["n_failed"], table["1"]["hd95_n"]) == ("5", "2", "5")
     html = (out / "report.html").read_text()
     assert "<th>failed</th>" in html and "Failures (3)" in html and "missing_prediction" in html
 

@@ -1,6 +1,6 @@
-"""Folder-level evaluation: match prediction and reference files by case id, compute per-class metrics,
-and write ``per_case.csv``, ``summary.json`` and ``report.html`` (behind ``medimg evaluate``); compare two
-methods on the same references (behind ``medimg compare``).
+"""Folder-level evaluation: match prediction and reference files by case id, compute per-class metrics, and
+write ``per_case.csv``, ``summary.csv``, ``summary.json`` and ``report.html`` (behind ``medimg evaluate``);
+compare two methods on the same references (behind ``medimg compare``).
 
 Failures are counted, never hidden (Metrics Reloaded's recommendation). A (case, class) *fails* when
 
@@ -250,10 +250,12 @@ def _write_outputs(
     resample: bool,
     spacing_from: str | None,
 ) -> None:
-    """Write ``per_case.csv``, ``summary.json`` and ``report.html`` into ``out`` (created if needed)."""
+    """Write ``per_case.csv``, ``summary.csv``, ``summary.json`` and ``report.html`` into ``out`` (created if
+    needed)."""
     if not out.exists():
         out.mkdir(parents=True)
     _write_csv(rows, out / "per_case.csv")
+    _write_csv(summary_table(summary), out / "summary.csv")
     _write_json(summary, out / "summary.json")
     from medimg.report.evaluation import write_report
 
@@ -266,6 +268,30 @@ def _write_outputs(
         resample=resample,
         spacing_from=spacing_from,
     )
+
+
+def summary_table(summary: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """One row per class for ``summary.csv``: n_cases, n_failed, n_absent, then mean, std, 95 % CI and the
+    number of values in the mean (``<metric>_n``) of every summarised metric."""
+    out: list[dict[str, Any]] = []
+    for lab, c in summary["classes"].items():
+        row: dict[str, Any] = {
+            "label": lab,
+            "name": c["name"],
+            "n_cases": c["n_cases"],
+            "n_failed": c["n_failed"],
+            "n_absent": c["n_absent"],
+            "failure_policy": summary["failure_policy"],
+        }
+        for m, st in c.items():
+            if isinstance(st, dict) and "n" in st:
+                row[f"{m}_mean"] = st.get("mean", math.nan)
+                row[f"{m}_std"] = st.get("std", math.nan)
+                row[f"{m}_ci95_low"] = st.get("ci95_low", math.nan)
+                row[f"{m}_ci95_high"] = st.get("ci95_high", math.nan)
+                row[f"{m}_n"] = st["n"]
+        out.append(row)
+    return out
 
 
 def evaluate_rows(

@@ -120,7 +120,9 @@ def evaluate(
         typer.Option("--pred", help="Folder of predicted label maps (one; to compare two, use `medimg compare`)."),
     ],
     ref: Annotated[Path, typer.Option("--ref", help="Folder of reference label maps (same case ids).")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (per_case.csv, summary.json, report.html).")],
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Output folder (per_case.csv, summary.csv/json, report.html).")
+    ],
     names: NamesOpt = None,
     convention: ConventionOpt = "deepmind",
     nsd_tolerance: NsdOpt = "2",
@@ -165,7 +167,7 @@ def evaluate(
         _print_summary(summary)
         if "subgroups" in summary:
             console.print(f"fairness gap ({group_by}): {summary['subgroups']['fairness_gap']:.4f}")
-        console.print(f"wrote {out}/per_case.csv, summary.json, report.html")
+        console.print(f"wrote {out}/per_case.csv, summary.csv, summary.json, report.html")
 
     _run(body)
 
