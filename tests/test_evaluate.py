@@ -260,6 +260,28 @@ def test_compare_two_methods(hippo_preds: tuple[Path, Path], tmp_path: Path) -> 
     hd = next(x for x in res["comparisons"] if x["class"] == "all" and x["metric"] == "hd95")
     assert hd["higher_is_better"] is False and hd["exact_better"] == 5 and hd["mean_difference"] < 0
     assert (out / "exact" / "summary.json").is_file() and "Wilcoxon p" in (out / "comparison.html").read_text()
+    r2 = runner.invoke(
+        app,
+        [
+            "compare",
+            "--ref",
+            str(ref),
+            "--pred",
+            str(pred_a),
+            "--pred",
+            str(pred_b),
+            "-o",
+            str(tmp_path / "c2"),
+            "--lesion-metrics",
+            "--metrics",
+            "lesion_f1",
+            "--method-names",
+            "ref,shifted",
+        ],
+    )
+    assert r2.exit_code == 0, r2.output
+    f1 = json.loads((tmp_path / "c2" / "comparison.json").read_text())["comparisons"][0]
+    assert f1["metric"] == "lesion_f1" and f1["n"] == 5 and f1["n_failed_shifted"] == 2 and f1["ref_better"] >= 2
     r1 = runner.invoke(app, ["compare", "--ref", str(ref), "--pred", str(pred_a), "-o", str(tmp_path / "c1")])
     assert r1.exit_code == 2 and "exactly two --pred" in " ".join(r1.output.split())
 

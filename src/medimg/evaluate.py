@@ -581,6 +581,8 @@ def compare_folders(
             f"Unknown comparison metric(s) {unknown}; use some of {', '.join(tuple(COMPARE_METRICS) + LESION_METRICS)}"
             " (lesion metrics need --lesion-metrics)."
         )
+    if any(m in LESION_METRICS for m in compare_metrics) and not evaluate_kwargs.get("lesion_metrics"):
+        raise MedimgError("Comparing lesion metrics needs them computed: add --lesion-metrics.")
     paths = [Path(p) for p in pred_dirs]
     if method_names is None:
         method_names = [p.name or str(p) for p in paths]

@@ -182,7 +182,7 @@ def compare(
         Path, typer.Option("--out", "-o", help="Output folder (comparison.json/csv/html + one per method).")
     ],
     method_names: Annotated[
-        str | None, typer.Option("--names", help="Method names 'A,B' (default: the folder names).")
+        str | None, typer.Option("--method-names", help="Method names 'A,B' (default: the folder names).")
     ] = None,
     metrics: Annotated[
         str, typer.Option("--metrics", help="Metrics compared (comma-separated): dice,hd95,assd,nsd (+ lesion ones).")
