@@ -15,8 +15,9 @@ import medimg
 from medimg import LabelMap
 from medimg.errors import DicomSeriesError, GeometryError, LabelError
 from medimg.io import scan_folder
+from medimg.report_colors import label_color
 
-from conftest import DATA
+from conftest import DATA, SHARED, needs_shared
 
 
 def sitk_series(folder: Path) -> sitk.Image:
@@ -174,3 +175,93 @@ def test_read_highdicom_seg_objects() -> None:
     assert overlap.meta["overlap_voxels"] > 0 and set(overlap.labels) <= {1, 2}
     cr = medimg.read(DATA / "highdicom" / "seg_image_cr_binary.dcm")
     assert cr.ndim == 2 and cr.labels == [1]
+
+
+def test_series_short_uid_from_info_works_as_is(ct3: Path) -> None:
+    """`medimg info` shows each series' shortest unique UID prefix; --series accepts it as shown (with its
+    ellipsis), a plain prefix, or a suffix; an ambiguous prefix is refused."""
+    from medimg.info import path_summary
+
+    shutil.copy(DATA / "highdicom" / "ct_image.dcm", ct3 / "other_series.dcm")
+    info = path_summary(ct3)
+    assert "unique prefix" in info["note"]
+    for s in info["series"]:
+        short = s["series_uid_short"]
+        assert len(short) < len(s["series_uid"]) and short.endswith("\u2026")
+        img = medimg.read(ct3, series=short)
+        assert img.meta["series_uid"] == s["series_uid"]
+        assert medimg.read(ct3, series=short.rstrip("\u2026")).meta["series_uid"] == s["series_uid"]
+        assert medimg.read(ct3, series=short.rstrip("\u2026") + "...").meta["series_uid"] == s["series_uid"]
+    a, b = (s["series_uid"] for s in info["series"])
+    common = a[: next(i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y)]
+    with pytest.raises(DicomSeriesError, match="ambiguous"):
+        medimg.read(ct3, series=common)
+
+
+@needs_shared
+def test_enhanced_mr_without_geometry_has_unknown_spacing() -> None:
+    """emri_small.dcm (Enhanced MR) has no Pixel Measures / Plane Position: spacing is unknown, not 1 mm."""
+    from medimg.info import path_summary
+
+    p = SHARED / "dicom_misc" / "pydicom_data" / "emri_small.dcm"
+    img = medimg.read(p)
+    assert img.shape == (64, 64, 10) and not img.spacing_known
+    assert path_summary(p)["spacing_known"] is False
+    ect = medimg.read(SHARED / "dicom_misc" / "pydicom_data" / "eCT_Supplemental.dcm")  # gives its geometry
+    assert ect.spacing_known and ect.spacing[0] == pytest.approx(0.388672)
+
+
+def test_dicom_seg_codes_colours_algorithm_and_no_empty_frames(ct3: Path, tmp_path: Path) -> None:
+    import pydicom
+
+    ct = medimg.read(ct3)
+    arr = np.zeros(ct.shape, np.uint8)
+    arr[3:9, 4:10, 0] = 5  # liver on the first slice only
+    arr[2:5, 2:5, 2] = 2  # kidney on the last slice only
+    arr[10:12, 10:12, 2] = 7  # an unnamed class
+    labels = LabelMap(arr, ct.spacing, ct.origin, ct.direction, names={5: "liver", 2: "kidney_left", 7: "blob"})
+    out = medimg.write(labels, tmp_path / "auto.dcm", reference=ct3, algorithm="medimg hippocampus 1.2")
+    assert _dciodvfy_errors(out) == []
+    ds = pydicom.dcmread(out)
+    assert int(ds.NumberOfFrames) == 3  # one frame per (segment, slice) with voxels; 9 with empty frames
+    by_label = {str(d.SegmentLabel): d for d in ds.SegmentSequence}
+    assert by_label["liver"].SegmentedPropertyTypeCodeSequence[0].CodeValue == "10200004"  # SCT Liver
+    assert by_label["kidney_left"].SegmentedPropertyTypeCodeSequence[0].CodeValue == "64033007"  # SCT Kidney
+    assert by_label["blob"].SegmentedPropertyTypeCodeSequence[0].CodeMeaning == "Tissue"
+    for d in ds.SegmentSequence:
+        assert d.SegmentAlgorithmType == "AUTOMATIC" and "RecommendedDisplayCIELabValue" in d
+        algo = d.SegmentationAlgorithmIdentificationSequence[0]
+        assert (algo.AlgorithmName, algo.AlgorithmVersion) == ("medimg hippocampus", "1.2")
+    back = medimg.read(out)
+    assert back.same_geometry(ct) and np.array_equal(back.array, arr)  # back on the full 3-slice grid
+    assert back.colors[5] == pytest.approx(label_color(5), abs=2)
+    manual = pydicom.dcmread(medimg.write(labels, tmp_path / "manual.dcm", reference=ct3))
+    assert {d.SegmentAlgorithmType for d in manual.SegmentSequence} == {"MANUAL"}
+
+
+def test_segment_codes() -> None:
+    from medimg.io.dicom_seg import segment_codes
+
+    meaning = {
+        n: segment_codes(n)[1].meaning
+        for n in (
+            "kidney_right",
+            "vertebrae_L1",
+            "rib_left_12",
+            "Hippocampus",
+            "urinary_bladder",
+            "liver tumour",
+            "lung_upper_lobe_left",
+            "anterior",
+        )
+    }
+    assert meaning == {
+        "kidney_right": "Kidney",
+        "vertebrae_L1": "Vertebra",
+        "rib_left_12": "Rib",
+        "Hippocampus": "Hippocampus",
+        "urinary_bladder": "Bladder",
+        "liver tumour": "Neoplasm",
+        "lung_upper_lobe_left": "Tissue",
+        "anterior": "Tissue",
+    }

@@ -12,7 +12,7 @@ import medimg
 from medimg import Image, LabelMap
 from medimg.data import sample
 
-from conftest import DATA, asymmetric_image, asymmetric_labels
+from conftest import DATA, SHARED, asymmetric_image, asymmetric_labels, needs_shared
 
 
 def _same(a: Image, b: Image, exact: bool = True, tol: float = 2e-6) -> None:
@@ -140,3 +140,160 @@ def test_hdf5_foreign_layout_and_spacing(tmp_path: Path) -> None:
     assert img.array[3, 2, 1] == vol[1, 2, 3]
     img2 = medimg.read(tmp_path / "a.h5", spacing=(1.5, 1.5, 8.0), key="label")
     assert img2.spacing == (1.5, 1.5, 8.0) and img2.spacing_known
+
+
+# ---------------------------------------------------------------- label maps: what is (not) a label map
+
+
+def test_read_labels_refuses_pictures_unless_forced(tmp_path: Path) -> None:
+    """A grayscale JPEG (lossy) and an MRI (many values, no regions) are refused as label maps; force=True
+    accepts them; a plain read() is unaffected."""
+    from medimg.errors import LabelError
+    from medimg.transforms import to_uint8
+
+    head = to_uint8(medimg.read(DATA / "CT_2D_head_fixed.mha"))
+    jpg = medimg.write(head, tmp_path / "head.jpg")
+    with pytest.raises(LabelError, match=r"lossy JPEG.*force=True"):
+        medimg.read_labels(jpg)
+    assert medimg.read_labels(jpg, force=True).meta["labels_forced"]
+    assert medimg.read(jpg).shape == head.shape
+    png = medimg.write(head, tmp_path / "head.png")  # lossless, but still a picture
+    with pytest.raises(LabelError, match="looks like an image"):
+        medimg.read_labels(png)
+    mri = DATA / "hippocampus" / "imagesTr" / "hippocampus_001.nii.gz"
+    with pytest.raises(LabelError, match="looks like an image"):
+        medimg.read_labels(mri)
+    assert len(medimg.read_labels(mri, force=True).labels) > 16
+    # the real label maps next to them are accepted
+    assert medimg.read_labels(DATA / "hippocampus" / "labelsTr" / "hippocampus_001.nii.gz").labels == [1, 2]
+    assert medimg.read_labels(DATA / "Image_01L_1stHO.png").labels == [1]  # 1-bit PNG vessel mask
+
+
+def test_read_labels_float_probabilities_message(tmp_path: Path) -> None:
+    from medimg.errors import LabelError
+
+    prob = Image(np.linspace(0, 1, 7 * 9 * 5).reshape(7, 9, 5), (1.0, 1.0, 2.0))
+    p = medimg.write(prob, tmp_path / "prob.nii.gz")
+    with pytest.raises(LabelError, match=r"non-integer.*force=True"):
+        medimg.read_labels(p)
+    assert set(np.unique(medimg.read_labels(p, force=True).array)) == {0, 1}  # rounded
+
+
+def test_many_class_label_map_accepted(tmp_path: Path) -> None:
+    """A label map with 117 block-shaped classes (like TotalSegmentator's) passes the region rule."""
+    arr = np.zeros((60, 50, 40), np.uint8)
+    for i in range(117):
+        x, y, z = (i % 6) * 10, ((i // 6) % 5) * 10, (i // 30) * 10
+        arr[x : x + 8, y : y + 8, z : z + 8] = i + 1
+    p = medimg.write(LabelMap(arr, (1.5, 1.5, 3.0)), tmp_path / "many.nii.gz")
+    assert len(medimg.read_labels(p).labels) == 117
+
+
+@needs_shared
+def test_label_rule_on_real_data() -> None:
+    """Every real label map in ../shared/data is accepted (float64 CHAOS labels, 1-bit CHASE_DB1 masks, atlases
+    with 117/137 regions, TotalSegmentator outputs ...) and every picture of a sample is refused."""
+    from medimg.errors import LabelError
+
+    labels = (
+        sorted((SHARED / "chaos_mr" / "labelsTr").glob("*.nii.gz"))
+        + sorted(SHARED.glob("chasedb1/*HO.png"))
+        + sorted(SHARED.glob("totalsegmentator/example_seg*.nii.gz"))
+        + [SHARED / "ants" / "mnia.nii.gz", SHARED / "ants" / "oasis_mni.nii.gz"]
+        + sorted(SHARED.glob("hippocampus/labelsTr/*.nii.gz"))[:20]
+        + sorted(SHARED.glob("hc18/annotations/*.png"))[:20]
+        + sorted(SHARED.glob("lesions/*label*.nrrd"))
+        + sorted(SHARED.glob("ms_longitudinal/*/gt.nii.gz"))
+        + sorted(SHARED.glob("dicom_seg_ct3slice/*.nrrd"))
+    )
+    assert len(labels) > 60
+    for p in labels:
+        assert medimg.read_labels(p).labels, p
+    pictures = [
+        *sorted(SHARED.glob("ants/*.jpg")),
+        SHARED / "ants" / "ch2.nii.gz",
+        SHARED / "ants" / "mni.nii.gz",
+    ] + (
+        sorted(SHARED.glob("hc18/images/*.png"))[:40]
+        + sorted(SHARED.glob("hippocampus/imagesTr/*.nii.gz"))[:20]
+        + sorted(SHARED.glob("chaos_mr/imagesTr/*.nii.gz"))[:3]
+        + [SHARED / "totalsegmentator" / "example_ct_sm.nii.gz", SHARED / "lesions" / "brain1_image.nrrd"]
+    )
+    for p in pictures:
+        with pytest.raises(LabelError):
+            medimg.read_labels(p)
+
+
+def test_binary_mask_png_is_visible_and_reads_back(tmp_path: Path) -> None:
+    """A 0/1 mask is written as a palette PNG: exact values, white on black in any viewer; read back as 1."""
+    from PIL import Image as PILImage
+
+    mask = medimg.read_labels(DATA / "Image_01L_1stHO.png")
+    out = medimg.write(mask, tmp_path / "mask.png")
+    with PILImage.open(out) as pic:
+        assert pic.mode == "P"
+        rgb = np.asarray(pic.convert("RGB"))
+    assert rgb[mask.array.T == 1].min() == 255 and rgb[mask.array.T == 0].max() == 0
+    back = medimg.read_labels(out)
+    assert back.labels == [1] and np.array_equal(back.array, mask.array)
+    # a bool image (e.g. a thresholded picture) too
+    b = medimg.read_labels(medimg.write(Image(mask.array > 0), tmp_path / "bool.png"))
+    assert np.array_equal(b.array, mask.array)
+    # multi-label maps keep their values and colours
+    lab = LabelMap(mask.array * 3, names={3: "vessel"}, colors={3: (10, 200, 30)})
+    back3 = medimg.read_labels(medimg.write(lab, tmp_path / "lab.png"))
+    assert back3.labels == [3] and back3.colors == {3: (10, 200, 30)} and back3.names == {3: "vessel"}
+    with PILImage.open(tmp_path / "lab.png") as pic:
+        assert tuple(np.asarray(pic.convert("RGB"))[mask.array.T == 1][0]) == (10, 200, 30)
+
+
+def test_label_map_to_jpeg_refused(tmp_path: Path) -> None:
+    from medimg.errors import UnsupportedFormatError
+
+    mask = medimg.read_labels(DATA / "Image_01L_1stHO.png")
+    with pytest.raises(UnsupportedFormatError, match=r"lossy.*png"):
+        medimg.write(mask, tmp_path / "mask.jpg")
+    assert not (tmp_path / "mask.jpg").exists()
+
+
+# ---------------------------------------------------------------- shipped class names
+
+
+def test_totalsegmentator_class_names() -> None:
+    from medimg.io import class_map
+
+    names = class_map("totalsegmentator")
+    assert len(names) == 117 and names[1] == "spleen" and names[5] == "liver" and names[117] == "costal_cartilages"
+    assert len(class_map("totalsegmentator_mr")) == 50
+    with pytest.raises(medimg.errors.LabelError, match="totalsegmentator"):
+        class_map("totalsegmentatr")
+
+
+@needs_shared
+def test_totalsegmentator_names_match_its_example_output(tmp_path: Path) -> None:
+    """The ids are right: on TotalSegmentator's own example output, the spleen and left kidney lie on the
+    patient's left (+x in LPS), the liver and right kidney on the right, L1 above L2, T12 above L1."""
+    from typer.testing import CliRunner
+
+    from medimg.cli import app
+
+    seg = medimg.read_labels(SHARED / "totalsegmentator" / "example_seg.nii.gz", names="totalsegmentator")
+    centre = {seg.names[v]: seg.index_to_world(np.argwhere(seg.array == v).mean(0)) for v in seg.labels}
+    assert centre["spleen"][0] > 0 and centre["kidney_left"][0] > 0
+    assert centre["liver"][0] < 0 and centre["kidney_right"][0] < 0
+    assert centre["vertebrae_L2"][2] < centre["vertebrae_L1"][2] < centre["vertebrae_T12"][2]
+    assert centre["rib_left_10"][0] > 0 > centre["rib_right_10"][0]
+    out = tmp_path / "ts.seg.nrrd"
+    r = CliRunner().invoke(
+        app,
+        [
+            "convert",
+            str(SHARED / "totalsegmentator" / "example_seg.nii.gz"),
+            str(out),
+            "--labels",
+            "--names",
+            "totalsegmentator",
+        ],
+    )
+    assert r.exit_code == 0, r.output
+    assert medimg.read_labels(out).names[5] == "liver"

@@ -81,6 +81,7 @@ def path_summary(path: str | Path, **read_kwargs: Any) -> dict[str, Any]:
     HDF5/NPZ files list their arrays."""
     from medimg.io import list_arrays, read, scan_folder
     from medimg.io._sniff import detect_format
+    from medimg.io.dicom import short_uids
 
     p = Path(path)
     labels = read_kwargs.pop("labels", None)
@@ -88,10 +89,14 @@ def path_summary(path: str | Path, **read_kwargs: Any) -> dict[str, Any]:
     fmt = detect_format(p, read_kwargs.get("format"))
     if fmt == "dicom" and p.is_dir():
         found = scan_folder(p)
-        out["series"] = [s.summary() for s in found]
+        short = short_uids([s.uid for s in found])
+        out["series"] = [{**s.summary(), "series_uid_short": short[s.uid]} for s in found]
         if len(found) > 1 and read_kwargs.get("series") is None:
             read_kwargs["series"] = "largest"
-            out["note"] = "several series: describing the largest; pick another with --series UID"
+            out["note"] = (
+                "several series: describing the largest; pick another with --series UID (a unique prefix such as "
+                "the short form shown, or a unique suffix, is enough)"
+            )
     if fmt in ("hdf5", "npz", "npy"):
         out["arrays"] = {k: {"shape": list(s), "dtype": d} for k, (s, d) in list_arrays(p).items()}
     read_kwargs.setdefault("allow_nonfinite", True)

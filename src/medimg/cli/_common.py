@@ -347,13 +347,21 @@ NonfiniteOpt = Annotated[bool, typer.Option("--allow-nonfinite", help="Accept Na
 
 
 def _parse_names(text: str | None) -> dict[int, str] | None:
+    """``1=liver,2=spleen``, or the name of a class list medimg ships (``totalsegmentator``, ...)."""
     if not text:
         return None
+    from medimg.io import class_map, class_map_names
+
+    if "=" not in text and "," not in text:
+        return class_map(text)  # raises naming the shipped lists when unknown
     out: dict[int, str] = {}
     for part in text.split(","):
         k, sep, v = part.partition("=")
         if not sep or not k.strip().isdigit():
-            raise MedimgError(f"--names must look like '1=liver,2=spleen' (got {part!r}).")
+            raise MedimgError(
+                f"--names must look like '1=liver,2=spleen' or name a shipped list ({', '.join(class_map_names())}); "
+                f"got {part!r}."
+            )
         out[int(k)] = v.strip()
     return out
 

@@ -14,9 +14,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from medimg.errors import LabelError, MedimgError, UnsupportedFormatError
 from medimg.image import Image, LabelMap
 from medimg.io._atomic import atomic_path, check_output_path, split_ext
+from medimg.io._labels import check_plausible_labels, class_map, class_map_names
 from medimg.io._sniff import EXTENSIONS, detect_format, format_from_extension
 from medimg.io.arrays import list_arrays
 from medimg.io.dicom import DicomSeries, scan_folder
@@ -25,6 +28,8 @@ __all__ = [
     "EXTENSIONS",
     "WRITABLE",
     "DicomSeries",
+    "class_map",
+    "class_map_names",
     "detect_format",
     "list_arrays",
     "read",
@@ -118,18 +123,45 @@ def read(
     return img
 
 
-def read_labels(path: str | Path, names: dict[int, str] | None = None, **kwargs: Any) -> LabelMap:
-    """Read a label map (integer image). ``names`` adds/overrides class names. Multi-channel files are
-    rejected: pick a channel or use a per-segment reader."""
+def read_labels(
+    path: str | Path, names: dict[int, str] | str | None = None, *, force: bool = False, **kwargs: Any
+) -> LabelMap:
+    """Read a label map (integer image); multi-channel files are rejected (pick a channel first).
+
+    ``names`` adds/overrides class names: a ``{value: name}`` dict, or the name of a class list medimg ships
+    (``"totalsegmentator"``: TotalSegmentator v2's 117 ``total`` classes; ``"totalsegmentator_mr"``).
+
+    Files that are not believable as label maps are refused with :class:`~medimg.errors.LabelError`: lossy
+    JPEGs, float data with non-integer values, and many-valued data that does not form regions (see
+    :mod:`medimg.io._labels`). ``force=True`` accepts them anyway (non-integer values are rounded).
+    """
     img = read(path, **kwargs)
     img.require(scalar=True, what="label map")
+    label_names = class_map(names) if isinstance(names, str) else names
+    name = repr(Path(path).name)
+    if force and not isinstance(img, LabelMap):
+        img = _force_integer(img)
     try:
         lab = img if isinstance(img, LabelMap) else LabelMap.from_image(img)
     except LabelError as e:
-        raise LabelError(f"{Path(path).name}: {e}") from e
-    if names:
-        lab.names.update({int(k): v for k, v in names.items()})
+        raise LabelError(
+            f"{name}: {e} If the values are labels after rounding, read with medimg.read_labels(path, force=True)."
+        ) from e
+    if not force and (lab is not img or img.meta.get("lossy")):
+        check_plausible_labels(lab, name)  # label-aware readers (SEG, seg.nrrd) give labels by construction
+    if force:
+        lab.meta["labels_forced"] = True
+    if label_names:
+        lab.names.update({int(k): v for k, v in label_names.items()})
     return lab
+
+
+def _force_integer(img: Image) -> Image:
+    """Round non-integer float values (forced label reading); NaN/Inf and negative values still fail later."""
+    a = img.array
+    if np.issubdtype(a.dtype, np.floating) and np.all(np.isfinite(a)):
+        return img.with_array(np.rint(a))
+    return img
 
 
 def write(

@@ -150,27 +150,48 @@ def scan_folder(folder: str | Path, recursive: bool = True) -> list[DicomSeries]
 
 
 def choose_series(found: Sequence[DicomSeries], series: str | None, folder: Path) -> DicomSeries:
-    """Pick one series: by UID (or a unique UID suffix), ``"largest"``, or the only one present."""
+    """Pick one series: by UID, a unique UID prefix or suffix (as ``medimg info`` shows it, a trailing
+    ellipsis is ignored), ``"largest"``, or the only one present."""
     images = [s for s in found if s.modality not in ("SEG", "RTSTRUCT", "SR", "PR", "KO", "RTPLAN", "RTDOSE")]
+    short = short_uids([s.uid for s in found])
     if series is None:
         if len(images) == 1:
             return images[0]
         if not images and len(found) == 1:
             return found[0]
-        listing = "\n".join(f"  {s.uid}  {s.modality:4s} {s.frames:5d} frames  {s.description!r}" for s in found)
+        listing = "\n".join(
+            f"  {short[s.uid]:24s} {s.modality:4s} {s.frames:5d} frames  {s.description!r}  ({s.uid})" for s in found
+        )
         raise DicomSeriesError(
             f"{str(folder)!r} holds {len(found)} DICOM series; say which one to read with series=UID (CLI: "
-            f"--series UID, a unique suffix is enough) or series='largest':\n{listing}"
+            f"--series UID; a unique prefix or suffix such as the short form listed first is enough) or "
+            f"series='largest':\n{listing}"
         )
     if series == "largest":
         return (images or list(found))[0]
-    matches = [s for s in found if s.uid == series] or [s for s in found if s.uid.endswith(series)]
+    key = series.strip().rstrip("\u2026.").strip()  # "1.2.840.1138…" / "1.2.840.1138..." as a table shows it
+    exact = [s for s in found if s.uid == series.strip()]
+    matches = exact or ([s for s in found if s.uid.startswith(key) or s.uid.endswith(key)] if key else [])
     if len(matches) != 1:
+        listing = ", ".join(f"{short[s.uid]} ({s.uid})" for s in found)
         raise DicomSeriesError(
-            f"Series {series!r} {'is ambiguous' if matches else 'not found'} in {str(folder)!r}; available: "
-            + ", ".join(s.uid for s in found)
+            f"Series {series!r} {'is ambiguous' if matches else 'not found'} in {str(folder)!r}; give more of the UID "
+            f"(a unique prefix or suffix is enough). Available: {listing}"
         )
     return matches[0]
+
+
+def short_uids(uids: Sequence[str], min_len: int = 12) -> dict[str, str]:
+    """Shortest unique prefix (at least ``min_len`` characters, ending with an ellipsis when shortened) of each
+    UID; each one is accepted as-is by :func:`choose_series` (CLI ``--series``)."""
+    out: dict[str, str] = {}
+    for u in uids:
+        others = [o for o in uids if o != u]
+        n = min(min_len, len(u))
+        while n < len(u) and any(o.startswith(u[:n]) for o in others):
+            n += 1
+        out[u] = u if n >= len(u) else u[:n] + "\u2026"
+    return out
 
 
 def _floats(value: Any, n: int, what: str, path: Path) -> np.ndarray:
@@ -433,9 +454,45 @@ def _read_multiframe(path: Path) -> Image:
 
         img = read_with_sitk(path, "dicom")
         img.meta["note"] = "multi-frame image without patient geometry: frames stacked as z"
+        spacing = _multiframe_pixel_spacing(path)
+        if spacing is None:
+            # GDCM reports 1 mm when the file gives no spacing: say it is unknown instead of inventing it
+            img.spacing = (1.0,) * img.ndim
+            img.meta["spacing_known"] = False
+            img.meta["note"] += "; no pixel spacing in the file (spacing unknown, 1 mm placeholder)"
+        else:
+            img.meta["spacing_known"] = True
         return img
     img = volume_to_image(vol, {"source": str(path), "format": "dicom"})
     return img
+
+
+def _multiframe_pixel_spacing(path: Path) -> tuple[float, float] | None:
+    """(row, column) PixelSpacing of a multi-frame file: shared or first per-frame Pixel Measures, or the
+    top-level attribute; None when the file does not give it."""
+    import pydicom
+
+    try:
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
+    except Exception:
+        return None
+    candidates: list[Any] = [ds]
+    for seq in ("SharedFunctionalGroupsSequence", "PerFrameFunctionalGroupsSequence"):
+        groups = ds.get(seq)
+        if groups:
+            pm = groups[0].get("PixelMeasuresSequence")
+            if pm:
+                candidates.append(pm[0])
+    for item in candidates:
+        ps = item.get("PixelSpacing") or item.get("ImagerPixelSpacing")
+        if ps is not None and len(ps) == 2:
+            try:
+                sy, sx = float(ps[0]), float(ps[1])
+            except (TypeError, ValueError):
+                continue
+            if sy > 0 and sx > 0:
+                return sy, sx
+    return None
 
 
 def volume_to_image(vol: Any, meta: dict[str, Any]) -> Image:

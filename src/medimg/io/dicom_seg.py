@@ -7,11 +7,17 @@ is issued). FRACTIONAL segments are thresholded at 0.5.
 
 Writing needs the source image series the labels were drawn on (``reference``): the label map must share its
 voxel grid (resample it first otherwise) and the SEG references every source instance, so that viewers
-(3D Slicer, OHIF, ...) place it on the images. Segments are BINARY, one per label value present.
+(3D Slicer, OHIF, ...) place it on the images. Segments are BINARY, one per label value present, with the
+label map's colour (or medimg's label palette), a SNOMED CT property type for known anatomy and lesion names
+(:func:`segment_codes`; anything else is the generic "Tissue"), and algorithm type AUTOMATIC with the
+algorithm's name and version when a model made them, MANUAL otherwise. Frames where a segment has no voxel
+are not written.
 """
 
 from __future__ import annotations
 
+import json
+import re
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -21,9 +27,118 @@ import numpy as np
 
 from medimg.errors import CorruptFileError, DicomSeriesError, LabelError
 from medimg.image import Image, LabelMap, check_same_geometry
+from medimg.report_colors import label_color
+
+#: Private block (group, creator, element) holding the source series' voxel grid as JSON, so that a SEG without
+#: empty frames reads back on the full grid.
+GRID_GROUP, GRID_CREATOR, GRID_ELEMENT = 0x0009, "medimg", 0x01
 
 #: TrackingID prefix under which medimg stores each segment's original label value.
 TRACKING_PREFIX = "medimg label "
+
+#: Normalised class name (lower case, words) -> pydicom ``codes.SCT`` attribute, for anatomy.
+_ANATOMY = {
+    "liver": "Liver",
+    "spleen": "Spleen",
+    "kidney": "Kidney",
+    "lung": "Lung",
+    "heart": "Heart",
+    "hippocampus": "Hippocampus",
+    "brain": "Brain",
+    "cerebellum": "Cerebellum",
+    "pancreas": "Pancreas",
+    "stomach": "Stomach",
+    "gallbladder": "Gallbladder",
+    "gall bladder": "Gallbladder",
+    "aorta": "Aorta",
+    "esophagus": "Esophagus",
+    "oesophagus": "Esophagus",
+    "trachea": "Trachea",
+    "prostate": "Prostate",
+    "urinary bladder": "Bladder",
+    "bladder": "Bladder",
+    "colon": "Colon",
+    "rectum": "Rectum",
+    "duodenum": "Duodenum",
+    "small bowel": "SmallIntestine",
+    "small intestine": "SmallIntestine",
+    "large intestine": "LargeIntestine",
+    "adrenal gland": "AdrenalGland",
+    "thyroid": "Thyroid",
+    "thyroid gland": "Thyroid",
+    "vertebra": "Vertebra",
+    "rib": "Rib",
+    "sternum": "Sternum",
+    "femur": "Femur",
+    "humerus": "Humerus",
+    "scapula": "Scapula",
+    "clavicle": "Clavicle",
+    "clavicula": "Clavicle",
+    "sacrum": "Sacrum",
+    "skull": "Skull",
+    "mandible": "Mandible",
+    "spinal cord": "SpinalCord",
+    "inferior vena cava": "InferiorVenaCava",
+    "superior vena cava": "SuperiorVenaCava",
+    "pulmonary artery": "PulmonaryArtery",
+    "portal vein": "PortalVein",
+    "common carotid artery": "CommonCarotidArtery",
+    "left ventricle": "LeftVentricle",
+    "right ventricle": "RightVentricle",
+    "eye": "Eye",
+    "larynx": "Larynx",
+    "tongue": "Tongue",
+    "parotid gland": "ParotidGland",
+    "breast": "Breast",
+    "uterus": "Uterus",
+    "ovary": "Ovary",
+    "skin": "Skin",
+    "muscle": "Muscle",
+    "bone": "Bone",
+    "fat": "Fat",
+}
+#: Normalised class name -> ``codes.SCT`` attribute, for abnormal structures.
+_ABNORMAL = {
+    "lesion": "Lesion",
+    "tumor": "Neoplasm",
+    "tumour": "Neoplasm",
+    "neoplasm": "Neoplasm",
+    "nodule": "Nodule",
+    "cyst": "Cyst",
+    "mass": "Mass",
+    "edema": "Edema",
+    "oedema": "Edema",
+    "necrosis": "Necrosis",
+    "hemorrhage": "Hemorrhage",
+    "haemorrhage": "Hemorrhage",
+}
+#: Words that qualify a structure without changing what it is (side, numbering, vertebral level).
+_QUALIFIERS = re.compile(r"^(left|right|l|r|lt|rt|bilateral|[0-9]+|[cltsCLTS][0-9]{1,2})$")
+_PLURALS = {"vertebrae": "vertebra", "kidneys": "kidney", "lungs": "lung", "ribs": "rib", "lesions": "lesion"}
+
+
+def _normalise(name: str) -> str:
+    words = re.split(r"[\s_\-/.,()]+", name.strip())
+    kept = [_PLURALS.get(w.lower(), w.lower()) for w in words if w and not _QUALIFIERS.match(w)]
+    return " ".join(kept)
+
+
+def segment_codes(name: str) -> tuple[Any, Any]:
+    """(category, type) SNOMED CT codes for a class name.
+
+    ``"kidney_right"`` -> (Anatomical Structure, Kidney); ``"liver tumour"`` is not a liver -> (Morphologically
+    Abnormal Structure, Neoplasm). Only whole names are coded (side, numbers and vertebral levels aside):
+    anything else gets the generic (Tissue, Tissue).
+    """
+    from pydicom.sr.codedict import codes
+
+    key = _normalise(name)
+    if key in _ANATOMY:
+        return codes.SCT.AnatomicalStructure, getattr(codes.SCT, _ANATOMY[key])
+    abnormal = [w for w in key.split() if w in _ABNORMAL]
+    if abnormal:  # "liver tumour", "kidney_cyst_left": the finding, not the organ
+        return codes.SCT.MorphologicallyAbnormalStructure, getattr(codes.SCT, _ABNORMAL[abnormal[-1]])
+    return codes.SCT.Tissue, codes.SCT.Tissue
 
 
 def read_dicom_seg(path: str | Path) -> LabelMap:
@@ -57,6 +172,7 @@ def read_dicom_seg(path: str | Path) -> LabelMap:
         from medimg.io.dicom import volume_to_image
 
         img = volume_to_image(vol, meta)
+        img = _onto_source_grid(img, seg, p)
         masks = img.array  # (x, y, z, segments)
         geometry: tuple[Any, Any, Any] = (img.spacing, img.origin, img.direction)
     except Exception:
@@ -95,6 +211,39 @@ def read_dicom_seg(path: str | Path) -> LabelMap:
         colors=colors,
         ndim=labels.ndim if spacing is None else None,
     )
+
+
+def _grid_block(ds: Any, create: bool = False) -> Any:
+    return ds.private_block(GRID_GROUP, GRID_CREATOR, create=create)
+
+
+def _onto_source_grid(img: Image, seg: Any, path: Path) -> Image:
+    """A SEG without empty frames spans only its labelled slices: put it back on the source series' grid,
+    which medimg records in a private element (other writers' SEGs are returned as they are)."""
+    try:
+        grid = json.loads(str(_grid_block(seg)[GRID_ELEMENT].value))
+        full = Image(np.zeros(grid["shape"], np.uint8), grid["spacing"], grid["origin"], grid["direction"])
+    except (KeyError, ValueError, TypeError):
+        return img
+    if full.ndim != img.ndim or img.same_geometry(full):
+        return img
+    offset = full.world_to_index(np.asarray(img.origin))
+    start = np.round(offset).astype(int)
+    end = start + np.asarray(img.shape)
+    if (
+        not np.allclose(offset, start, atol=1e-2)
+        or not np.allclose(img.direction, full.direction, atol=1e-4)
+        or not np.allclose(img.spacing, full.spacing, rtol=1e-4)
+        or np.any(start < 0)
+        or np.any(end > np.asarray(full.shape))
+    ):
+        warnings.warn(
+            f"{path.name}: the recorded source grid does not contain the segment frames; ignored.", stacklevel=3
+        )
+        return img
+    out = np.zeros((*full.shape, *img.array.shape[img.ndim :]), dtype=img.array.dtype)
+    out[tuple(slice(a, b) for a, b in zip(start, end, strict=True))] = img.array
+    return Image(out, full.spacing, full.origin, full.direction, img.meta)
 
 
 def _read_reference(reference: str | Path | Image) -> tuple[Image, list[Any]]:
@@ -140,6 +289,17 @@ def _read_reference(reference: str | Path | Image) -> tuple[Image, list[Any]]:
     return image, datasets
 
 
+def _split_algorithm(algorithm: str) -> tuple[str, str]:
+    """``"name"`` or ``"name version"`` (last word with a digit, e.g. ``"nnunet 2.1"``) -> (name, version);
+    without a version, medimg's own version is recorded (the software that ran the model)."""
+    import medimg
+
+    head, _, last = algorithm.strip().rpartition(" ")
+    if head and any(c.isdigit() for c in last):
+        return head, last.lstrip("v")
+    return algorithm.strip(), medimg.__version__
+
+
 def write_dicom_seg(
     labels: LabelMap,
     path: str | Path,
@@ -151,8 +311,9 @@ def write_dicom_seg(
 ) -> None:
     """Write ``labels`` as a DICOM SEG referencing the DICOM series in ``reference`` (folder or file).
 
-    ``algorithm``: name of the algorithm that produced the labels (segments are then AUTOMATIC); None means
-    MANUAL (e.g. converted annotations). Raises :class:`GeometryError` when the label grid differs from the
+    ``algorithm``: name (optionally followed by a version, ``"name 1.2"``) of the algorithm that produced the
+    labels: segments are then AUTOMATIC with that algorithm identified; None means MANUAL (e.g. converted
+    annotations). Raises :class:`GeometryError` when the label grid differs from the
     reference series, :class:`LabelError` when no label is present.
     """
     import highdicom as hd
@@ -181,26 +342,29 @@ def write_dicom_seg(
         remapped[arr == v] = n
     frames = np.ascontiguousarray(remapped.transpose(2, 1, 0))  # (slice, row, column)
     if algorithm:
+        algo_name, algo_version = _split_algorithm(algorithm)
         algo_type = hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC
         algo_id = hd.AlgorithmIdentificationSequence(
-            name=algorithm, version=medimg.__version__, family=codes.cid7162.ArtificialIntelligence
+            name=algo_name[:64], version=algo_version[:64], family=codes.cid7162.ArtificialIntelligence
         )
     else:
         algo_type, algo_id = hd.seg.SegmentAlgorithmTypeValues.MANUAL, None
     descriptions = []
     for v, n in seg_numbers.items():
-        color = labels.colors.get(v)
+        label = all_names.get(v, f"label_{v}")
+        category, prop_type = segment_codes(label)
+        color = labels.colors.get(v) or label_color(v)
         descriptions.append(
             hd.seg.SegmentDescription(
                 segment_number=n,
-                segment_label=all_names.get(v, f"label_{v}")[:64],
-                segmented_property_category=codes.SCT.AnatomicalStructure,
-                segmented_property_type=codes.SCT.AnatomicalStructure,
+                segment_label=label[:64],
+                segmented_property_category=category,
+                segmented_property_type=prop_type,
                 algorithm_type=algo_type,
                 algorithm_identification=algo_id,
                 tracking_id=f"{TRACKING_PREFIX}{v}",
                 tracking_uid=hd.UID(),
-                display_color=hd.color.CIELabColor.from_rgb(*color) if color else None,
+                display_color=hd.color.CIELabColor.from_rgb(*color),
             )
         )
     with warnings.catch_warnings():
@@ -219,6 +383,13 @@ def write_dicom_seg(
             software_versions=medimg.__version__,
             device_serial_number="0",
             series_description=series_description,
-            omit_empty_frames=False,
+            omit_empty_frames=True,  # a frame per (segment, slice) that holds voxels of the segment
         )
+    grid = {
+        "shape": list(labels.shape),
+        "spacing": list(labels.spacing),
+        "origin": list(labels.origin),
+        "direction": labels.direction.tolist(),
+    }
+    _grid_block(seg, create=True).add_new(GRID_ELEMENT, "LT", json.dumps(grid))
     seg.save_as(str(path))

@@ -29,6 +29,8 @@ def _geometry_json(image: Image) -> str:
     }
     if isinstance(image, LabelMap):
         d["names"] = {str(k): v for k, v in image.names.items()}
+        if image.colors:
+            d["colors"] = {str(k): list(v) for k, v in image.colors.items()}
     return json.dumps(d)
 
 
@@ -43,9 +45,37 @@ def _apply_geometry(arr: np.ndarray, text: str | None, meta: dict[str, Any], ndi
         meta["spacing_known"] = bool(geo.get("spacing_known", True))
         img = Image(arr, geo["spacing"], geo["origin"], np.reshape(geo["direction"], (ndim, ndim)), meta)
         if "names" in geo:
-            return LabelMap.from_image(img, names={int(k): v for k, v in geo["names"].items()})
+            colors = {int(k): tuple(v) for k, v in geo.get("colors", {}).items()}
+            return LabelMap.from_image(img, names={int(k): v for k, v in geo["names"].items()}, colors=colors)
         return img
     return Image(arr, None, None, None, meta, ndim=ndim)
+
+
+def _is_mask(image: Image) -> bool:
+    """A label map, or a binary (bool or 0/1-valued) single-channel image."""
+    if image.is_multichannel:
+        return False
+    if isinstance(image, LabelMap) or image.array.dtype == bool:
+        return True
+    a = image.array
+    return bool(np.issubdtype(a.dtype, np.integer) and a.size and a.min() >= 0 and a.max() <= 1)
+
+
+def _palette_picture(pic: Any, image: Image) -> Any:
+    """The label values as palette indices (exact) with a colour per value, so masks are visible in any viewer:
+    a binary mask shows white on black, label maps their LabelMap colours (or medimg's label palette)."""
+    from medimg.report_colors import label_color
+
+    colors = getattr(image, "colors", {}) or {}
+    binary = int(image.array.max()) <= 1 and 1 not in colors
+    palette: list[int] = []
+    for v in range(256):
+        rgb = (255, 255, 255) if binary and v == 1 else colors.get(v, label_color(v))
+        palette.extend(int(c) for c in rgb)
+    out = pic.convert("L") if pic.mode != "L" else pic
+    out = out.copy()
+    out.putpalette(palette)  # mode L + palette -> P with the same indices
+    return out
 
 
 def read_raster(path: str | Path) -> Image:
@@ -62,6 +92,7 @@ def read_raster(path: str | Path) -> Image:
             if isinstance(text, bytes):
                 text = text.decode("utf-8", "replace")
             mode = im.mode
+            lossy = im.format in ("JPEG", "MPO")
             pic: Any = im
             if mode in ("CMYK", "YCbCr"):
                 pic = im.convert("RGB")
@@ -73,7 +104,10 @@ def read_raster(path: str | Path) -> Image:
     if arr.dtype == bool:
         arr = arr.astype(np.uint8)
     arr = np.ascontiguousarray(np.swapaxes(arr, 0, 1))
-    return _apply_geometry(arr, text, {"source": str(p), "format": "raster", "mode": mode}, 2)
+    meta: dict[str, Any] = {"source": str(p), "format": "raster", "mode": mode}
+    if lossy:
+        meta["lossy"] = "JPEG"
+    return _apply_geometry(arr, text, meta, 2)
 
 
 def _read_tiff(p: Path) -> Image:
@@ -141,7 +175,14 @@ def write_raster(image: Image, path: Path, quality: int = 95) -> None:
             f"{ext} cannot store {arr.dtype} data with {image.n_channels} channel(s) without loss. Convert to uint8 "
             "(e.g. medimg.transforms.to_uint8(image)) or write .tif / .nii.gz instead."
         )
+    if ext in (".jpg", ".jpeg") and _is_mask(image):
+        raise UnsupportedFormatError(
+            f"JPEG is lossy: a label map or mask written as {ext} would not read back as the same labels. Write it "
+            "as .png (a palette PNG: exact values, visible colours), .tif or .nii.gz instead."
+        )
     pic = PILImage.fromarray(np.ascontiguousarray(np.swapaxes(arr, 0, 1)))
+    if ext in (".png", ".bmp") and arr.dtype == np.uint8 and not image.is_multichannel and _is_mask(image):
+        pic = _palette_picture(pic, image)
     text = _geometry_json(image)
     if ext == ".png":
         info = PngInfo()
