@@ -40,7 +40,10 @@ def dataset_check(
         if as_json:
             sys.stdout.write(json.dumps({"cases": len(rows), "with_problems": len(bad), "rows": rows}, indent=2) + "\n")
         else:
-            console.print(f"{ds.name}: {len(rows)} cases, channels {ds.channels}, labels {ds.labels or '(from data)'}")
+            ignore = f", ignore label {ds.ignore_label} (no loss, no metric)" if ds.ignore_label is not None else ""
+            console.print(
+                f"{ds.name}: {len(rows)} cases, channels {ds.channels}, labels {ds.labels or '(from data)'}{ignore}"
+            )
             for r in bad:
                 console.print(f"[red]{r['case']}[/]: " + "; ".join(r["problems"]))
             warned = [r for r in rows if r["warnings"]]
@@ -52,6 +55,40 @@ def dataset_check(
             console.print("[green]no problems found[/]" if not bad else f"[yellow]{len(bad)} case(s) with problems[/]")
         if bad:
             raise typer.Exit(1)
+
+    _run(body)
+
+
+@dataset_app.command("export-nnunet")
+def dataset_export_nnunet(
+    path: Annotated[Path, typer.Argument(help="Dataset folder medimg reads (MSD, nnU-Net, plain folders).")],
+    out: Annotated[
+        Path, typer.Argument(help="New nnU-Net v2 raw dataset folder, e.g. nnUNet_raw/Dataset501_Hippocampus.")
+    ],
+) -> None:
+    """Write DATASET as an nnU-Net v2 raw dataset (imagesTr/<case>_0000.nii.gz, labelsTr/, dataset.json)."""
+    import re
+
+    from medimg.seg import load_dataset
+    from medimg.seg.dataset import export_nnunet
+
+    def body() -> None:
+        meta = export_nnunet(load_dataset(path), out, progress=_progress)
+        console.print(
+            f"wrote {out}: {meta['numTraining']} training cases, channels {list(meta['channel_names'].values())}, "
+            f"labels {meta['labels']}"
+        )
+        if "medimg_label_mapping" in meta:
+            mapping = meta["medimg_label_mapping"]
+            console.print(f"[yellow]label values renumbered[/] (nnU-Net needs 0, 1, 2, ...): {mapping}")
+        m = re.fullmatch(r"Dataset(\d{3})_\w+", out.name)
+        console.print(
+            f"next: nnUNetv2_plan_and_preprocess -d {int(m.group(1))} --verify_dataset_integrity (with {out.parent} "
+            "as nnUNet_raw)"
+            if m
+            else "note: nnU-Net finds raw datasets as nnUNet_raw/DatasetXXX_Name (three digits); rename the folder "
+            "to use it with nnUNetv2_plan_and_preprocess -d XXX"
+        )
 
     _run(body)
 
@@ -82,9 +119,19 @@ def train(
     dataset: Annotated[Path, typer.Argument(help="Dataset folder.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Model folder to create (or resume).")],
     time_budget: Annotated[str, typer.Option("--time-budget", help="Wall-clock training budget, e.g. 20m.")] = "20m",
-    fold: Annotated[int | None, typer.Option("--fold", help="Cross-validation fold (0-4) instead of a split.")] = None,
+    fold: Annotated[
+        int | None,
+        typer.Option(
+            "--fold",
+            help="Cross-validation fold: of --split (or DATASET/splits_final.json) when it is an nnU-Net "
+            "splits_final.json, else of a seeded 5-fold split (0-4).",
+        ),
+    ] = None,
     val_fraction: Annotated[float, typer.Option("--val-fraction", help="Validation share of a random split.")] = 0.2,
-    split: Annotated[Path | None, typer.Option("--split", help="JSON with 'train' and 'val' case ids.")] = None,
+    split: Annotated[
+        Path | None,
+        typer.Option("--split", help="JSON with 'train' and 'val' case ids, or nnU-Net's splits_final.json."),
+    ] = None,
     plan: Annotated[Path | None, typer.Option("--plan", help="Use this (edited) plan.json.")] = None,
     names: Annotated[str | None, typer.Option("--labels", help="Class names, e.g. '1=anterior,2=posterior'.")] = None,
     seed: Annotated[int, typer.Option("--seed", help="Random seed (split, sampling, augmentation).")] = 0,
@@ -100,7 +147,15 @@ def train(
         if label_names:
             ds.labels = {0: "background", **label_names}
         ids = [c.case_id for c in ds.cases if c.label is not None]
-        sp = load_split(split) if split else make_split(ids, val_fraction, seed, fold)
+        split_file = split
+        if split_file is None and fold is not None and (dataset / "splits_final.json").is_file():
+            split_file = dataset / "splits_final.json"
+        if split_file is not None:
+            sp = load_split(split_file, fold, ids)
+            which = f"fold {fold} of " if fold is not None else ""
+            console.print(f"split: {which}{split_file} ({len(sp['train'])} train, {len(sp['val'])} val)")
+        else:
+            sp = make_split(ids, val_fraction, seed, fold)
         plan_d = json.loads(plan.read_text()) if plan else None
         if plan_d is not None:
             plan_d["training"]["seed"] = seed
@@ -122,6 +177,8 @@ def train(
             on_epoch=on_epoch,
             resume=resume,
         )
+        if info.get("note"):
+            console.print(f"[yellow]{info['note']}[/]")
         console.print(
             f"[green]model ready[/] in {out}: validation Dice "
             + ", ".join(f"{info['labels'][k]} {v:.4f}" for k, v in info["validation_dice"].items())

@@ -8,6 +8,10 @@ Layouts understood by :func:`load_dataset`:
   images named ``<case>_0000.nii.gz`` per channel);
 * ``imagesTr/`` + ``labelsTr/`` (or ``images/`` + ``labels/``) without JSON: pairs matched by case id;
   ``_0000``-style channel suffixes are understood.
+
+An nnU-Net v2 ``"ignore"`` label (``"labels": {..., "ignore": 3}``, the highest value) marks unannotated voxels:
+it is not a class (:attr:`SegDataset.ignore_label`), training gives those voxels no loss and validation no metric.
+:func:`export_nnunet` writes any dataset medimg reads as an nnU-Net v2 raw dataset folder.
 """
 
 from __future__ import annotations
@@ -46,10 +50,12 @@ class SegDataset:
     channels: list[str] = field(default_factory=lambda: ["image"])
     name: str = ""
     spacing_known: bool = True  # False when dataset.json says so (e.g. imported from HDF5 without spacing)
+    #: Label value of unannotated voxels (nnU-Net v2 ``"ignore"``): not a class, no loss and no metric there.
+    ignore_label: int | None = None
 
     @property
     def n_classes(self) -> int:
-        """Number of classes including background."""
+        """Number of classes including background (the ignore label is not a class)."""
         return max(self.labels) + 1 if self.labels else 2
 
     def case(self, case_id: str) -> Case:
@@ -63,7 +69,8 @@ def _is_image(p: Path) -> bool:
     return p.is_file() and not p.name.startswith(".") and split_ext(p)[1].lower() in _IMAGE_EXT
 
 
-def _labels_from_json(d: dict[str, Any]) -> dict[int, str]:
+def _labels_from_json(d: dict[str, Any], where: Path) -> tuple[dict[int, str], int | None]:
+    """Class names by value and the ignore label (an entry named ``"ignore"``, nnU-Net v2) of a dataset.json."""
     raw = d.get("labels", {})
     out: dict[int, str] = {}
     for k, v in raw.items():
@@ -75,7 +82,19 @@ def _labels_from_json(d: dict[str, Any]) -> dict[int, str]:
             raise MedimgError(
                 f"dataset.json: cannot read label entry {k!r}: {v!r} (region-based labels are not supported)."
             )
-    return out
+    ignore = [k for k, v in out.items() if v.strip().lower() == "ignore"]
+    if not ignore:
+        return out, None
+    if len(ignore) > 1:
+        raise MedimgError(f"{where}: several labels are named 'ignore' ({sorted(ignore)}); keep one.")
+    value = ignore[0]
+    del out[value]
+    if value <= 0 or any(value <= k for k in out):
+        raise MedimgError(
+            f"{where}: the 'ignore' label ({value}) must have the highest label value (nnU-Net v2 convention), "
+            f"above every class ({sorted(out)}); renumber it, e.g. to {max(out, default=0) + 1}."
+        )
+    return out, value
 
 
 def load_dataset(root: str | Path) -> SegDataset:
@@ -97,7 +116,7 @@ def load_dataset(root: str | Path) -> SegDataset:
             f"{str(r)!r} is not a dataset folder: expected imagesTr/ and labelsTr/ (or images/ and labels/), "
             "optionally with a dataset.json (Medical Segmentation Decathlon / nnU-Net layout)."
         )
-    labels = _labels_from_json(meta) if meta else {}
+    labels, ignore = _labels_from_json(meta, r / "dataset.json") if meta else ({}, None)
     channels = [
         str(v)
         for _, v in sorted(
@@ -130,7 +149,13 @@ def load_dataset(root: str | Path) -> SegDataset:
     if len(channels) < max(len(c.images) for c in cases):
         channels = [f"channel_{i}" for i in range(max(len(c.images) for c in cases))]
     return SegDataset(
-        r, cases, labels, channels, str(meta.get("name", r.name)), spacing_known=bool(meta.get("spacing_known", True))
+        r,
+        cases,
+        labels,
+        channels,
+        str(meta.get("name", r.name)),
+        spacing_known=bool(meta.get("spacing_known", True)),
+        ignore_label=ignore,
     )
 
 
@@ -142,7 +167,9 @@ def check_dataset(ds: SegDataset, progress: Any = None) -> list[dict[str, Any]]:
     from medimg.image import geometry_differences
 
     rows = []
-    declared = set(ds.labels) if ds.labels else None
+    declared: set[int] | None = None
+    if ds.labels:
+        declared = set(ds.labels) | ({ds.ignore_label} if ds.ignore_label is not None else set())
     n_ch = len(ds.channels)
     items = progress(ds.cases, "checking") if progress else ds.cases
     for c in items:
@@ -184,6 +211,137 @@ def check_dataset(ds: SegDataset, progress: Any = None) -> list[dict[str, Any]]:
         info["warnings"] = warnings
         rows.append(info)
     return rows
+
+
+def size_mismatch_error(ds: SegDataset, mismatches: list[tuple[str, tuple[int, ...], tuple[int, ...]]]) -> MedimgError:
+    """The error for cases whose image and label sizes differ: names them (up to 5) and points to the checker."""
+    shown = ", ".join(
+        f"{cid} (image {'x'.join(map(str, i))}, label {'x'.join(map(str, lab))})" for cid, i, lab in mismatches[:5]
+    )
+    more = f" and {len(mismatches) - 5} more" if len(mismatches) > 5 else ""
+    return MedimgError(
+        f"Image and label sizes differ in {len(mismatches)} case(s): {shown}{more}. Fix or remove these cases; "
+        f"`medimg dataset check {ds.root}` lists every problem of the dataset."
+    )
+
+
+def _nnunet_labels(ds: SegDataset, found: set[int]) -> tuple[dict[str, int], dict[int, int]]:
+    """nnU-Net v2 ``labels`` (name -> consecutive value, ``ignore`` last) and the old -> new value mapping."""
+    classes = sorted(set(ds.labels) | {0}) if ds.labels else sorted(found | {0})
+    mapping = {old: new for new, old in enumerate(classes)}
+    names: dict[str, int] = {}
+    for old, new in mapping.items():
+        name = "background" if old == 0 else (ds.labels.get(old) or f"label_{old}")
+        while name in names or (name in ("background", "ignore") and old != 0):
+            name = f"{name}_{old}"
+        names[name] = new
+    if ds.ignore_label is not None:
+        mapping[ds.ignore_label] = len(classes)
+        names["ignore"] = len(classes)
+    return names, mapping
+
+
+def export_nnunet(
+    ds: SegDataset,
+    out: str | Path,
+    *,
+    progress: Any = None,
+) -> dict[str, Any]:
+    """Write ``ds`` as an nnU-Net v2 raw dataset folder ``out`` (e.g. ``nnUNet_raw/Dataset501_Hippocampus``).
+
+    Layout: ``imagesTr/<case>_0000.nii.gz`` (one file per channel; multi-channel files such as MSD's 4D images are
+    split), ``labelsTr/<case>.nii.gz`` (integer, on its image's exact grid), unlabelled cases in ``imagesTs/``, and a
+    ``dataset.json`` with ``channel_names``, ``labels`` (``{"background": 0, ...}``, consecutive values; an ignore
+    label becomes ``"ignore"``, the highest value), ``numTraining`` and ``file_ending`` -- what nnU-Net's
+    ``verify_dataset_integrity`` checks. Label values that are not consecutive are renumbered (the mapping is kept
+    in dataset.json under ``medimg_label_mapping``).
+
+    Every case is checked first (:func:`check_dataset`); a dataset with problems is refused with the cases named.
+    The folder is written under a temporary name and renamed at the end: a failure leaves nothing behind.
+    Returns the written dataset.json.
+    """
+    import shutil
+
+    import medimg
+    from medimg.image import Image, LabelMap
+
+    o = Path(out)
+    if o.exists() and (not o.is_dir() or any(o.iterdir())):
+        raise MedimgError(f"{str(o)!r} already exists and is not empty; choose a new folder for the nnU-Net dataset.")
+    if not o.parent.is_dir():
+        raise MedimgError(f"Folder {str(o.parent)!r} does not exist; create it first (mkdir -p {o.parent}).")
+    rows = check_dataset(ds, progress)
+    n_ch = len(ds.channels)
+    # one multi-channel file per case (MSD's 4D images) is split into channel files below, so it is no problem here
+    split_ok = {f"1 channel file(s), dataset has {n_ch} channel(s)", f"channel file 0 has {n_ch} channels itself"}
+    bad = [r for r in rows if set(r["problems"]) - split_ok - {"no label file"}]
+    if bad:
+        shown = "; ".join(f"{r['case']}: {', '.join(r['problems'])}" for r in bad[:3])
+        raise MedimgError(
+            f"{len(bad)} case(s) of {ds.root} have problems nnU-Net would reject ({shown}"
+            f"{'; ...' if len(bad) > 3 else ''}). Fix them first: `medimg dataset check {ds.root}` lists them all."
+        )
+    found = {v for r in rows for v in r.get("labels", [])} - (
+        {ds.ignore_label} if ds.ignore_label is not None else set()
+    )
+    names, mapping = _nnunet_labels(ds, found)
+    tmp = o.with_name(f".{o.name}.partial")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    try:
+        for sub in ("imagesTr", "labelsTr"):
+            (tmp / sub).mkdir(parents=True)
+        n_train = 0
+        items = progress(ds.cases, "exporting") if progress else ds.cases
+        for c in items:
+            imgs = [medimg.read(p) for p in c.images]
+            if len(imgs) == 1 and imgs[0].is_multichannel:
+                first = imgs[0]
+                imgs = [first.with_array(first.array[..., i]) for i in range(first.n_channels)]
+            if len(imgs) != n_ch:
+                raise MedimgError(f"Case {c.case_id}: {len(imgs)} channel(s), the dataset has {n_ch}.")
+            folder = tmp / ("imagesTr" if c.label is not None else "imagesTs")
+            folder.mkdir(exist_ok=True)
+            for i, (img, src) in enumerate(zip(imgs, c.images * n_ch if len(c.images) == 1 else c.images, strict=True)):
+                dst = folder / f"{c.case_id}_{i:04d}.nii.gz"
+                if len(c.images) == n_ch and str(src).lower().endswith(".nii.gz"):
+                    shutil.copyfile(src, dst)  # bit-exact
+                else:
+                    medimg.write(Image(img.array, img.spacing, img.origin, img.direction), dst)
+            if c.label is None:
+                continue
+            lab = medimg.read_labels(c.label).array
+            lut_max = max(int(lab.max(initial=0)), max(mapping)) + 1
+            lut = np.arange(lut_max, dtype=np.int64)
+            for old, new in mapping.items():
+                lut[old] = new
+            arr = lut[lab.astype(np.int64)]
+            arr = arr.astype(np.uint8 if arr.max(initial=0) < 256 else np.uint16)
+            ref = imgs[0]  # the label on its image's exact grid (the check allowed only tiny differences)
+            medimg.write(
+                LabelMap(arr, ref.spacing, ref.origin, ref.direction), tmp / "labelsTr" / f"{c.case_id}.nii.gz"
+            )
+            n_train += 1
+        meta: dict[str, Any] = {
+            "name": ds.name,
+            "channel_names": {str(i): ch for i, ch in enumerate(ds.channels)},
+            "labels": names,
+            "numTraining": n_train,
+            "file_ending": ".nii.gz",
+            "description": f"exported by medimg {medimg.__version__} from {ds.root}",
+        }
+        if any(k != v for k, v in mapping.items()):
+            meta["medimg_label_mapping"] = {str(k): v for k, v in sorted(mapping.items())}
+        if not ds.spacing_known:
+            meta["spacing_known"] = False
+        (tmp / "dataset.json").write_text(json.dumps(meta, indent=2) + "\n")
+        if o.exists():
+            o.rmdir()
+        tmp.rename(o)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return meta
 
 
 def import_hdf5(

@@ -48,9 +48,24 @@ def resolve_model(name_or_path: str | Path) -> Path:
         return p
     if (BUNDLED_DIR / str(name_or_path) / "plan.json").exists():
         return BUNDLED_DIR / str(name_or_path)
-    names = [m["name"] for m in list_models()]
+    names = [m["name"] for m in list_models() if m.get("task", "segmentation") == "segmentation"]
+    key, pkg = str(name_or_path), BUNDLED_DIR.parents[1]  # another kind of model (bundled or a folder)?
+    for cand in (p, *(pkg / sub / "models" / key for sub in ("classify", "register", "interactive"))):
+        if (cand / "flow.json").is_file():
+            kind, use = "registration", f"medimg register FIXED MOVING -o OUT --method learned --model {key}"
+        elif (cand / "promptable.json").is_file():
+            kind = "promptable (interactive)"
+            use = "medimg interact IMAGE --click X,Y[,Z] -o MASK" + (f" --model {cand}" if cand == p else "")
+        elif (cand / "model.json").is_file() and "classif" in (cand / "model.json").read_text():
+            kind, use = "classification", f"medimg classify predict DATA -m {key} -o probs.csv"
+        else:
+            continue
+        raise MedimgError(
+            f"{key!r} is a {kind} model, not a segmentation model: use `{use}`. "
+            f"Segmentation models: {', '.join(names) or 'none bundled'} (or a model folder from `medimg train`)."
+        )
     raise MedimgError(
-        f"No model {str(name_or_path)!r}: give a model folder or a bundled model name "
+        f"No segmentation model {key!r}: give a model folder or a bundled segmentation model name "
         f"({', '.join(names) or 'none bundled'})."
     )
 
@@ -59,7 +74,10 @@ def validate(
     model_dir: Path, ds: SegDataset, val_ids: Sequence[str], progress: Callable[[Sequence[Any], str], Any] | None = None
 ) -> dict[str, Any]:
     """Predict the validation cases, compute Dice per class (with and without largest-component post-processing),
-    enable post-processing for the classes where it helps, and write validation.json."""
+    enable post-processing for the classes where it helps, and write validation.json.
+
+    Voxels of the plan's ``ignore_label`` are left out of every metric (set to background in both the prediction
+    and the reference before measuring, as nnU-Net does)."""
     import medimg
     from medimg.metrics import segmentation_metrics
     from medimg.seg.predict import Predictor, largest_component
@@ -71,14 +89,23 @@ def validate(
     raw: dict[int, list[float]] = {c: [] for c in classes}
     lcc: dict[int, list[float]] = {c: [] for c in classes}
     per_case = {}
+    ignore = plan.get("ignore_label")
+    ignored_voxels: dict[str, int] = {}
     t0 = time.perf_counter()
     for cid in progress(list(val_ids), "validating") if progress else val_ids:
         case = ds.case(cid)
         images = [medimg.read(p) for p in case.images]
         ref = medimg.read_labels(case.label)  # type: ignore[arg-type]
         out = pred(images)
-        m = segmentation_metrics(out, ref, labels=classes, metrics=("dice", "hd95"))
         post = out.with_array(largest_component(out.array, classes))
+        if ignore is not None:
+            mask = ref.array == int(ignore)
+            ignored_voxels[cid] = int(mask.sum())
+            if mask.any():
+                ref = ref.with_array(np.where(mask, 0, ref.array).astype(ref.array.dtype))
+                out = out.with_array(np.where(mask, 0, out.array).astype(out.array.dtype))
+                post = post.with_array(np.where(mask, 0, post.array).astype(post.array.dtype))
+        m = segmentation_metrics(out, ref, labels=classes, metrics=("dice", "hd95"))
         m_lcc = segmentation_metrics(post, ref, labels=classes, metrics=("dice",))
         per_case[cid] = {str(c): {"dice": m[c]["dice"], "hd95": m[c]["hd95"]} for c in classes}
         for c in classes:
@@ -96,6 +123,7 @@ def validate(
         "dice_without_postprocessing": {str(c): float(np.nanmean(raw[c])) for c in classes},
         "largest_component_classes": chosen,
         "seconds_per_case": seconds,
+        **({"ignore_label": int(ignore), "ignored_voxels": ignored_voxels} if ignore is not None else {}),
         "per_case": per_case,
     }
     save_json(result, model_dir / "validation.json")
@@ -115,23 +143,37 @@ def train_model(
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
     resume: bool = True,
 ) -> dict[str, Any]:
-    """Fingerprint, plan (unless given), train, validate and write the complete model folder. Returns model.json."""
+    """Fingerprint, plan (unless given), train, validate and write the complete model folder. Returns model.json,
+    plus ``note`` (not stored) when an existing checkpoint was resumed or continued to a new budget.
+
+    If the run fails before its first checkpoint (e.g. a case whose image and label sizes differ), whatever it
+    created is removed again -- the model folder itself when this run made it -- so no half-made model is left.
+    Rerunning on a finished model folder with the same budget retrains nothing and returns the stored model.json."""
     import medimg
     from medimg.seg.train import Trainer, write_training_log
 
+    created = _new_dirs(out_dir)
+    before = {p.name for p in out_dir.iterdir()} if out_dir.is_dir() else set()
     out_dir.mkdir(parents=True, exist_ok=True)
-    if plan is None:
-        if (out_dir / "plan.json").exists() and resume:
-            plan = json.loads((out_dir / "plan.json").read_text())
-        else:
-            fp = fingerprint(dataset, progress)
-            save_json(fp, out_dir / "fingerprint.json")
-            plan = make_plan(fp)
-    save_json(plan, out_dir / "plan.json")
-    save_json(split, out_dir / "split.json")
-    t0 = time.perf_counter()
-    trainer = Trainer(dataset, plan, out_dir, split, time_budget_s, max_iterations, progress, on_epoch)
-    res = trainer.run(resume=resume)
+    try:
+        if plan is None:
+            if (out_dir / "plan.json").exists() and resume:
+                plan = json.loads((out_dir / "plan.json").read_text())
+            else:
+                fp = fingerprint(dataset, progress)
+                save_json(fp, out_dir / "fingerprint.json")
+                plan = make_plan(fp)
+        save_json(plan, out_dir / "plan.json")
+        save_json(split, out_dir / "split.json")
+        t0 = time.perf_counter()
+        trainer = Trainer(dataset, plan, out_dir, split, time_budget_s, max_iterations, progress, on_epoch)
+        res = trainer.run(resume=resume)
+    except BaseException:
+        _remove_unless_checkpointed(out_dir, before, created)
+        raise
+    if res["iterations_this_run"] == 0 and (out_dir / "model.json").exists() and (out_dir / "validation.json").exists():
+        stored: dict[str, Any] = json.loads((out_dir / "model.json").read_text())
+        return {**stored, "note": res["note"]}
     write_training_log(res["log"], out_dir)
     val = validate(out_dir, dataset, split["val"], progress)
     info = {
@@ -155,7 +197,36 @@ def train_model(
         "total_seconds": round(time.perf_counter() - t0, 1),
     }
     save_json(info, out_dir / "model.json")
-    return info
+    return {**info, "note": res["note"]} if res["note"] else info
+
+
+def _new_dirs(path: Path) -> list[Path]:
+    """The folders ``path.mkdir(parents=True)`` would create, deepest first."""
+    out = []
+    p = path.absolute()
+    while not p.exists():
+        out.append(p)
+        if p.parent == p:
+            break
+        p = p.parent
+    return out
+
+
+def _remove_unless_checkpointed(out_dir: Path, before: set[str], created: list[Path]) -> None:
+    """Undo a failed ``train_model`` run: unless a checkpoint exists (then the run can resume), remove the entries
+    it added to ``out_dir`` and the folders it created."""
+    import shutil
+
+    if (out_dir / "checkpoint.pt").exists() or not out_dir.is_dir():
+        return
+    for p in out_dir.iterdir():
+        if p.name not in before:
+            shutil.rmtree(p) if p.is_dir() else p.unlink()
+    for d in created:  # deepest first; only folders this run made, and only when empty
+        try:
+            d.rmdir()
+        except OSError:
+            break
 
 
 def package_model(model_dir: Path, dest: Path, card: str) -> Path:

@@ -17,7 +17,7 @@ import numpy as np
 from medimg.errors import MedimgError
 from medimg.image import Image, LabelMap
 from medimg.io._atomic import atomic_path
-from medimg.seg.dataset import SegDataset
+from medimg.seg.dataset import SegDataset, size_mismatch_error
 
 #: Largest patch (voxels) planned for CPU training.
 PATCH_VOXEL_BUDGET = 64**3
@@ -26,32 +26,45 @@ BATCH_VOXELS = 360_000
 
 
 def fingerprint(ds: SegDataset, progress: Any = None, samples_per_case: int = 10000, seed: int = 0) -> dict[str, Any]:
-    """Spacings, shapes, foreground intensity statistics per channel and class frequencies of a dataset."""
+    """Spacings, shapes, foreground intensity statistics per channel and class frequencies of a dataset.
+
+    Voxels of the dataset's ignore label are neither foreground nor a class. Raises :class:`MedimgError` naming
+    the cases whose image and label sizes differ (after reading every case, so that all are listed)."""
     import medimg
 
     rng = np.random.default_rng(seed)
     spacings, shapes, known = [], [], []
     fg_values: list[list[np.ndarray]] = [[] for _ in ds.channels]
     class_voxels: dict[int, int] = {}
+    mismatches: list[tuple[str, tuple[int, ...], tuple[int, ...]]] = []
     items = progress(ds.cases, "fingerprint") if progress else ds.cases
     n = 0
     for c in items:
         if c.label is None:
             continue
         lab = medimg.read_labels(c.label)
+        arrays = [medimg.read(p).array for p in c.images]
+        bad = next((a.shape for a in arrays if a.shape[: lab.ndim] != lab.shape), None)
+        if bad is not None:
+            mismatches.append((c.case_id, tuple(bad), tuple(lab.shape)))
+            continue
         spacings.append(list(lab.spacing))
         shapes.append(list(lab.shape))
         known.append(lab.spacing_known and ds.spacing_known)
         for k, v in lab.voxel_counts().items():
-            class_voxels[k] = class_voxels.get(k, 0) + v
+            if k != ds.ignore_label:
+                class_voxels[k] = class_voxels.get(k, 0) + v
         fg = lab.array > 0
-        for i, p in enumerate(c.images):
-            arr = medimg.read(p).array
+        if ds.ignore_label is not None:
+            fg &= lab.array != ds.ignore_label
+        for i, arr in enumerate(arrays):
             vals = arr[fg] if fg.any() else arr.ravel()
             if vals.size > samples_per_case:
                 vals = rng.choice(vals, samples_per_case, replace=False)
             fg_values[i].append(vals.astype(np.float64))
         n += 1
+    if mismatches:
+        raise size_mismatch_error(ds, mismatches)
     if n == 0:
         raise MedimgError("No labelled case to fingerprint.")
     stats = []
@@ -80,6 +93,7 @@ def fingerprint(ds: SegDataset, progress: Any = None, samples_per_case: int = 10
         "labels": {str(k): v for k, v in ds.labels.items()}
         if ds.labels
         else {"0": "background", **{str(k): f"label_{k}" for k in sorted(class_voxels)}},
+        **({"ignore_label": ds.ignore_label} if ds.ignore_label is not None else {}),
     }
 
 
@@ -140,6 +154,8 @@ def make_plan(
         "medimg_version": medimg.__version__,
         "dims": n,
         "labels": fp["labels"] or {"0": "background", "1": "foreground"},
+        # voxels with this value get no loss and no metric (nnU-Net's "ignore"); absent when the dataset has none
+        **({"ignore_label": int(fp["ignore_label"])} if fp.get("ignore_label") is not None else {}),
         "channels": fp["channels"],
         "spacing_known": fp["spacing_known"],
         "target_spacing": spacing,

@@ -8,6 +8,8 @@
   run resumes exactly where it stopped.
 * Mixed precision: ``precision="auto"`` times float32 and bfloat16 autocast on the first batch and keeps the
   faster (bf16 is much faster on CPUs with AMX/AVX512-BF16, such as this project's machines).
+* A larger ``--time-budget`` on a finished model continues training to the new budget (:attr:`Trainer.note` says
+  what happened); the plan's ``ignore_label`` voxels get no loss and no pseudo-Dice.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import numpy as np
 
 from medimg.errors import MedimgError
 from medimg.io._atomic import atomic_path
-from medimg.seg.dataset import SegDataset
+from medimg.seg.dataset import SegDataset, size_mismatch_error
 from medimg.seg.plan import preprocess_image, preprocess_label, save_json
 
 #: Preprocessed datasets larger than this are memory-mapped instead of loaded.
@@ -42,6 +44,15 @@ def parse_duration(text: str | float | int) -> float:
         return float(t[:-1]) * units[t[-1]] if t[-1] in units else float(t)
     except (ValueError, IndexError):
         raise MedimgError(f"Cannot read duration {text!r}; use e.g. 20m, 90s or 1.5h.") from None
+
+
+def format_duration(seconds: float) -> str:
+    """Seconds -> ``"45 s"``, ``"12.5 min"`` or ``"1.50 h"``."""
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.2f} h"
 
 
 def make_split(
@@ -91,27 +102,41 @@ def prepare_cache(
     progress: Callable[[Sequence[Any], str], Any] | None = None,
     seed: int = 0,
 ) -> _Cache:
-    """Preprocess the cases once (resample + normalise) into ``cache_dir`` and open them."""
+    """Preprocess the cases once (resample + normalise) into ``cache_dir`` and open them.
+
+    Every case is read before an error is raised, so that all cases whose image and label sizes differ (or whose
+    label values the plan does not know) are named in one :class:`MedimgError`."""
     import medimg
 
     cache_dir.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
+    ignore = plan.get("ignore_label")
+    known = {int(k) for k in plan["labels"]} | ({int(ignore)} if ignore is not None else set())
+    mismatches: list[tuple[str, tuple[int, ...], tuple[int, ...]]] = []
+    unknown: dict[str, list[int]] = {}
     todo = [c for c in case_ids if not (cache_dir / f"{c}_img.npy").exists()]
     for cid in progress(todo, "preprocessing") if progress and todo else todo:
         case = ds.case(cid)
         if case.label is None:
-            raise MedimgError(f"Case {cid} has no label.")
+            raise MedimgError(f"Case {cid} has no label; take it out of the split (it cannot be trained on).")
         imgs = [medimg.read(p) for p in case.images]
-        arr, _grid = preprocess_image(imgs, plan)
         lab = medimg.read_labels(case.label)
-        if lab.shape != imgs[0].shape:
-            raise MedimgError(f"Case {cid}: label shape {lab.shape} differs from image shape {imgs[0].shape}.")
+        if any(im.shape != lab.shape for im in imgs):
+            mismatches.append((cid, next(im.shape for im in imgs if im.shape != lab.shape), lab.shape))
+            continue
+        values = {int(v) for v in np.unique(lab.array)}
+        if values - known:
+            unknown[cid] = sorted(values - known)
+            continue
+        if mismatches or unknown:
+            continue  # only collecting problems now
+        arr, _grid = preprocess_image(imgs, plan)
         lab_arr = preprocess_label(lab, plan)
         if lab_arr.shape != arr.shape[1:]:
             raise MedimgError(f"Case {cid}: preprocessed label {lab_arr.shape} and image {arr.shape[1:]} differ.")
         fg = {}
         for v in np.unique(lab_arr):
-            if v == 0:
+            if v == 0 or v == ignore:
                 continue
             coords = np.argwhere(lab_arr == v)
             if len(coords) > 2000:
@@ -122,6 +147,15 @@ def prepare_cache(
                 np.save(tmp, a)
         with atomic_path(cache_dir / f"{cid}_fg.npz") as tmp:
             np.savez(tmp, **fg)  # type: ignore[arg-type]
+    if mismatches:
+        raise size_mismatch_error(ds, mismatches)
+    if unknown:
+        shown = ", ".join(f"{cid} {v}" for cid, v in list(unknown.items())[:5])
+        raise MedimgError(
+            f"Label values the plan does not know (classes {sorted(int(k) for k in plan['labels'])}) in "
+            f"{len(unknown)} case(s): {shown}. Declare them in dataset.json (or --labels) or fix the label files; "
+            f"`medimg dataset check {ds.root}` lists every problem."
+        )
     total = sum((cache_dir / f"{c}_img.npy").stat().st_size for c in case_ids)
     mode: Literal["r"] | None = None if total < IN_MEMORY_LIMIT_BYTES else "r"
     cache = _Cache()
@@ -173,6 +207,9 @@ class Trainer:
         self.rng = np.random.default_rng(self.seed)
         torch.manual_seed(self.seed)
         self.n_classes = max(int(k) for k in plan["labels"]) + 1
+        ignore = plan.get("ignore_label")
+        #: Label value without loss or metric (``plan["ignore_label"]``), or None.
+        self.ignore_label: int | None = int(ignore) if ignore is not None else None
         self.dims = int(plan["dims"])
         self.patch = [int(p) for p in plan["patch_size"]]
         self.net = self.build_network()
@@ -183,6 +220,10 @@ class Trainer:
         self.log: list[dict[str, Any]] = []
         self.ema: float | None = None
         self.precision = tr.get("precision", "auto")
+        self.budget_at_checkpoint: float | None = None  # the time budget the checkpoint was trained for
+        #: What :meth:`run` did with an existing checkpoint (resumed, continued to a new budget, nothing to do).
+        self.note: str | None = None
+        self.iterations_this_run = 0
 
     # ------------------------------------------------------------------ hooks
     def build_network(self) -> Any:
@@ -213,8 +254,9 @@ class Trainer:
         return augment_batch(img, lab, self.plan["augmentation"], self.rng, self.dims)
 
     def loss(self, outputs: Any, target: Any) -> Any:
-        """Dice + cross-entropy, summed over deep-supervision heads with weights 1, 1/2, 1/4 ... (normalised)."""
-        return dice_ce_loss(outputs, target, self.n_classes)
+        """Dice + cross-entropy, summed over deep-supervision heads with weights 1, 1/2, 1/4 ... (normalised);
+        voxels of the plan's ignore label contribute nothing."""
+        return dice_ce_loss(outputs, target, self.n_classes, ignore_index=self.ignore_label)
 
     # ------------------------------------------------------------------ data
     def sample_batch(self, cache: _Cache, ids: Sequence[str], batch_size: int, fg_fraction: float) -> tuple:
@@ -255,6 +297,7 @@ class Trainer:
             "rng": self.rng.bit_generator.state,
             "torch_rng": self.torch.get_rng_state(),
             "precision": self.precision,
+            "time_budget_s": self.time_budget_s,
         }
 
     def save_checkpoint(self) -> None:
@@ -273,6 +316,7 @@ class Trainer:
         self.rng.bit_generator.state = st["rng"]
         self.torch.set_rng_state(st["torch_rng"])
         self.precision = st["precision"]
+        self.budget_at_checkpoint = st.get("time_budget_s")
         return True
 
     # ------------------------------------------------------------------ loop
@@ -317,6 +361,8 @@ class Trainer:
         with t.no_grad(), t.autocast("cpu", dtype=t.bfloat16, enabled=self.precision == "bf16"):
             for img, lab in val_batches:
                 pred = self.net(img).float().argmax(1)
+                if self.ignore_label is not None:
+                    pred = pred.masked_fill(lab == self.ignore_label, 0)  # no metric on ignored voxels
                 for c in range(1, self.n_classes):
                     p, g = pred == c, lab == c
                     tp[c] += int((p & g).sum())
@@ -324,6 +370,48 @@ class Trainer:
                     fn[c] += int((~p & g).sum())
         d = [2 * tp[c] / (2 * tp[c] + fp[c] + fn[c]) for c in range(1, self.n_classes) if tp[c] + fp[c] + fn[c]]
         return float(np.mean(d)) if d else math.nan
+
+    def _continue_from_checkpoint(self) -> None:
+        """After loading a checkpoint: keep its schedule when the budget is unchanged (exact resume), stretch it
+        to a new budget (or ``max_iterations``), and set :attr:`note` to say which."""
+        done_it, old_total, spent = self.iteration, self.total_iterations, self.elapsed
+        old_budget = self.budget_at_checkpoint
+        budget_changed = old_budget is not None and abs(self.time_budget_s - old_budget) > 1e-6
+        if self.max_iterations is not None:
+            self.total_iterations = self.max_iterations
+        elif budget_changed and old_total is not None:
+            per_it = spent / max(1, done_it)
+            self.total_iterations = done_it + max(0, int((self.time_budget_s - spent) / per_it))
+        new_total = self.total_iterations
+        finished_before = (old_total is not None and done_it >= old_total) or (
+            self.max_iterations is None and old_budget is not None and spent >= old_budget
+        )
+        if self.max_iterations is not None:
+            will_train = new_total is not None and done_it < new_total
+        else:
+            will_train = spent < self.time_budget_s and (new_total is None or done_it < new_total)
+        budget, trained = format_duration(self.time_budget_s), format_duration(spent)
+        if not will_train and budget_changed and self.max_iterations is None:
+            self.note = (
+                f"the {budget} budget is already spent: this model has trained {trained} ({done_it} iterations), "
+                f"so there is nothing to continue. Pass a --time-budget above {trained} to train longer, or "
+                "--no-resume to start over."
+            )
+        elif not will_train:
+            self.note = (
+                f"already trained to this budget ({done_it} iterations, {trained}); nothing to continue. Pass a "
+                "larger --time-budget to train longer, or --no-resume to start over."
+            )
+        elif finished_before:
+            self.note = (
+                f"continuing training from iteration {done_it} ({trained} done) to the new {budget} budget"
+                + (f": about {new_total} iterations in all" if new_total is not None else "")
+                + " (the learning rate follows the stretched poly schedule)"
+            )
+        elif budget_changed or new_total != old_total:
+            self.note = f"resumed at iteration {done_it}; the schedule now ends at iteration {new_total} ({budget})"
+        else:
+            self.note = f"resumed from the checkpoint at iteration {done_it} of {new_total}"
 
     def run(self, resume: bool = True) -> dict[str, Any]:
         """Train until the planned iterations (or the time budget) are done; returns the final log entry."""
@@ -340,6 +428,8 @@ class Trainer:
             self.seed,
         )
         resumed = resume and self.load_checkpoint()
+        if resumed:
+            self._continue_from_checkpoint()
         val_rng = np.random.default_rng(self.seed + 1)
         saved_rng, self.rng = self.rng, val_rng
         n_val = max(1, int(tr.get("val_patches", 16)) // self.plan["batch_size"])
@@ -369,6 +459,7 @@ class Trainer:
             img, lab = self.augment(img, lab)
             losses.append(self._step(img, lab, bf16))
             self.iteration += 1
+            self.iterations_this_run += 1
             if bar_iter is not None:
                 next(bar_iter, None)
             if self.iteration % per_epoch == 0:
@@ -394,11 +485,19 @@ class Trainer:
                 self.save_checkpoint()
                 if self.on_epoch:
                     self.on_epoch(entry)
-        self.elapsed = time.perf_counter() - t_start
-        with atomic_path(self.out / "model.pt") as tmp:
-            t.save({k: v.float() for k, v in self.net.state_dict().items()}, tmp)
-        self.save_checkpoint()
-        return {"iterations": self.iteration, "elapsed_s": self.elapsed, "precision": self.precision, "log": self.log}
+        if self.iterations_this_run or not (self.out / "model.pt").exists():
+            self.elapsed = time.perf_counter() - t_start
+            with atomic_path(self.out / "model.pt") as tmp:
+                t.save({k: v.float() for k, v in self.net.state_dict().items()}, tmp)
+            self.save_checkpoint()
+        return {
+            "iterations": self.iteration,
+            "elapsed_s": self.elapsed,
+            "precision": self.precision,
+            "log": self.log,
+            "iterations_this_run": self.iterations_this_run,
+            "note": self.note,
+        }
 
 
 def build_network(plan: dict[str, Any]) -> Any:
@@ -422,21 +521,38 @@ def build_network(plan: dict[str, Any]) -> Any:
     )
 
 
-def dice_ce_loss(outputs: Any, target: Any, n_classes: int, smooth: float = 1e-5) -> Any:
+def dice_ce_loss(
+    outputs: Any, target: Any, n_classes: int, smooth: float = 1e-5, ignore_index: int | None = None
+) -> Any:
     """Soft Dice (batch Dice over foreground classes) + cross-entropy; ``outputs`` ``(B, C, *S)`` or, with deep
-    supervision, ``(B, H, C, *S)`` (heads weighted 1, 1/2, 1/4, ... normalised)."""
+    supervision, ``(B, H, C, *S)`` (heads weighted 1, 1/2, 1/4, ... normalised).
+
+    Voxels whose target is ``ignore_index`` (nnU-Net's ignore label) are left out of both terms: the
+    cross-entropy is the mean over the other voxels and the Dice sums skip them, so the loss and its gradient do not
+    depend on the network's output there."""
     import torch
     import torch.nn.functional as F
 
     heads = [outputs] if outputs.dim() == target.dim() + 1 else list(outputs.unbind(1))
     weights = np.array([0.5**i for i in range(len(heads))])
     weights = weights / weights.sum()
+    valid = None
+    if ignore_index is not None:
+        valid = target != ignore_index
+        target = target.masked_fill(~valid, 0)
     onehot = F.one_hot(target, n_classes).movedim(-1, 1).float()
+    if valid is not None:
+        onehot = onehot * valid.unsqueeze(1)
     axes = [0, *list(range(2, onehot.dim()))]
     total = torch.zeros((), dtype=torch.float32)
     for w, logits in zip(weights, heads, strict=True):
-        ce = F.cross_entropy(logits, target)
         probs = torch.softmax(logits, 1)
+        if valid is None:
+            ce = F.cross_entropy(logits, target)
+        else:
+            ce_voxels = F.cross_entropy(logits, target, reduction="none")
+            ce = torch.where(valid, ce_voxels, 0.0).sum() / valid.sum().clamp_min(1)
+            probs = torch.where(valid.unsqueeze(1), probs, 0.0)
         inter = (probs * onehot).sum(axes)
         denom = probs.sum(axes) + onehot.sum(axes)
         dice = (2 * inter + smooth) / (denom + smooth)
@@ -521,12 +637,59 @@ def write_training_log(log: list[dict[str, Any]], out: Path, curves: dict[str, s
         tmp.write_text(line_plot_svg([e["elapsed_s"] / 60 for e in log], series, "training", "minutes"))
 
 
-def load_split(path: str | Path) -> dict[str, list[str]]:
-    """Read a split JSON ``{"train": [...], "val": [...]}``."""
-    d = json.loads(Path(path).read_text())
-    if not isinstance(d, dict) or not {"train", "val"} <= set(d):
-        raise MedimgError(f"{path}: a split file needs 'train' and 'val' lists of case ids.")
-    return {"train": list(d["train"]), "val": list(d["val"])}
+def load_split(
+    path: str | Path, fold: int | None = None, case_ids: Sequence[str] | None = None
+) -> dict[str, list[str]]:
+    """Read a split: medimg's ``{"train": [...], "val": [...]}`` or nnU-Net's ``splits_final.json`` (a list of
+    such dictionaries, one per fold; ``fold`` picks one, and is required when there are several).
+
+    With ``case_ids`` (the dataset's labelled cases) the split is checked: every id must exist, train and val must
+    not overlap and val must not be empty."""
+    p = Path(path)
+    if not p.is_file():
+        raise MedimgError(f"Split file {str(p)!r} does not exist.")
+    try:
+        d = json.loads(p.read_text())
+    except json.JSONDecodeError as e:
+        raise MedimgError(f"{p} is not valid JSON: {e}") from e
+
+    def entry(x: Any, what: str) -> dict[str, list[str]]:
+        if not isinstance(x, dict) or not {"train", "val"} <= set(x):
+            raise MedimgError(f"{p}: {what} needs 'train' and 'val' lists of case ids.")
+        return {"train": [str(i) for i in x["train"]], "val": [str(i) for i in x["val"]]}
+
+    if isinstance(d, list):  # nnU-Net splits_final.json
+        if not d:
+            raise MedimgError(f"{p} holds no folds.")
+        if fold is None and len(d) > 1:
+            raise MedimgError(
+                f"{p} holds {len(d)} folds (nnU-Net splits_final.json); choose one with --fold 0..{len(d) - 1}."
+            )
+        k = 0 if fold is None else fold
+        if not 0 <= k < len(d):
+            raise MedimgError(f"{p} holds {len(d)} fold(s); --fold must be in 0..{len(d) - 1}, not {k}.")
+        split = entry(d[k], f"fold {k}")
+    else:
+        if fold is not None:
+            raise MedimgError(
+                f"{p} is a single train/val split; --fold applies to nnU-Net splits_final.json files (a list of "
+                "folds). Drop --fold or give a splits_final.json."
+            )
+        split = entry(d, "a split file")
+    if case_ids is not None:
+        known = set(case_ids)
+        missing = [i for i in split["train"] + split["val"] if i not in known]
+        if missing:
+            raise MedimgError(
+                f"{p}: {len(missing)} case id(s) are not labelled cases of the dataset: {', '.join(missing[:5])}"
+                f"{' ...' if len(missing) > 5 else ''}. Use the dataset's case ids (e.g. {sorted(known)[0]})."
+            )
+        both = sorted(set(split["train"]) & set(split["val"]))
+        if both:
+            raise MedimgError(f"{p}: case(s) in both train and val: {', '.join(both[:5])}.")
+        if not split["val"] or not split["train"]:
+            raise MedimgError(f"{p}: the split needs at least one training and one validation case.")
+    return split
 
 
 def save_split(split: dict[str, list[str]], path: Path) -> None:
