@@ -250,3 +250,147 @@ def test_atlas_segmentation_fuses_propagated_labels() -> None:
     assert all(d[k]["dice"] > 0.6 for k in (1, 2))
     with pytest.raises(MedimgError, match="Unknown fusion"):
         atlas_segmentation(target, atlases, lambda f, m: Transform(), "vote")
+
+
+def _sitk_transform_from_folder(folder: Path, dim: int) -> object:
+    """Build the transform from the files alone, as a user of plain SimpleITK would (transform.json's order:
+    ITK's CompositeTransform applies the last added first, so the files are added in reverse)."""
+    desc = json.loads((folder / "transform.json").read_text())
+    comp = sitk.CompositeTransform(dim)
+    for part in reversed(desc["order"]):
+        if part["type"] == "linear":
+            comp.AddTransform(sitk.ReadTransform(str(folder / part["file"])))
+        else:
+            fld = sitk.ReadImage(str(folder / part["file"]))
+            comp.AddTransform(sitk.DisplacementFieldTransform(sitk.Cast(fld, sitk.sitkVectorFloat64)))
+    return comp
+
+
+def _sitk_one_hot(moving_labels: Path, fixed: Path, tx: object) -> np.ndarray:
+    """One-hot linear label warping with SimpleITK only (each label's indicator resampled linearly, largest wins)."""
+    mv, fx = sitk.ReadImage(str(moving_labels)), sitk.ReadImage(str(fixed))
+    values = np.unique(sitk.GetArrayFromImage(mv))
+    maps = [
+        sitk.GetArrayFromImage(
+            sitk.Resample(sitk.Cast(mv == int(v), sitk.sitkFloat32), fx, tx, sitk.sitkLinear, float(v == 0))
+        )
+        for v in values
+    ]
+    return values[np.argmax(np.stack(maps), axis=0)].T
+
+
+def test_saved_field_is_an_itk_vector_field_that_simpleitk_applies_identically(tmp_path: Path) -> None:
+    import nibabel as nib
+
+    from medimg.register.api import write_outputs
+
+    fixed, _ = _case("hippocampus_004")
+    moving, mlab = _case("hippocampus_006")
+    res = register(fixed, moving, "deformable", moving_labels=mlab, levels=(2, 1), iterations=(20, 10))
+    write_outputs(res, fixed, tmp_path / "out")
+    tdir = tmp_path / "out" / "transform"
+    hdr = nib.load(tdir / "displacement.nii.gz").header
+    assert int(hdr["intent_code"]) == 1007 and list(hdr["dim"][:6]) == [5, 36, 52, 38, 1, 3]
+    assert hdr.get_data_dtype() == np.float32
+    fld = sitk.ReadImage(str(tdir / "displacement.nii.gz"))
+    assert fld.GetNumberOfComponentsPerPixel() == 3 and fld.GetPixelID() == sitk.sitkVectorFloat32
+    tx = _sitk_transform_from_folder(tdir, 3)
+    fixed_p, mlab_p = HIPPO / "imagesTr/hippocampus_004.nii.gz", HIPPO / "labelsTr/hippocampus_006.nii.gz"
+    nn = sitk.Resample(sitk.ReadImage(str(mlab_p)), sitk.ReadImage(str(fixed_p)), tx, sitk.sitkNearestNeighbor, 0)
+    warp_args = ["warp", str(mlab_p), "-t", str(tdir), "-r", str(fixed_p), "-o", str(tmp_path / "nn.nii.gz")]
+    r = runner.invoke(app, [*warp_args, "--labels", "--interpolation", "nearest"])
+    assert r.exit_code == 0, r.output
+    ours_nn = medimg.read_labels(tmp_path / "nn.nii.gz").array
+    assert np.mean(ours_nn == sitk.GetArrayFromImage(nn).T) >= 0.999
+    ours = medimg.read_labels(tmp_path / "out" / "warped_labels.nii.gz").array
+    assert np.mean(_sitk_one_hot(mlab_p, fixed_p, tx) == ours) >= 0.999
+    # the field matters: the linear part alone disagrees with medimg's result
+    lin_only = sitk.Resample(
+        sitk.ReadImage(str(mlab_p)),
+        sitk.ReadImage(str(fixed_p)),
+        sitk.ReadTransform(str(tdir / "linear.tfm")),
+        sitk.sitkNearestNeighbor,
+        0,
+    )
+    assert np.mean(ours_nn == sitk.GetArrayFromImage(lin_only).T) < 0.995
+    # fields written by earlier versions (a plain 4D float64 NIfTI) still load
+    medimg.write(res.transform.field.with_array(res.transform.field.array.astype(np.float64)), tmp_path / "old.nii.gz")
+    old = Transform(res.transform.linear, Transform.load(tmp_path / "old.nii.gz").field)
+    np.testing.assert_array_equal(old.apply_labels(mlab, fixed, "nearest").array, ours_nn)
+
+
+def test_ants_applies_the_saved_transform_in_the_documented_order(tmp_path: Path) -> None:
+    ants = pytest.importorskip("ants")
+    from medimg.register.api import write_outputs
+
+    fixed, _ = _case("hippocampus_004")
+    moving, mlab = _case("hippocampus_006")
+    res = register(fixed, moving, "deformable", moving_labels=mlab, levels=(2, 1), iterations=(20, 10))
+    write_outputs(res, fixed, tmp_path / "out")
+    tdir = tmp_path / "out" / "transform"
+    files = json.loads((tdir / "transform.json").read_text())["ants_transformlist"]
+    assert files == ["displacement.nii.gz", "linear.tfm"]
+    fx = ants.image_read(str(HIPPO / "imagesTr/hippocampus_004.nii.gz"))
+    mv = ants.image_read(str(HIPPO / "labelsTr/hippocampus_006.nii.gz"))
+    ours = medimg.read_labels(tmp_path / "out" / "warped_labels.nii.gz").array
+
+    def agree(order: list[str]) -> float:
+        out = ants.apply_transforms(
+            fx,
+            mv,
+            transformlist=[str(tdir / f) for f in order],
+            interpolator="genericLabel",
+            whichtoinvert=[False] * len(order),
+        )
+        ants.image_write(out, str(tmp_path / "ants.nii.gz"))
+        return float(np.mean(medimg.read_labels(tmp_path / "ants.nii.gz").array == ours))
+
+    assert agree(files) >= 0.999
+    assert agree(files[::-1]) < 0.995 and agree(["linear.tfm"]) < 0.995
+
+
+def test_2d_register_then_warp_end_to_end(tmp_path: Path) -> None:
+    fixed_p, moving_p = DATA / "CT_2D_head_fixed.mha", DATA / "CT_2D_head_moving.mha"
+    r = runner.invoke(app, ["register", str(fixed_p), str(moving_p), "-o", str(tmp_path / "out")])
+    assert r.exit_code == 0, r.output
+    tdir = tmp_path / "out" / "transform"
+    field = medimg.read(tdir / "displacement.nii.gz")
+    assert field.ndim == 2 and field.n_channels == 2 and field.array.dtype == np.float32
+    r = runner.invoke(
+        app, ["warp", str(moving_p), "-t", str(tdir), "-r", str(fixed_p), "-o", str(tmp_path / "w.nii.gz")]
+    )
+    assert r.exit_code == 0, r.output
+    warped = medimg.read(tmp_path / "out" / "warped.nii.gz").array
+    again = medimg.read(tmp_path / "w.nii.gz").array
+    assert again.shape == (256, 256) and np.allclose(again, warped, atol=1e-2 * np.ptp(warped))
+    # plain SimpleITK reads the 2D field as a 2D vector image and reproduces the warp
+    fld = sitk.ReadImage(str(tdir / "displacement.nii.gz"))
+    assert fld.GetDimension() == 2 and fld.GetNumberOfComponentsPerPixel() == 2
+    out = sitk.Resample(
+        sitk.Cast(sitk.ReadImage(str(moving_p)), sitk.sitkFloat32),
+        sitk.ReadImage(str(fixed_p)),
+        _sitk_transform_from_folder(tdir, 2),
+        sitk.sitkLinear,
+        float(np.min(medimg.read(moving_p).array)),
+    )
+    assert np.mean(np.abs(sitk.GetArrayFromImage(out).T - warped) <= 1e-3 * np.ptp(warped)) >= 0.999
+
+
+def test_deformable_levels_are_reported_and_full_resolution_runs_them_all(tmp_path: Path) -> None:
+    fixed, _ = _case("hippocampus_004")
+    moving, _ = _case("hippocampus_006")
+    _, rep = register_deformable(fixed, moving, None, iterations=(5, 5, 5), max_voxels=5000)
+    assert rep["levels_run"] == [4] and [d["factor"] for d in rep["levels_skipped"]] == [2, 1]
+    assert rep["field_grid"] == [9, 13, 10] and rep["full_resolution"] is False
+    assert "max_voxels 5000" in rep["levels_note"] and "--full-resolution" in rep["levels_note"]
+    _, rep = register_deformable(fixed, moving, None, iterations=(5, 5, 5), max_voxels=None)
+    assert rep["levels_run"] == [4, 2, 1] and rep["levels_skipped"] == [] and rep["full_resolution"] is True
+    args = [str(HIPPO / "imagesTr/hippocampus_004.nii.gz"), str(HIPPO / "imagesTr/hippocampus_006.nii.gz")]
+    r = runner.invoke(app, ["register", *args, "-o", str(tmp_path / "a"), "--max-voxels", "5000"])
+    assert r.exit_code == 0, r.output
+    assert "levels run: 4" in r.output and "--full-resolution" in r.output
+    assert json.loads((tmp_path / "a" / "metrics.json").read_text())["levels_run"] == [4]
+    r = runner.invoke(app, ["register", *args, "-o", str(tmp_path / "b"), "--max-voxels", "5000", "--full-resolution"])
+    assert r.exit_code == 0, r.output
+    rep = json.loads((tmp_path / "b" / "metrics.json").read_text())
+    assert rep["levels_run"] == [4, 2, 1] and rep["full_resolution"] is True

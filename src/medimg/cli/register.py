@@ -9,6 +9,8 @@ import typer
 
 from medimg.cli._common import _run, console
 
+MAX_VOXELS = 300_000  # medimg.register.deformable.MAX_VOXELS (not imported here: that module loads torch)
+
 
 def register_cmd(
     fixed: Annotated[Path, typer.Argument(help="Fixed (target) image: any format medimg reads.")],
@@ -22,6 +24,21 @@ def register_cmd(
     ext: Annotated[str, typer.Option("--ext", help="Extension of the written images.")] = ".nii.gz",
     model: Annotated[str, typer.Option("--model", help="Learned model folder or bundled name.")] = "hippocampus_flow",
     refine: Annotated[bool, typer.Option("--refine", help="Learned: refine by instance optimisation.")] = False,
+    full_resolution: Annotated[
+        bool,
+        typer.Option(
+            "--full-resolution",
+            help="Deformable: run every pyramid level up to the image's own grid (no --max-voxels time guard).",
+        ),
+    ] = False,
+    max_voxels: Annotated[
+        int,
+        typer.Option(
+            "--max-voxels",
+            min=1,
+            help="Deformable time guard: pyramid levels with more voxels are skipped (field upsampled).",
+        ),
+    ] = MAX_VOXELS,
 ) -> None:
     """Register MOVING to FIXED; writes warped image (+ labels), transform/, jacobian, metrics.json and PNGs."""
     import medimg
@@ -31,13 +48,18 @@ def register_cmd(
         f, m = medimg.read(fixed), medimg.read(moving)
         ml = medimg.read_labels(moving_labels) if moving_labels else None
         fl = medimg.read_labels(fixed_labels) if fixed_labels else None
-        opts: dict[str, Any] = {"smoothness": smoothness} if method == "deformable" else {}
+        opts: dict[str, Any] = {}
+        if method == "deformable":
+            opts = {"smoothness": smoothness, "max_voxels": None if full_resolution else max_voxels}
         if method == "learned":
             opts = {"model": model, "refine": refine}
         res = register(f, m, method, metric, fixed_labels=fl, moving_labels=ml, **opts)
         paths = write_outputs(res, f, out, ext)
         r = res.report
         console.print(f"{method} registration in {r['seconds']:.2f} s")
+        if "levels_note" in r:
+            style = None if r["full_resolution"] else "yellow"
+            console.print(f"  deformable {r['levels_note']}", style=style, highlight=False, markup=False)
         if "folding_percent" in r:
             console.print(f"  folding {r['folding_percent']:.4f} % of voxels, SDlogJ {r['sdlogj']:.3f}")
         for k, v in r.get("labels", {}).items():

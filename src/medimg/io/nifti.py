@@ -70,6 +70,10 @@ def read_nifti(path: str | Path) -> Image:
             arr = arr * np.float32(slope) + np.float32(inter or 0.0)
         nimg = klass(arr, header.get_best_affine(), header)
         image = from_nibabel(nimg, {"source": str(p), "format": "nifti"})
+        if int(header["intent_code"]) in (1006, 1007) and len(shape) == 5 and shape[2] == shape[3] == 1:
+            # a 2D vector image (x, y, 1, 1, c), e.g. an ITK 2D displacement field: 2D, as ITK reads it
+            a2 = image.array.reshape((*shape[:2], shape[4]))
+            image = Image(a2, image.spacing[:2], image.origin[:2], image.direction[:2, :2], image.meta)
     except CorruptFileError:
         raise
     except Exception as e:  # nibabel raises many types for broken headers

@@ -45,6 +45,9 @@ def register(
     """Register ``moving`` to ``fixed``. ``method``: ``rigid``, ``affine``, ``deformable`` (affine, then the
     diffeomorphic instance optimisation of :mod:`medimg.register.deformable`; ``linear_kind`` picks its linear
     stage) or ``learned`` (a trained network, :mod:`medimg.register.learned`; options ``model=``, ``refine=``).
+    Deformable options (``levels``, ``iterations``, ``smoothness``, ``max_voxels`` — ``None`` for full resolution —
+    ...) go to :func:`~medimg.register.deformable.register_deformable`; the report then says which pyramid levels
+    ran and why (``levels_run``, ``full_resolution``, ``levels_note``).
     ``metric``: ``auto`` (mutual information for the linear stage, local NCC for the deformable one), or
     ``mi``/``ncc``/``mse``. With ``moving_labels`` the labels are warped (one-hot linear); with both label maps the
     report holds Dice and HD95 per label before (identity, on the fixed grid) and after registration."""
@@ -65,6 +68,8 @@ def register(
         def_metric = "ncc" if metric in ("auto", "ncc", "mi") else metric
         tr, rep_def = register_deformable(fixed, moving, tr, def_metric, **deformable_options)
         report["deformable"] = rep_def
+        for k in ("levels_run", "full_resolution", "levels_note"):  # visible at the top: which levels ran and why
+            report[k] = rep_def[k]
         report["folding_percent"] = rep_def["folding_percent"]
         report["sdlogj"] = rep_def["sdlogj"]
     return _finish(tr, fixed, moving, fixed_labels, moving_labels, report, t0)

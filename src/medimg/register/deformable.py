@@ -27,6 +27,26 @@ from medimg.image import Image
 from medimg.register.linear import check_pair
 from medimg.register.transform import Transform, field_from_voxels
 
+MAX_VOXELS = 300_000
+"""Default time guard of :func:`register_deformable`: finer pyramid levels with more voxels are skipped (a 1 mm brain
+then runs its 4x level only; ``max_voxels=None`` / ``--full-resolution`` runs all levels)."""
+
+
+def levels_note(
+    levels_run: Sequence[int], skipped: Sequence[dict[str, Any]], grid: Sequence[int], shape: Sequence[int]
+) -> str:
+    """One sentence: which pyramid levels ran, which were skipped and why, and how to get full resolution."""
+    g = "x".join(map(str, grid))
+    ran = f"levels run: {', '.join(map(str, levels_run))} (field estimated on a {g} grid"
+    if not skipped:
+        full = list(grid) == list(shape)
+        return ran + (", the full image grid)." if full else f", upsampled to {'x'.join(map(str, shape))}).")
+    why = "; ".join(f"{d['factor']}: {d['reason']}" for d in skipped)
+    return (
+        f"{ran}, upsampled to {'x'.join(map(str, shape))}); skipped {why}. For full resolution pass "
+        "--full-resolution (CLI) or max_voxels=None (Python); it takes longer and needs more memory."
+    )
+
 
 def _scaled(a: np.ndarray) -> np.ndarray:
     lo, hi = np.percentile(a, [0.5, 99.5])
@@ -105,19 +125,26 @@ def register_deformable(
     lr: float = 0.3,
     diffeomorphic: bool = True,
     squaring_steps: int = 6,
-    max_voxels: int = 300_000,
+    max_voxels: int | None = MAX_VOXELS,
     init_velocity: np.ndarray | None = None,
 ) -> tuple[Transform, dict[str, Any]]:
     """Estimate a dense deformation (after ``initial``'s linear part). ``levels`` are downsampling factors of the
     pyramid (axes shorter than 16 voxels are not downsampled), ``iterations`` Adam steps per level,
-    ``smoothness`` the diffusion weight; levels with more than ``max_voxels`` voxels (after the first) are skipped
-    and the field is upsampled from the previous level. ``init_velocity`` ``(ndim, *fixed.shape)`` (voxel units,
+    ``smoothness`` the diffusion weight. Time guard: levels whose grid has more than ``max_voxels`` voxels (after
+    the first) are skipped and the field is upsampled from the finest level run; ``max_voxels=None`` runs every
+    level (full resolution; CLI ``--full-resolution``). The report says which levels ran (``levels_run``), which
+    were skipped and why (``levels_skipped``), the grid the field was estimated on (``field_grid``) and whether
+    that is the image's own (``full_resolution``). ``init_velocity`` ``(ndim, *fixed.shape)`` (voxel units,
     array-axis order; e.g. a learned network's prediction) starts the optimisation. Returns the combined
     :class:`Transform` and a report."""
     if metric not in ("ncc", "mse"):
         raise MedimgError(f"Unknown deformable metric {metric!r}; use ncc or mse.")
-    if len(levels) != len(iterations):
-        raise MedimgError("Give one iteration count per pyramid level.")
+    if len(levels) != len(iterations) or not levels:
+        raise MedimgError("Give one iteration count per pyramid level (and at least one level).")
+    if any(int(f) < 1 for f in levels):
+        raise MedimgError(f"Pyramid levels are downsampling factors >= 1; got {list(levels)}.")
+    if max_voxels is not None and max_voxels < 1:
+        raise MedimgError(f"max_voxels must be positive (or None for full resolution); got {max_voxels}.")
     check_pair(fixed, moving)
     t0 = time.perf_counter()
     lin = initial.linear if initial is not None else None
@@ -129,11 +156,24 @@ def register_deformable(
     v: torch.Tensor | None = None
     losses = []
     levels_run: list[int] = []
+    skipped: list[dict[str, Any]] = []
+    field_grid: list[int] = []
     threads = torch.get_num_threads()
     for factor, iters in zip(levels, iterations, strict=True):
         lshape = [s if s < 16 else max(8, round(s / factor)) for s in shape]
-        if v is not None and int(np.prod(lshape)) > max_voxels:
-            continue  # finer levels would be too slow: the field stays at the previous resolution
+        n_vox = int(np.prod(lshape))
+        if v is not None and max_voxels is not None and n_vox > max_voxels:
+            # time guard: the field stays at the previous level's resolution and is upsampled at the end
+            skipped.append(
+                {
+                    "factor": int(factor),
+                    "grid": lshape,
+                    "voxels": n_vox,
+                    "reason": f"grid of {n_vox} voxels > max_voxels {max_voxels} (time guard)",
+                }
+            )
+            continue
+        field_grid = lshape
         f = _resize(f_full, lshape) if lshape != shape else f_full
         m = _resize(m_full, lshape) if lshape != shape else m_full
         if v is None and init_velocity is not None:
@@ -169,6 +209,7 @@ def register_deformable(
     from medimg.metrics.registration import registration_metrics
 
     quality = registration_metrics(result.field_index_mm(), fixed.spacing)
+    full = field_grid == shape
     report = {
         "metric": metric,
         "levels": list(levels),
@@ -177,6 +218,12 @@ def register_deformable(
         "diffeomorphic": diffeomorphic,
         "squaring_steps": squaring_steps,
         "levels_run": levels_run,
+        "levels_skipped": skipped,
+        "max_voxels": max_voxels,
+        "image_grid": shape,
+        "field_grid": field_grid,
+        "full_resolution": full,
+        "levels_note": levels_note(levels_run, skipped, field_grid, shape),
         "final_loss": losses[-1] if losses else float("nan"),
         "seconds": time.perf_counter() - t0,
         "threads": threads,

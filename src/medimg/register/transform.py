@@ -8,10 +8,14 @@ warping samples the moving image at ``T(x)`` for every fixed-grid point ``x``. W
 linear transform ``A`` — the order in which they are estimated (affine first, then deformable between the fixed
 image and the affinely resampled moving image).
 
-Files: the linear part is written as an ITK transform (``.tfm`` text or ``.h5``), readable by ITK, ANTs
-(``antsApplyTransforms``) and 3D Slicer; the field as a vector NIfTI/NRRD/MHA displacement field (ITK convention:
-physical LPS displacements, as Slicer and ANTs read them after their RAS/LPS handling); ``transform.json`` records
-which files form the transform and in which order.
+Files: the linear part is written as an ITK transform (``linear.tfm``, text), readable by ITK, ANTs
+(``antsApplyTransforms``) and 3D Slicer; the field is written by ITK itself (SimpleITK's writer) as a float32
+displacement-field image: for NIfTI a vector image (``intent_code`` 1007 NIFTI_INTENT_VECTOR, 5D
+``(x, y, z, 1, ndim)``; 2D fields ``(x, y, 1, 1, 2)``) holding physical LPS mm displacements — the file ITK, ANTs
+and 3D Slicer read as a displacement field. ``transform.json`` records which files form the transform and in which
+order, which is also the order ANTs takes them in (like its own ``fwdtransforms = [warp, affine]``):
+``ants.apply_transforms(fixed, moving, transformlist=["displacement.nii.gz", "linear.tfm"],
+whichtoinvert=[False, False])`` reproduces medimg's warp (the reverse order does not) — see docs/registration.md.
 """
 
 from __future__ import annotations
@@ -24,6 +28,10 @@ import numpy as np
 
 from medimg.errors import DimensionError, MedimgError
 from medimg.image import Image, LabelMap
+
+FIELD_EXTS = (".nii.gz", ".nii", ".mha", ".nrrd")
+"""Extensions the displacement field is written with (ITK writes them as vector images); others fall back to
+``.nii.gz``."""
 
 
 class Transform:
@@ -53,14 +61,11 @@ class Transform:
         """A SimpleITK transform (composite when both parts exist)."""
         import SimpleITK as sitk
 
-        from medimg.interop import to_sitk
-
         parts = []
         if self.linear is not None:
             parts.append(self.linear)
         if self.field is not None:
-            f = to_sitk(self.field.with_array(np.asarray(self.field.array, np.float64)))
-            parts.append(sitk.DisplacementFieldTransform(sitk.Cast(f, sitk.sitkVectorFloat64)))
+            parts.append(sitk.DisplacementFieldTransform(field_to_sitk(self.field)))
         if not parts:
             return sitk.Transform(self.ndim or 3, sitk.sitkIdentity)
         if len(parts) == 1:
@@ -150,10 +155,11 @@ class Transform:
         return _Composite([Transform(lin_inv, None), Transform(None, field_inv)])
 
     def save(self, folder: str | Path, field_ext: str = ".nii.gz") -> Path:
-        """Write ``linear.tfm`` and/or ``displacement<ext>`` and ``transform.json`` into ``folder``."""
+        """Write ``linear.tfm`` and/or ``displacement<ext>`` and ``transform.json`` into ``folder``. The field is
+        written float32 by ITK's own writer (NIfTI: vector intent, 5D; see the module docstring), so ITK, ANTs and
+        3D Slicer read it as a displacement field; ``field_ext`` other than .nii.gz/.nii/.mha/.nrrd gives .nii.gz."""
         import SimpleITK as sitk
 
-        import medimg
         from medimg.io._atomic import atomic_path
 
         d = Path(folder)
@@ -164,12 +170,16 @@ class Transform:
             "order": [],
         }
         if self.field is not None:
-            medimg.write(self.field, d / f"displacement{field_ext}")
-            desc["order"].append({"type": "displacement_field", "file": f"displacement{field_ext}"})
+            ext = field_ext.lower() if field_ext.lower() in FIELD_EXTS else ".nii.gz"
+            with atomic_path(d / f"displacement{ext}") as tmp:
+                sitk.WriteImage(field_to_sitk(self.field, sitk.sitkVectorFloat32), str(tmp), useCompression=True)
+            desc["order"].append({"type": "displacement_field", "file": f"displacement{ext}"})
         if self.linear is not None:
             with atomic_path(d / "linear.tfm") as tmp:
                 sitk.WriteTransform(self.linear, str(tmp))
             desc["order"].append({"type": "linear", "file": "linear.tfm"})
+        # antsApplyTransforms / ants.apply_transforms take the files in this same order (field, then linear)
+        desc["ants_transformlist"] = [p["file"] for p in desc["order"]]
         with atomic_path(d / "transform.json") as tmp:
             tmp.write_text(json.dumps(desc, indent=2) + "\n")
         return d
@@ -179,8 +189,6 @@ class Transform:
         """Read a transform folder written by :meth:`save`, an ITK linear transform file (.tfm/.txt/.h5/.mat), or a
         displacement-field image."""
         import SimpleITK as sitk
-
-        import medimg
 
         p = Path(path)
         if p.is_dir():
@@ -192,7 +200,7 @@ class Transform:
                 if part["type"] == "linear":
                     lin = sitk.ReadTransform(str(p / part["file"]))
                 elif part["type"] == "displacement_field":
-                    field = medimg.read(p / part["file"])
+                    field = read_field(p / part["file"])
             return Transform(lin, field)
         if not p.exists():
             raise MedimgError(f"No such transform file: {p}.")
@@ -201,17 +209,49 @@ class Transform:
                 return Transform(sitk.ReadTransform(str(p)), None)
             except RuntimeError as e:
                 raise MedimgError(f"Cannot read {p} as an ITK transform: {e}".splitlines()[0]) from None
+        return Transform(None, read_field(p))
+
+
+def field_to_sitk(field: Image, pixel_type: Any = None) -> Any:
+    """A displacement field as a SimpleITK vector image (``sitkVectorFloat64`` unless ``pixel_type`` is given)."""
+    import SimpleITK as sitk
+
+    from medimg.interop import to_sitk
+
+    return sitk.Cast(to_sitk(field), sitk.sitkVectorFloat64 if pixel_type is None else pixel_type)
+
+
+def read_field(path: str | Path) -> Image:
+    """Read a displacement field as ITK does (a 2D NIfTI field ``(x, y, 1, 1, 2)`` is 2D); files ITK cannot read
+    as a vector image (e.g. medimg's earlier 4D scalar NIfTI) are read by :func:`medimg.read`."""
+    import SimpleITK as sitk
+
+    import medimg
+    from medimg.interop import from_sitk
+
+    p = Path(path)
+    img: Image | None = None
+    try:
+        simg = sitk.ReadImage(str(p))
+        if simg.GetNumberOfComponentsPerPixel() == simg.GetDimension():
+            img = from_sitk(simg, {"source": str(p)})
+    except RuntimeError:
+        img = None
+    if img is None:
         img = medimg.read(p)
-        if img.n_channels != img.ndim:
-            raise MedimgError(f"{p} is not a displacement field ({img.ndim}D image with {img.n_channels} channels).")
-        return Transform(None, img)
+    if img.ndim == 3 and img.shape[2] == 1 and img.n_channels == 2:  # a 2D field stored as one slice
+        img = Image(img.array[:, :, 0, :], img.spacing[:2], img.origin[:2], img.direction[:2, :2], img.meta)
+    if img.n_channels != img.ndim:
+        raise MedimgError(f"{p} is not a displacement field ({img.ndim}D image with {img.n_channels} channels).")
+    return img
 
 
 def field_from_voxels(disp_vox: np.ndarray, grid: Image) -> Image:
     """A displacement field (LPS mm vectors on ``grid``) from displacements ``(ndim, *shape)`` in voxels along the
     grid's array axes."""
     index_mm = np.moveaxis(np.asarray(disp_vox, np.float64), 0, -1) * np.asarray(grid.spacing)
-    return Image(index_mm @ np.asarray(grid.direction).T, grid.spacing, grid.origin, grid.direction)
+    lps = (index_mm @ np.asarray(grid.direction).T).astype(np.float32)  # float32: as stored, half the memory
+    return Image(lps, grid.spacing, grid.origin, grid.direction)
 
 
 class _Composite(Transform):
