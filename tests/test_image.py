@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -9,7 +11,7 @@ from medimg import Image, LabelMap
 from medimg.errors import DimensionError, GeometryError, LabelError, NonFiniteError
 from medimg.image import check_same_geometry, direction_from_code, lps_to_ras, orientation_code
 
-from conftest import asymmetric_image
+from conftest import DATA, asymmetric_image
 
 
 def test_index_world_round_trip() -> None:
@@ -83,3 +85,44 @@ def test_geometry_mismatch_message_names_the_difference() -> None:
     b = Image(a.array, (0.75, 1.25, 3.5), a.origin, a.direction)
     with pytest.raises(GeometryError, match="spacing"):
         check_same_geometry(a, b)
+
+
+# ---------------------------------------------------------------- figures written at a readable size
+
+
+def test_overlay_figure_readable_with_legend() -> None:
+    """The 35 x 51 hippocampus slice becomes a >= 512 px figure: labels upsampled with nearest neighbour (only
+    the exact class colours and their blends appear), a legend swatch per class and a title line."""
+    import medimg
+    from medimg.data import sample
+    from medimg.report import overlay_slice
+    from medimg.report.overlay import MIN_PANEL_PX
+
+    img_path, lab_path = sample("hippocampus")
+    image = medimg.read(img_path)
+    labels = medimg.read_labels(lab_path, names={1: "anterior", 2: "posterior"})
+    labels.colors = {1: (255, 0, 0), 2: (0, 0, 255)}
+    fig = overlay_slice(image, labels)
+    assert min(fig.shape) >= MIN_PANEL_PX and fig.n_channels == 3 and not fig.spacing_known
+    rgb = np.swapaxes(fig.array, 0, 1)  # rows, cols, 3
+    for color in ((255, 0, 0), (0, 0, 255)):  # outlines and legend swatches in the exact colour
+        assert np.all(rgb == color, axis=-1).sum() > 100
+    assert (rgb[:30] < 100).all(axis=-1).sum() > 200  # dark title text on the white band above the panel
+    # nearest-neighbour labels: no pixel mixes the two class colours (blue and red both high)
+    assert not np.any((rgb[..., 0] > 150) & (rgb[..., 2] > 150) & (rgb[..., 1] < 60))
+
+
+def test_explanation_figure_readable(tmp_path: Path) -> None:
+    from PIL import Image as PILImage
+
+    from medimg.classify import ClassifierModel, load_npz
+    from medimg.classify.explain import explanation_figure
+
+    model = ClassifierModel("pneumoniamnist")
+    data = load_npz(DATA / "pneumoniamnist_subset.npz", "val", ["normal", "pneumonia"])
+    res = explanation_figure(model, data.images[0], tmp_path / "e.png")
+    png = np.asarray(PILImage.open(tmp_path / "e.png").convert("RGB"))
+    assert png.shape[0] >= 512 and png.shape[1] >= 3 * 512 and res["size"] == [png.shape[1], png.shape[0]]
+    assert (png[:30] < 100).all(axis=-1).sum() > 200  # title text
+    bar = png[:, -60:]  # the colour bar's yellow end sits at the right edge
+    assert np.any((bar[..., 0] > 240) & (bar[..., 1] > 220) & (bar[..., 2] < 120))

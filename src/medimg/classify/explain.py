@@ -105,12 +105,15 @@ def overlay_rgb(image2d: np.ndarray, heat: np.ndarray, alpha: float = 0.45) -> n
 def explanation_figure(
     model: Any, image: np.ndarray, out_png: str | Path, target: int | None = None, scale: int | None = None
 ) -> dict[str, Any]:
-    """Write a PNG panel — image | Grad-CAM overlay | integrated-gradients overlay (absolute attributions,
-    99th-percentile scaled) — for one 2D image (3D: the middle slice of the maps and image). Returns the class,
-    probabilities and completeness gap."""
+    """Write a PNG figure — image | Grad-CAM overlay | integrated-gradients overlay (absolute attributions,
+    99th-percentile scaled) — for one 2D image (3D: the middle slice of the maps and image), with a title
+    (predicted and explained class, probabilities), panel captions and a colour bar. Panels are upsampled by
+    ``scale`` (default: at least 512 px on the shorter side; the image smoothly, the maps bilinearly). Returns
+    the class, probabilities and completeness gap."""
     from PIL import Image
 
     from medimg.io._atomic import atomic_path
+    from medimg.report.overlay import MIN_PANEL_PX, compose_figure
 
     x = model.check(image)
     probs = model.predict_proba(x)[0]
@@ -119,23 +122,38 @@ def explanation_figure(
     ig = np.abs(attr).sum(0)
     ig = ig / (np.percentile(ig, 99) + 1e-12)
     raw = resize(torch.from_numpy(x), model.input_size)[0, 0].numpy()
+    note = ""
     if raw.ndim == 3:
         mid = raw.shape[0] // 2
         raw, cam, ig = raw[mid], cam[mid], ig[mid]
-    panels = [overlay_rgb(raw, np.zeros_like(raw), 0), overlay_rgb(raw, cam), overlay_rgb(raw, ig)]
-    s = scale or max(1, 256 // max(raw.shape))
-    big = [
-        np.asarray(Image.fromarray(p).resize((p.shape[1] * s, p.shape[0] * s), Image.Resampling.BICUBIC))
-        for p in panels
+        note = f", middle slice {mid + 1}"
+    s = scale or max(1, int(np.ceil(MIN_PANEL_PX / min(raw.shape))))
+    size = (raw.shape[1] * s, raw.shape[0] * s)
+
+    def up(a: np.ndarray) -> np.ndarray:
+        img = Image.fromarray(np.ascontiguousarray(a, dtype=np.float32))  # mode F
+        return np.asarray(img.resize(size, Image.Resampling.BILINEAR))
+
+    raw_big, cam_big, ig_big = up(raw), np.clip(up(cam), 0, 1), np.clip(up(ig), 0, 1)
+    predicted = int(np.argmax(probs))
+    title = f"predicted: {model.classes[predicted]} (p = {probs[predicted]:.2f})" + (
+        f"; explaining class {model.classes[cls]}" if cls != predicted else ""
+    )
+    title += " | " + ", ".join(f"{c} {p:.2f}" for c, p in zip(model.classes, probs, strict=True)) + note
+    panels = [
+        (overlay_rgb(raw_big, np.zeros_like(raw_big), 0), "input"),
+        (overlay_rgb(raw_big, cam_big), f"Grad-CAM: {model.classes[cls]}"),
+        (overlay_rgb(raw_big, ig_big), f"integrated gradients (gap {gap:.2g})"),
     ]
-    gap_px = np.full((big[0].shape[0], 4, 3), 255, np.uint8)
-    panel = np.concatenate([big[0], gap_px, big[1], gap_px, big[2]], axis=1)
+    ramp = (255 * _heat_rgb(np.linspace(0, 1, 256))).round().astype(np.uint8)
+    figure = compose_figure(panels, title=title, colorbar=(ramp, "low", "high", "relevance"))
     with atomic_path(out_png) as tmp:
-        Image.fromarray(panel).save(tmp, format="PNG")
+        Image.fromarray(figure).save(tmp, format="PNG")
     return {
         "class": model.classes[cls],
         "class_index": cls,
         "probabilities": {c: float(p) for c, p in zip(model.classes, probs, strict=True)},
         "ig_completeness_gap": gap,
         "png": str(out_png),
+        "size": [int(figure.shape[1]), int(figure.shape[0])],
     }
