@@ -27,6 +27,7 @@ from medimg.errors import MedimgError
 #: each takes a value.
 GLOBAL_OPTIONS = {"--debug": False, "--threads": True}
 THREADS_ENV = "MEDIMG_NUM_THREADS"
+GLOBAL_EPILOG = "Global options, accepted anywhere on the line: --debug (traceback on errors), --threads N."
 #: Environment variables read by OpenMP / BLAS runtimes (and ITK) when they start.
 _THREAD_ENV_VARS = (
     "OMP_NUM_THREADS",
@@ -118,7 +119,10 @@ def _readable_params(cmd: Any) -> None:
             p.__class__ = _ReadableArgument
             if p.metavar is None and p.name:
                 p.metavar = p.name.upper()
-    for sub in getattr(cmd, "commands", {}).values():
+    subs = getattr(cmd, "commands", None)
+    if subs is None and GLOBAL_EPILOG not in (cmd.epilog or ""):  # a command: say that the global options work here
+        cmd.epilog = f"{cmd.epilog}\n\n{GLOBAL_EPILOG}" if cmd.epilog else GLOBAL_EPILOG
+    for sub in (subs or {}).values():
         _readable_params(sub)
 
 
