@@ -263,9 +263,10 @@ class _ThreadsOnImport(importlib.abc.MetaPathFinder):
 
 
 def set_threads(n: int | None = None) -> int:
-    """Use ``n`` threads (default: ``MEDIMG_NUM_THREADS``, else every available core) in PyTorch (intra- and
-    inter-op), ITK (SimpleITK's global default) and the BLAS / OpenMP runtimes behind NumPy. Libraries imported
-    later get it when they load (environment variables and an import hook). Returns the number used."""
+    """Use ``n`` threads (default: ``MEDIMG_NUM_THREADS``, else ``OMP_NUM_THREADS``, else every available core) in
+    PyTorch (intra- and inter-op), ITK (SimpleITK's global default) and the BLAS / OpenMP runtimes behind NumPy.
+    Libraries imported later get it when they load (environment variables and an import hook). Returns the number
+    used."""
     if n is None:
         env = os.environ.get(THREADS_ENV, "").strip()
         if env:
@@ -275,7 +276,8 @@ def set_threads(n: int | None = None) -> int:
                 raise MedimgError(f"{THREADS_ENV} must be a whole number of threads (got {env!r}).") from None
     if n is not None and n < 1:
         raise MedimgError(f"--threads / {THREADS_ENV} must be at least 1 (got {n}).")
-    n = n or default_threads()
+    omp = os.environ.get("OMP_NUM_THREADS", "").strip()
+    n = n or (int(omp) if omp.isdigit() and int(omp) > 0 else default_threads())  # a user's OMP setting is kept
     for var in _THREAD_ENV_VARS:
         os.environ[var] = str(n)
     _blas_set_threads(n)
