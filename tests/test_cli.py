@@ -163,6 +163,8 @@ def test_threads_option_and_env_reach_torch_itk_and_blas() -> None:
     assert got["blas"] and set(got["blas"]) == {1}
     got = _threads_probe("torch-after", info, {"MEDIMG_NUM_THREADS": "1"})
     assert got["torch"] == 1 and got["interop"] == 1 and got["itk"] == 1 and set(got["blas"]) == {1}
+    got = _threads_probe("torch-after", info, {"OMP_NUM_THREADS": "1"})  # no --threads: a user's OMP setting holds
+    assert got["torch"] == 1 and got["interop"] == 1 and got["itk"] == 1
     r = runner.invoke(app, ["info", str(sample("hippocampus")[1]), "--threads", "0"])
     assert r.exit_code == 2 and "at least 1" in r.output
 
