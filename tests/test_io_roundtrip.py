@@ -167,6 +167,13 @@ def test_read_labels_refuses_pictures_unless_forced(tmp_path: Path) -> None:
     # the real label maps next to them are accepted
     assert medimg.read_labels(DATA / "hippocampus" / "labelsTr" / "hippocampus_001.nii.gz").labels == [1, 2]
     assert medimg.read_labels(DATA / "Image_01L_1stHO.png").labels == [1]  # 1-bit PNG vessel mask
+    # so is a label map with 117 block-shaped classes (like TotalSegmentator's)
+    arr = np.zeros((60, 50, 40), np.uint8)
+    for i in range(117):
+        x, y, z = (i % 6) * 10, ((i // 6) % 5) * 10, (i // 30) * 10
+        arr[x : x + 8, y : y + 8, z : z + 8] = i + 1
+    many = medimg.write(LabelMap(arr, (1.5, 1.5, 3.0)), tmp_path / "many.nii.gz")
+    assert len(medimg.read_labels(many).labels) == 117
 
 
 def test_read_labels_float_probabilities_message(tmp_path: Path) -> None:
@@ -177,16 +184,6 @@ def test_read_labels_float_probabilities_message(tmp_path: Path) -> None:
     with pytest.raises(LabelError, match=r"non-integer.*force=True"):
         medimg.read_labels(p)
     assert set(np.unique(medimg.read_labels(p, force=True).array)) == {0, 1}  # rounded
-
-
-def test_many_class_label_map_accepted(tmp_path: Path) -> None:
-    """A label map with 117 block-shaped classes (like TotalSegmentator's) passes the region rule."""
-    arr = np.zeros((60, 50, 40), np.uint8)
-    for i in range(117):
-        x, y, z = (i % 6) * 10, ((i // 6) % 5) * 10, (i // 30) * 10
-        arr[x : x + 8, y : y + 8, z : z + 8] = i + 1
-    p = medimg.write(LabelMap(arr, (1.5, 1.5, 3.0)), tmp_path / "many.nii.gz")
-    assert len(medimg.read_labels(p).labels) == 117
 
 
 @needs_shared

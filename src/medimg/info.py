@@ -17,6 +17,8 @@ def looks_like_labels(image: Image) -> bool:
     """Heuristic: a LabelMap, or a non-negative integer-valued image (any dtype) with few distinct values."""
     if isinstance(image, LabelMap):
         return True
+    if image.meta.get("lossy"):  # JPEG: compression invents values; never summarised as labels
+        return False
     a = image.array
     if (
         image.is_multichannel

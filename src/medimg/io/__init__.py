@@ -144,9 +144,12 @@ def read_labels(
     try:
         lab = img if isinstance(img, LabelMap) else LabelMap.from_image(img)
     except LabelError as e:
-        raise LabelError(
-            f"{name}: {e} If the values are labels after rounding, read with medimg.read_labels(path, force=True)."
-        ) from e
+        hint = (
+            " If the values are labels after rounding, read with medimg.read_labels(path, force=True)."
+            if "non-integer" in str(e)
+            else ""
+        )
+        raise LabelError(f"{name}: {e}{hint}") from e
     if not force and (lab is not img or img.meta.get("lossy")):
         check_plausible_labels(lab, name)  # label-aware readers (SEG, seg.nrrd) give labels by construction
     if force:
