@@ -89,7 +89,7 @@ def test_demo(tmp_path: Path) -> None:
     assert "16 validation chest X-rays: accuracy" in r.output
     assert {"interactive_mask.nii.gz", "interactive_overlay.png"} <= files and "click 3" in r.output
     overlay = medimg.read(tmp_path / "demo" / "hippocampus_overlay.png")
-    assert overlay.n_channels == 3 and overlay.shape == (35, 51)
+    assert overlay.n_channels == 3 and min(overlay.shape) >= 512  # readable figure (a 35 x 51 slice enlarged)
 
 
 def test_version_and_debug_anywhere_on_the_line() -> None:
