@@ -243,7 +243,7 @@ def test_corruptions(val: ClassificationData, bundled: ClassifierModel) -> None:
         assert y.shape == x.shape and y.min() >= 0 and y.max() <= 255 and np.all(y == np.round(y))
     with pytest.raises(MedimgError, match="Unknown corruption"):
         corrupt(x, "fog", 1)
-    rows = robustness_table(bundled.predict_proba, val.images, val.labels, ["noise"], [1, 5])
+    rows = robustness_table(lambda x: bundled.predict_proba(x, force=True), val.images, val.labels, ["noise"], [1, 5])
     assert rows[0]["corruption"] == "none" and rows[2]["auroc"] < rows[0]["auroc"]
 
 

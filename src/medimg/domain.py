@@ -10,10 +10,12 @@ Two kinds of domain:
 * :class:`ImageDomain` (segmentation models; ``domain.json`` in the model folder, derived from the training set's
   fingerprint): dimensionality, channels, modality, voxel spacing range (mm), field-of-view range (mm; compared
   as sorted extents, so it does not depend on the axis order) and raw intensity range.
-* :class:`FeatureDomain` (classifiers; ``domain.json`` + ``domain.npz``): dimensionality and channels, plus a
-  Gaussian density of the network's own penultimate features on the training images. An image is out of domain
-  when its squared Mahalanobis distance exceeds a threshold fixed on the *training* images only (their maximum
-  times a margin), so that held-out in-domain data is not used to tune it.
+* :class:`FeatureDomain` (classifiers; ``domain.json`` + ``domain.npz``): dimensionality and channels, plus
+  Gaussian densities of the network's own early-stage features (pooled to a coarse 3 x 3 layout) on the training
+  images. An image is out of domain when a squared Mahalanobis distance exceeds a threshold fixed on the
+  *training* images only (1.2 x their 99.9th percentile), so that held-out in-domain data is not used to tune it.
+  (The penultimate, globally pooled features were tried first and separate brain MR or CT slices from chest
+  X-rays poorly: a classifier trained to tell two classes apart discards what is irrelevant to them.)
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ BELOW_MIN_FRACTION = 0.02
 BELOW_MIN_TOLERANCE = 0.001
 
 
-def _fmt(v: Sequence[float], unit: str = "") -> str:
+def _fmt(v: Sequence[float] | np.ndarray, unit: str = "") -> str:
     return " x ".join(f"{x:.3g}" for x in v) + unit
 
 
@@ -146,60 +148,65 @@ class ImageDomain:
 
 @dataclass
 class FeatureDomain:
-    """A classifier's domain: input dims/channels and a Gaussian density of its penultimate features.
+    """A classifier's domain: input dims/channels and Gaussian densities of its own intermediate features.
 
-    ``mean`` (d,) and ``precision`` (d, d) define the squared Mahalanobis distance; ``threshold`` is the largest
-    in-domain distance (training images' maximum times ``margin``).
+    For each feature layer (early encoder stages, average-pooled to a 3 x 3 (x 3) layout so that the position of
+    structures counts), ``means[i]`` and ``precisions[i]`` define a squared Mahalanobis distance and
+    ``thresholds[i]`` = ``margin`` x the 99.9th percentile of the training images' distances. An image is out of
+    domain when any layer's distance exceeds its threshold; ``score`` = max over layers of distance / threshold.
     """
 
     description: str
     dims: int
     channels: int
-    mean: np.ndarray
-    precision: np.ndarray
-    threshold: float
-    train_max: float
-    train_p99: float
+    layers: list[str]
+    means: list[np.ndarray]
+    precisions: list[np.ndarray]
+    thresholds: list[float]
+    train_p999: list[float]
+    train_max: list[float]
     margin: float
     n_train: int
 
     @classmethod
     def fit(
         cls,
-        features: np.ndarray,
+        features: Sequence[np.ndarray],
+        layers: Sequence[str],
         description: str,
         dims: int,
         channels: int,
         shrinkage: float = 0.1,
-        margin: float = 1.5,
+        margin: float = 1.2,
     ) -> FeatureDomain:
-        """Fit the density on training features ``(n, d)``; shrink the covariance towards its mean variance."""
-        f = np.asarray(features, dtype=np.float64)
-        mu = f.mean(axis=0)
-        cov = np.cov(f, rowvar=False)
-        d = cov.shape[0]
-        cov = (1 - shrinkage) * cov + shrinkage * (np.trace(cov) / d) * np.eye(d)
-        prec = np.linalg.inv(cov)
-        dist = _mahalanobis2(f, mu, prec)
-        return cls(
-            description=description,
-            dims=dims,
-            channels=channels,
-            mean=mu,
-            precision=prec,
-            threshold=float(dist.max() * margin),
-            train_max=float(dist.max()),
-            train_p99=float(np.percentile(dist, 99)),
-            margin=margin,
-            n_train=len(f),
-        )
+        """Fit one density per layer on training features ``[(n, d_i)]``; the covariance is shrunk towards its
+        mean variance (``shrinkage``) so that it inverts with few images."""
+        means, precs, thr, p999, mx = [], [], [], [], []
+        for f in features:
+            f = np.asarray(f, dtype=np.float64)
+            mu = f.mean(axis=0)
+            cov = np.cov(f, rowvar=False)
+            d = cov.shape[0]
+            cov = (1 - shrinkage) * cov + shrinkage * (np.trace(cov) / d) * np.eye(d)
+            prec = np.linalg.inv(cov)
+            dist = _mahalanobis2(f, mu, prec)
+            means.append(mu)
+            precs.append(prec)
+            p999.append(float(np.percentile(dist, 99.9)))
+            mx.append(float(dist.max()))
+            thr.append(p999[-1] * margin)
+        return cls(description, dims, channels, list(layers), means, precs, thr, p999, mx, margin, len(features[0]))
 
-    def distances(self, features: np.ndarray) -> np.ndarray:
-        """Squared Mahalanobis distances ``(n,)`` of features ``(n, d)``."""
-        return _mahalanobis2(np.asarray(features, dtype=np.float64), self.mean, self.precision)
+    def scores(self, features: Sequence[np.ndarray]) -> np.ndarray:
+        """``(n,)`` max over layers of distance / threshold: > 1 means out of domain."""
+        per = [
+            _mahalanobis2(np.asarray(f, dtype=np.float64), mu, p) / t
+            for f, mu, p, t in zip(features, self.means, self.precisions, self.thresholds, strict=True)
+        ]
+        return np.max(np.stack(per), axis=0)
 
     def save(self, folder: str | Path) -> None:
-        """Write ``domain.json`` (+ ``domain.npz`` with the density) into a model folder."""
+        """Write ``domain.json`` (+ ``domain.npz`` with the densities) into a model folder (atomically)."""
         from medimg.io._atomic import atomic_path
 
         folder = Path(folder)
@@ -208,15 +215,19 @@ class FeatureDomain:
             "description": self.description,
             "dims": self.dims,
             "channels": self.channels,
-            "threshold": self.threshold,
+            "layers": self.layers,
+            "thresholds": self.thresholds,
+            "train_p99_9": self.train_p999,
             "train_max": self.train_max,
-            "train_p99": self.train_p99,
             "margin": self.margin,
             "n_train": self.n_train,
-            "density": "domain.npz (mean, precision of the penultimate features; squared Mahalanobis distance)",
+            "density": "domain.npz: mean_i, precision_i per layer (squared Mahalanobis distance)",
         }
+        arrays = {}
+        for i, (mu, p) in enumerate(zip(self.means, self.precisions, strict=True)):
+            arrays[f"mean_{i}"], arrays[f"precision_{i}"] = mu.astype(np.float32), p.astype(np.float32)
         with atomic_path(folder / "domain.npz") as tmp, open(tmp, "wb") as fh:
-            np.savez(fh, mean=self.mean.astype(np.float32), precision=self.precision.astype(np.float32))
+            np.savez_compressed(fh, **arrays)  # type: ignore[arg-type]
         with atomic_path(folder / "domain.json") as tmp:
             Path(tmp).write_text(json.dumps(meta, indent=2) + "\n")
 
@@ -224,19 +235,22 @@ class FeatureDomain:
     def load(cls, folder: str | Path) -> FeatureDomain:
         folder = Path(folder)
         meta = json.loads((folder / "domain.json").read_text())
+        n = len(meta["layers"])
         with np.load(folder / "domain.npz") as z:
-            mu, prec = z["mean"].astype(np.float64), z["precision"].astype(np.float64)
+            means = [z[f"mean_{i}"].astype(np.float64) for i in range(n)]
+            precs = [z[f"precision_{i}"].astype(np.float64) for i in range(n)]
         return cls(
-            description=meta["description"],
-            dims=int(meta["dims"]),
-            channels=int(meta["channels"]),
-            mean=mu,
-            precision=prec,
-            threshold=float(meta["threshold"]),
-            train_max=float(meta["train_max"]),
-            train_p99=float(meta["train_p99"]),
-            margin=float(meta["margin"]),
-            n_train=int(meta["n_train"]),
+            meta["description"],
+            int(meta["dims"]),
+            int(meta["channels"]),
+            list(meta["layers"]),
+            means,
+            precs,
+            [float(v) for v in meta["thresholds"]],
+            [float(v) for v in meta["train_p99_9"]],
+            [float(v) for v in meta["train_max"]],
+            float(meta["margin"]),
+            int(meta["n_train"]),
         )
 
 

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from medimg.classify.networks import Classifier, build_encoder
-from medimg.classify.train import predict_logits, probabilities
+from medimg.classify.train import domain_features, predict_logits, probabilities
 from medimg.errors import MedimgError
 
 BUNDLED_DIR = Path(__file__).parent / "models"
@@ -27,9 +27,29 @@ def resolve_classifier(name_or_path: str | Path) -> Path:
         if (cand / "model.json").exists() and (cand / "model.pt").exists():
             info = json.loads((cand / "model.json").read_text())
             if info.get("task") != "classification":
-                raise MedimgError(f"{cand} is a {info.get('task', 'segmentation')} model, not a classifier.")
+                raise MedimgError(
+                    f"{str(name_or_path)!r} is a {info.get('task', 'segmentation')} model, not a classifier: use "
+                    f"`medimg segment IMAGE -m {name_or_path} -o MASK` (or `medimg predict -m {name_or_path} -i "
+                    "IMAGES -o OUT`). Classifiers: "
+                    + ", ".join(sorted(d.name for d in BUNDLED_DIR.iterdir() if (d / "model.json").exists()))
+                    + "."
+                )
             return cand
     names = sorted(d.name for d in BUNDLED_DIR.iterdir() if (d / "model.json").exists()) if BUNDLED_DIR.is_dir() else []
+    pkg = BUNDLED_DIR.parents[1]
+    for cand in (p, *(pkg / sub / "models" / str(name_or_path) for sub in ("register", "interactive"))):
+        kind = "registration" if (cand / "flow.json").is_file() else None
+        kind = "promptable (interactive)" if (cand / "promptable.json").is_file() else kind
+        if kind:
+            use = (
+                f"medimg register FIXED MOVING -o OUT --method learned --model {name_or_path}"
+                if kind == "registration"
+                else "medimg interact IMAGE --click X,Y[,Z] -o MASK" + (f" --model {cand}" if cand == p else "")
+            )
+            raise MedimgError(
+                f"{str(name_or_path)!r} is a {kind} model, not a classifier: use `{use}`. "
+                f"Classifiers: {', '.join(names) or 'none bundled'}."
+            )
     raise MedimgError(
         f"No classifier {str(name_or_path)!r}: give a model folder or a bundled name ({', '.join(names) or 'none'})."
     )
@@ -49,6 +69,55 @@ class ClassifierModel:
         state = torch.load(self.path / "model.pt", map_location="cpu", weights_only=True)
         self.net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
         self.net.eval()
+        from medimg.domain import FeatureDomain
+
+        self.domain = FeatureDomain.load(self.path) if (self.path / "domain.npz").exists() else None
+        self.last_domain: list[dict[str, Any]] = []
+        #: Default of ``force`` in :meth:`predict_proba` (classify out-of-domain images instead of refusing them).
+        self.force = False
+
+    def features(self, images: np.ndarray) -> list[np.ndarray]:
+        """The domain-density features of raw images (preprocessed as in training: resize + z-score)."""
+        return domain_features(self.net, self.check(images), self.input_size)
+
+    def check_domain(self, images: np.ndarray, force: bool = False, ids: Sequence[str] | None = None) -> list[dict]:
+        """One provenance record per image (``score``: the largest squared Mahalanobis distance of its features to
+        the training densities, as a multiple of the in-domain threshold; in_domain, forced).
+
+        Raises OutOfDomainError naming the images outside the domain unless ``force``."""
+        from medimg.domain import domain_record
+        from medimg.errors import OutOfDomainError
+
+        a = self.check(images)
+        if self.domain is None:
+            return [domain_record([], False, checked=False) for _ in range(len(a))]
+        dist = self.domain.scores(domain_features(self.net, a, self.input_size))
+        ids = list(ids) if ids is not None else [str(i) for i in range(len(a))]
+        recs = []
+        for d in dist:
+            diff = (
+                [
+                    f"its image features lie {d:.1f} x farther from the training images than the in-domain limit "
+                    f"({self.domain.description})"
+                ]
+                if d > 1.0
+                else []
+            )
+            recs.append({**domain_record(diff, force), "score": float(d)})
+        bad = [i for i, r in enumerate(recs) if not r["in_domain"]]
+        if bad and not force:
+            names = ", ".join(ids[i] for i in bad[:10]) + (" ..." if len(bad) > 10 else "")
+            lo, hi = min(dist[i] for i in bad), max(dist[i] for i in bad)
+            far = f"{lo:.1f}" if f"{lo:.1f}" == f"{hi:.1f}" else f"{lo:.1f} to {hi:.1f}"
+            raise OutOfDomainError(
+                f"{len(bad)} of {len(a)} image(s) are outside the domain of classifier {self.info.get('name')!r} "
+                f"({self.domain.description}): {names} — their image features lie {far} x farther from the "
+                "training images than the in-domain limit. "
+                "The classifier's answer would not mean anything for them; pass "
+                "--force (force=True) to classify them anyway (recorded in the output)."
+            )
+        self.last_domain = recs
+        return recs
 
     def check(self, images: np.ndarray) -> np.ndarray:
         """Validate and bring images to ``(n, c, *spatial)`` float32 (a single image or ``(n, *spatial)`` is
@@ -63,6 +132,11 @@ class ClassifierModel:
             raise MedimgError(
                 f"The model expects {dims}D images with {ch} channel(s), i.e. an array (n, {ch}, "
                 f"{', '.join('size' for _ in range(dims))}); got shape {np.asarray(images).shape}."
+                + (
+                    " For an RGB image use --channel grey (or --channel 0)."
+                    if ch == 1 and a.ndim == dims + 2 and a.shape[1] in (3, 4)
+                    else ""
+                )
             )
         if not np.all(np.isfinite(a)):
             bad = np.nonzero(~np.isfinite(a.reshape(len(a), -1)).all(axis=1))[0]
@@ -72,8 +146,18 @@ class ClassifierModel:
     def logits(self, images: np.ndarray) -> np.ndarray:
         return predict_logits(self.net, self.check(images), self.input_size)
 
-    def predict_proba(self, images: np.ndarray, calibrated: bool = True) -> np.ndarray:
-        """Probabilities ``(n, k)``: softmax rows sum to one (multi-label: independent sigmoids)."""
+    def predict_proba(
+        self,
+        images: np.ndarray,
+        calibrated: bool = True,
+        force: bool | None = None,
+        ids: Sequence[str] | None = None,
+    ) -> np.ndarray:
+        """Probabilities ``(n, k)``: softmax rows sum to one (multi-label: independent sigmoids).
+
+        Images outside the model's training domain raise OutOfDomainError unless ``force``; the per-image domain
+        records of the last call are in ``self.last_domain``."""
+        self.check_domain(images, self.force if force is None else force, ids)
         t = self.temperature if calibrated else 1.0
         return probabilities(self.logits(images), self.multilabel, t)
 
@@ -85,12 +169,15 @@ def write_probabilities_csv(
     classes: Sequence[str],
     multilabel: bool,
     labels: np.ndarray | None = None,
+    domain: Sequence[dict[str, Any]] | None = None,
 ) -> None:
-    """A CSV with one row per image: id, ``p_<class>`` columns, the predicted class (or classes), and the true
-    label when known. Written atomically."""
+    """A CSV with one row per image: id, ``p_<class>`` columns, the predicted class (or classes), the true
+    label when known, and (``domain``) whether the image was inside the model's domain and its domain score
+    (> 1: outside, classified only because forced). Written atomically."""
     from medimg.io._atomic import atomic_path
 
     header = ["id", *[f"p_{c}" for c in classes], "predicted"] + (["label"] if labels is not None else [])
+    header += ["in_domain", "domain_score"] if domain is not None else []
     with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(header)
@@ -108,4 +195,6 @@ def write_probabilities_csv(
                     if multilabel
                     else classes[int(lab)]
                 )
+            if domain is not None:
+                cells += [str(bool(domain[i]["in_domain"])).lower(), f"{domain[i].get('score', float('nan')):.3f}"]
             w.writerow(cells)

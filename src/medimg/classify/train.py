@@ -127,6 +127,46 @@ def predict_logits(
     return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
 
 
+#: Encoder stages whose (3 x 3 pooled) features define a classifier's domain density.
+DOMAIN_STAGES = (0, 1)
+
+
+def domain_features(
+    net: torch.nn.Module, images: np.ndarray, input_size: Any, batch_size: int = 256
+) -> list[np.ndarray]:
+    """Features ``[(n, d_i)]`` of the encoder stages in :data:`DOMAIN_STAGES`, average-pooled to 3 x 3 (x 3),
+    of raw images ``(n, c, ...)`` resized and normalised as in training; used for the model's domain density."""
+    import torch.nn.functional as F
+
+    enc: Any = net.encoder
+    pool = F.adaptive_avg_pool2d if enc.dims == 2 else F.adaptive_avg_pool3d
+    net.eval()
+    out: list[list[np.ndarray]] = [[] for _ in DOMAIN_STAGES]
+    with torch.no_grad():
+        for i in range(0, len(images), batch_size):
+            h = normalize(resize(torch.from_numpy(np.ascontiguousarray(images[i : i + batch_size])), input_size))
+            h = enc.stem(h)
+            for k, stage in enumerate(enc.stages):
+                h = stage(h)
+                if k in DOMAIN_STAGES:
+                    out[DOMAIN_STAGES.index(k)].append(pool(h, 3).flatten(1).float().numpy())
+                if k >= max(DOMAIN_STAGES):
+                    break
+    return [np.concatenate(o) if o else np.zeros((0, 0), np.float32) for o in out]
+
+
+def fit_domain(net: torch.nn.Module, images: np.ndarray, input_size: Any, out: Path, description: str) -> Any:
+    """Fit and save the classifier's feature-space domain (domain.json + domain.npz) on its training images."""
+    from medimg.domain import FeatureDomain
+
+    feats = domain_features(net, images, input_size)
+    dom = FeatureDomain.fit(
+        feats, [f"stage {k} (3x3 pooled)" for k in DOMAIN_STAGES], description, images.ndim - 2, int(images.shape[1])
+    )
+    dom.save(out)
+    return dom
+
+
 class _EMA:
     def __init__(self, net: torch.nn.Module, decay: float) -> None:
         self.net = copy.deepcopy(net).eval()
@@ -338,6 +378,9 @@ def train_classifier(
         "machine": f"{platform.machine()}, {torch.get_num_threads()} threads",
     }
     save_model(net, info, out)
+    fit_domain(
+        net, train.images, size, out, f"{', '.join(train.classes)} images like the {len(train)} it was trained on"
+    )
     write_training_log(log, out, {"train loss": "train_loss", "val AUROC (EMA)": "val_auroc"})
     return info
 

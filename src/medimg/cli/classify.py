@@ -12,6 +12,7 @@ import numpy as np
 import typer
 
 from medimg.cli._common import _floats, _run, console, err_console
+from medimg.cli.predict import ChannelOpt, ForceOpt
 
 classify_app = typer.Typer(
     help="Image classification: train, predict (CSV of probabilities), explain, robustness.", no_args_is_help=True
@@ -21,6 +22,33 @@ DataArg = Annotated[Path, typer.Argument(help="NPZ (MedMNIST layout) or folder o
 SplitOpt = Annotated[str, typer.Option("--split", help="NPZ split to use (train, val, test ...).")]
 CsvOpt = Annotated[Path | None, typer.Option("--labels-csv", help="Labels CSV (default: FOLDER/labels.csv).")]
 ClassesOpt = Annotated[str | None, typer.Option("--classes", help="Class names in label order, e.g. normal,pneumonia.")]
+
+
+def _load_for_model(data: Path, split: str, labels_csv: Path | None, channel: str | None) -> Any:
+    """Images to classify, with ``--channel`` applied (an index, or 'grey' for RGB(A) -> luminance)."""
+    from medimg.classify.data import load_images
+    from medimg.errors import DimensionError
+    from medimg.transforms.intensity import LUMA_WEIGHTS
+
+    d = load_images(data, split, labels_csv)
+    if channel is None:
+        return d
+    a = d.images
+    if channel.lower() in ("grey", "gray"):
+        if a.shape[1] in (3, 4):
+            w = np.asarray(LUMA_WEIGHTS, np.float32).reshape(1, 3, *([1] * (a.ndim - 2)))
+            d.images = np.ascontiguousarray((a[:, :3] * w).sum(1, keepdims=True, dtype=np.float32))
+        elif a.shape[1] != 1:
+            raise DimensionError(f"'grey' converts RGB(A) images; these have {a.shape[1]} channels: use --channel 0.")
+        return d
+    try:
+        c = int(channel)
+    except ValueError:
+        raise DimensionError(f"--channel takes an index (0, 1, ...) or 'grey'; got {channel!r}.") from None
+    if not -a.shape[1] <= c < a.shape[1]:
+        raise DimensionError(f"--channel {c} is out of range: the images have {a.shape[1]} channel(s).")
+    d.images = np.ascontiguousarray(a[:, c : c + 1])
+    return d
 
 
 def _named(data: Any, classes: str | None) -> Any:
@@ -132,19 +160,32 @@ def classify_predict(
     split: SplitOpt = "val",
     labels_csv: CsvOpt = None,
     uncalibrated: Annotated[bool, typer.Option("--uncalibrated", help="Skip temperature scaling.")] = False,
+    force: ForceOpt = False,
+    channel: ChannelOpt = None,
 ) -> None:
-    """Write a CSV with one row per image: id, p_<class>..., predicted class (and the label when known)."""
+    """Write a CSV with one row per image: id, p_<class>..., predicted class (and the label when known).
+
+    Images outside the classifier's training domain (other modalities or body parts) are refused unless --force;
+    with --force the CSV gets 'in_domain' and 'domain_score' columns."""
     from medimg.classify import ClassifierModel, write_probabilities_csv
-    from medimg.classify.data import load_images
     from medimg.classify.train import evaluate_probabilities
 
     def body() -> None:
         m = ClassifierModel(model)
-        d = load_images(data, split, labels_csv)
-        probs = m.predict_proba(d.images, calibrated=not uncalibrated)
+        d = _load_for_model(data, split, labels_csv, channel)
+        probs = m.predict_proba(d.images, calibrated=not uncalibrated, force=force, ids=d.ids)
         known = bool(np.all(d.labels >= 0)) and (d.multilabel or int(d.labels.max()) < len(m.classes))
-        write_probabilities_csv(out, d.ids, probs, m.classes, m.multilabel, d.labels if known else None)
-        console.print(f"wrote {out}: {len(d)} image(s)")
+        write_probabilities_csv(
+            out,
+            d.ids,
+            probs,
+            m.classes,
+            m.multilabel,
+            d.labels if known else None,
+            domain=m.last_domain if force and m.domain is not None else None,
+        )
+        n_out = sum(not r["in_domain"] for r in m.last_domain)
+        console.print(f"wrote {out}: {len(d)} image(s)" + (f", {n_out} forced outside the domain" if n_out else ""))
         if known and len(d) > 1:
             met = evaluate_probabilities(d.labels, probs, m.multilabel)
             console.print("  " + ", ".join(f"{k} {v:.4f}" for k, v in met.items()))
@@ -162,17 +203,21 @@ def classify_explain(
     target: Annotated[
         str | None, typer.Option("--class", help="Class to explain (default: the predicted one).")
     ] = None,
+    force: ForceOpt = False,
+    channel: ChannelOpt = None,
 ) -> None:
     """Explain one prediction with Grad-CAM and integrated gradients (overlay PNG)."""
     from medimg.classify import ClassifierModel
-    from medimg.classify.data import DatasetError, load_images
+    from medimg.classify.data import DatasetError
     from medimg.classify.explain import explanation_figure
 
     def body() -> None:
         m = ClassifierModel(model)
-        d = load_images(data, split)
+        d = _load_for_model(data, split, None, channel)
         if not 0 <= index < len(d):
             raise DatasetError(f"--index {index} is outside the {len(d)} image(s).")
+        m.check_domain(d.images[index : index + 1], force, [d.ids[index]])
+        m.force = force
         cls = None
         if target is not None:
             if target not in m.classes:
@@ -202,7 +247,7 @@ def classify_robustness(
     def body() -> None:
         m = ClassifierModel(model)
         d = load(data, split)
-        rows = robustness_table(m.predict_proba, d.images, d.labels)
+        rows = robustness_table(lambda x: m.predict_proba(x, force=True), d.images, d.labels)
         t = Table("corruption", "severity", "AUROC", "accuracy", "AUROC drop")
         for r in rows:
             t.add_row(

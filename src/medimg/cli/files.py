@@ -58,11 +58,15 @@ def _print_summary(s: dict[str, Any]) -> None:
     console.print(t)
     if "series" in s:
         st = Table(title="DICOM series", title_justify="left")
-        for c in ("series UID", "modality", "files", "frames", "rows x cols", "description"):
-            st.add_column(c)
-        for ser in s["series"]:
+        shown = [str(ser.get("series_uid_short", ser["series_uid"])) for ser in s["series"]]
+        for c in ("series UID (for --series)", "modality", "files", "frames", "rows x cols", "description"):
+            if c.startswith("series UID"):
+                st.add_column(c, no_wrap=True, min_width=max(len(u) for u in shown))
+            else:
+                st.add_column(c)
+        for ser, uid in zip(s["series"], shown, strict=True):
             st.add_row(
-                ser["series_uid"],
+                uid,
                 ser["modality"],
                 str(ser["files"]),
                 str(ser["frames"]),

@@ -7,7 +7,8 @@ from typing import Annotated
 
 import typer
 
-from medimg.cli._common import _run, console
+from medimg.cli._common import IrregularOpt, _run, console
+from medimg.cli.predict import ChannelOpt, FillNonfiniteOpt, load_input
 
 
 def interact_cmd(
@@ -30,6 +31,9 @@ def interact_cmd(
     model: Annotated[
         Path | None, typer.Option("--model", help="Promptable model folder (default: the bundled one).")
     ] = None,
+    channel: ChannelOpt = None,
+    fill_nonfinite: FillNonfiniteOpt = None,
+    allow_irregular: IrregularOpt = False,
 ) -> None:
     """Segment one structure from prompts given at once, applied in order as a session would (--prompts, then
     --box, --scribble, --click; voxel coordinates, x = column)."""
@@ -38,7 +42,7 @@ def interact_cmd(
     from medimg.interactive.prompts import PromptError, parse_box, parse_click, parse_scribble
 
     def body() -> None:
-        img = medimg.read(image)
+        img = load_input(image, channel, fill_nonfinite, allow_irregular)
         s = InteractiveSession(img, method, model)
         items = PromptList.load(prompts).items if prompts else []
         if box:

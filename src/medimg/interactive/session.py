@@ -222,12 +222,19 @@ class InteractiveSession:
             raise MedimgError(f"Unknown interactive method {method!r}; choose {', '.join(METHODS)}.")
         self.image = image if isinstance(image, Image) else Image(np.asarray(image))
         if self.image.is_multichannel:
-            raise MedimgError("Interactive segmentation needs a single-channel image.")
+            raise MedimgError(
+                f"Interactive segmentation needs a single-channel image; this one has {self.image.n_channels} "
+                "channels. Select one (image.channel(i) / medimg.transforms.select_channel(image, 'grey'); "
+                "CLI: --channel 0 or --channel grey)."
+            )
         arr = np.asarray(self.image.array, np.float64 if method != "learned" else np.float32)
         if arr.ndim not in (2, 3):
             raise MedimgError(f"Interactive segmentation needs a 2D or 3D image, not {arr.ndim}D.")
         if not np.all(np.isfinite(arr)):
-            raise MedimgError("The image contains NaN or infinite values; fill them first.")
+            raise MedimgError(
+                "The image contains NaN or infinite values; fill them first (medimg.transforms.fill_nonfinite; "
+                "CLI: --fill-nonfinite 0)."
+            )
         self.array = arr
         self.method = method
         self.model: Any = None
