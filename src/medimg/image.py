@@ -252,8 +252,8 @@ class Image:
                 n_nan = int(np.count_nonzero(np.isnan(self.array)))
                 raise NonFiniteError(
                     f"The {what} has {n_bad} non-finite voxels ({n_nan} NaN, {n_bad - n_nan} +/-Inf) out of "
-                    f"{self.array.size}. Replace them first (e.g. medimg.transforms.fill_nonfinite(image, 0)) "
-                    "or read with allow_nonfinite=True (CLI: --allow-nonfinite) if you know they are harmless."
+                    f"{self.array.size}. Replace them (medimg.transforms.fill_nonfinite(image, 0); CLI: "
+                    "--fill-nonfinite 0) or read with allow_nonfinite=True if you know they are harmless."
                 )
 
     def require(self, ndim: int | None = None, scalar: bool = False, what: str = "image") -> Image:

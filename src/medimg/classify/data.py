@@ -138,7 +138,7 @@ def _read_image_file(path: Path) -> np.ndarray:
     """One image file -> ``(c, *spatial)`` in numpy image order."""
     import medimg
 
-    img = medimg.read(path)
+    img = medimg.read(path, allow_nonfinite=True)  # the classifier's own check names NaN images
     a = np.asarray(img.array, dtype=np.float32)
     sd = img.ndim
     a = np.moveaxis(a, -1, 0) if a.ndim == sd + 1 else a[None]  # channels first

@@ -341,7 +341,12 @@ def _read_kwargs(
     return kw
 
 
-SeriesOpt = Annotated[str | None, typer.Option("--series", help="DICOM series: its UID, a unique prefix (as `medimg info` shows it) or suffix, or 'largest'.")]
+SeriesOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--series", help="DICOM series: its UID, a unique prefix (as `medimg info` shows it) or suffix, or 'largest'."
+    ),
+]
 KeyOpt = Annotated[str | None, typer.Option("--key", help="HDF5/NPZ array name.")]
 SpacingInOpt = Annotated[
     str | None, typer.Option("--input-spacing", help="Voxel spacing in mm for files without one (e.g. 1.5,1.5,8).")

@@ -24,7 +24,9 @@ from medimg.cli._common import (
     app,
     console,
 )
+from medimg.cli.predict import FillNonfiniteOpt
 from medimg.errors import MedimgError
+from medimg.transforms.intensity import fill_nonfinite as fill_nonfinite_values
 
 
 def _print_summary(s: dict[str, Any]) -> None:
@@ -134,13 +136,14 @@ def convert(
     input_spacing: SpacingInOpt = None,
     allow_irregular: IrregularOpt = False,
     allow_nonfinite: NonfiniteOpt = False,
+    fill_nonfinite: FillNonfiniteOpt = None,
 ) -> None:
     """Convert between formats, e.g. DICOM folder -> NIfTI, NIfTI label -> DICOM SEG (--reference DICOM_DIR)."""
     import medimg
     from medimg.transforms import reorient
 
     def body() -> None:
-        kw = _read_kwargs(series, key, input_spacing, allow_irregular, allow_nonfinite)
+        kw = _read_kwargs(series, key, input_spacing, allow_irregular, allow_nonfinite or fill_nonfinite is not None)
         label_names = _parse_names(names)
         is_seg_out = dst.suffix.lower() == ".dcm" or dst.name.lower().endswith(".seg.nrrd")
         img = (
@@ -148,6 +151,8 @@ def convert(
             if (as_labels or is_seg_out or label_names)
             else medimg.read(src, **kw)
         )
+        if fill_nonfinite is not None and not isinstance(img, medimg.LabelMap):
+            img = fill_nonfinite_values(img, fill_nonfinite)
         if reorient_to:
             img = reorient(img, reorient_to)
         out = medimg.write(img, dst, reference=reference)
@@ -175,6 +180,8 @@ def resample(
     fill: Annotated[float, typer.Option("--fill", help="Value outside the input.")] = 0.0,
     series: SeriesOpt = None,
     key: KeyOpt = None,
+    allow_irregular: IrregularOpt = False,
+    fill_nonfinite: FillNonfiniteOpt = None,
 ) -> None:
     """Resample to a voxel spacing (mm) or onto a reference image's grid."""
     import medimg
@@ -183,8 +190,14 @@ def resample(
     def body() -> None:
         if (spacing is None) == (reference is None):
             raise MedimgError("Give exactly one of --spacing or --reference.")
-        kw: dict[str, Any] = {"series": series, "key": key}
-        img = medimg.read_labels(src, **kw) if as_labels else medimg.read(src, **kw)
+        kw: dict[str, Any] = {"series": series, "key": key, "allow_irregular": allow_irregular}
+        img: Any
+        if as_labels:
+            img = medimg.read_labels(src, **kw)
+        else:
+            img = medimg.read(src, allow_nonfinite=fill_nonfinite is not None, **kw)
+            if fill_nonfinite is not None:
+                img = fill_nonfinite_values(img, fill_nonfinite)
         if reference is not None:
             out = resample_to(img, medimg.read(reference), interpolation, fill)  # type: ignore[arg-type]
         else:

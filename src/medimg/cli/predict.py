@@ -15,7 +15,16 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from medimg.cli._common import IrregularOpt, _progress, _run, app, console, err_console
+from medimg.cli._common import (
+    IrregularOpt,
+    SpacingInOpt,
+    _floats,
+    _progress,
+    _run,
+    app,
+    console,
+    err_console,
+)
 from medimg.errors import MedimgError, OutOfDomainError
 
 ForceOpt = Annotated[
@@ -58,14 +67,23 @@ _SAME_FORMAT = {
 
 
 def load_input(
-    path: Path, channel: str | None = None, fill_nonfinite: float | None = None, allow_irregular: bool = False
+    path: Path,
+    channel: str | None = None,
+    fill_nonfinite: float | None = None,
+    allow_irregular: bool = False,
+    input_spacing: str | None = None,
 ) -> Any:
-    """Read an image for a model: optional channel selection (index or 'grey') and NaN/Inf filling."""
+    """Read an image for a model: optional channel selection (index or 'grey'), NaN/Inf filling, and the voxel
+    spacing (mm, comma-separated) of files that do not store one."""
     import medimg
     from medimg.transforms import fill_nonfinite as fill
     from medimg.transforms import select_channel
 
-    img = medimg.read(path, allow_irregular=allow_irregular, allow_nonfinite=fill_nonfinite is not None)
+    kw: dict[str, Any] = {}
+    sp = _floats(input_spacing, "--input-spacing")
+    if sp is not None:
+        kw["spacing"] = sp
+    img = medimg.read(path, allow_irregular=allow_irregular, allow_nonfinite=fill_nonfinite is not None, **kw)
     if fill_nonfinite is not None:
         img = fill(img, fill_nonfinite)
     if channel is not None:
@@ -165,6 +183,7 @@ def predict(
     channel: ChannelOpt = None,
     fill_nonfinite: FillNonfiniteOpt = None,
     allow_irregular: IrregularOpt = False,
+    input_spacing: SpacingInOpt = None,
 ) -> None:
     """Segment an image or a folder of images with a trained model (output on each input's exact grid).
 
@@ -174,7 +193,12 @@ def predict(
 
     def body() -> None:
         pred = Predictor(resolve_model(model), force=force)
-        read_kw = {"channel": channel, "fill_nonfinite": fill_nonfinite, "allow_irregular": allow_irregular}
+        read_kw = {
+            "channel": channel,
+            "fill_nonfinite": fill_nonfinite,
+            "allow_irregular": allow_irregular,
+            "input_spacing": input_spacing,
+        }
         if inp.is_dir() and not _is_dicom_dir(inp):
             files = [p for p in sorted(inp.iterdir()) if not p.name.startswith(".") and p.is_file()]
             if not files:
@@ -258,6 +282,7 @@ def segment(
     channel: ChannelOpt = None,
     fill_nonfinite: FillNonfiniteOpt = None,
     allow_irregular: IrregularOpt = False,
+    input_spacing: SpacingInOpt = None,
 ) -> None:
     """One command from a scan to a mask (like TotalSegmentator): segment IMAGE with a bundled model.
 
@@ -267,7 +292,12 @@ def segment(
 
     def body() -> None:
         pred = Predictor(resolve_model(model), force=force)
-        read_kw = {"channel": channel, "fill_nonfinite": fill_nonfinite, "allow_irregular": allow_irregular}
+        read_kw = {
+            "channel": channel,
+            "fill_nonfinite": fill_nonfinite,
+            "allow_irregular": allow_irregular,
+            "input_spacing": input_spacing,
+        }
         lab = _predict_case(
             pred,
             [image],

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from medimg.cli._common import _run, console
+from medimg.cli.predict import FillNonfiniteOpt, load_input
 
 MAX_VOXELS = 300_000  # medimg.register.deformable.MAX_VOXELS (not imported here: that module loads torch)
 
@@ -39,13 +40,15 @@ def register_cmd(
             help="Deformable time guard: pyramid levels with more voxels are skipped (field upsampled).",
         ),
     ] = MAX_VOXELS,
+    fill_nonfinite: FillNonfiniteOpt = None,
 ) -> None:
     """Register MOVING to FIXED; writes warped image (+ labels), transform/, jacobian, metrics.json and PNGs."""
     import medimg
     from medimg.register.api import register, write_outputs
 
     def body() -> None:
-        f, m = medimg.read(fixed), medimg.read(moving)
+        f = load_input(fixed, fill_nonfinite=fill_nonfinite)
+        m = load_input(moving, fill_nonfinite=fill_nonfinite)
         ml = medimg.read_labels(moving_labels) if moving_labels else None
         fl = medimg.read_labels(fixed_labels) if fixed_labels else None
         opts: dict[str, Any] = {}

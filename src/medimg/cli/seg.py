@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
 
 from medimg.cli._common import (
     _parse_names,
@@ -17,7 +16,6 @@ from medimg.cli._common import (
     app,
     console,
 )
-from medimg.errors import MedimgError
 
 dataset_app = typer.Typer(help="Segmentation datasets (MSD / nnU-Net layouts, plain folders).", no_args_is_help=True)
 models_app = typer.Typer(help="Trained models (bundled and your own folders).", no_args_is_help=True)

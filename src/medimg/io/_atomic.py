@@ -44,7 +44,7 @@ def check_output_path(path: str | Path, overwrite: bool = True) -> Path:
     if p.is_dir():
         raise OutputPathError(f"Output path {str(p)!r} is an existing folder; give a file name.")
     if p.exists() and not overwrite:
-        raise OutputPathError(f"{str(p)!r} already exists; pass overwrite=True (CLI: --overwrite) to replace it.")
+        raise OutputPathError(f"{str(p)!r} already exists; pass overwrite=True to replace it, or choose another path.")
     if not os.access(folder, os.W_OK):
         raise OutputPathError(f"Output folder {str(folder)!r} is not writable (read-only or no permission).")
     return p
