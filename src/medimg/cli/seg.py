@@ -174,9 +174,8 @@ def train(
             progress=_progress,
             on_epoch=on_epoch,
             resume=resume,
+            on_note=lambda note: console.print(f"[yellow]{note}[/]"),
         )
-        if info.get("note"):
-            console.print(f"[yellow]{info['note']}[/]")
         console.print(
             f"[green]model ready[/] in {out}: validation Dice "
             + ", ".join(f"{info['labels'][k]} {v:.4f}" for k, v in info["validation_dice"].items())

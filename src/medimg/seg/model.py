@@ -142,6 +142,7 @@ def train_model(
     progress: Callable[[Sequence[Any], str], Any] | None = None,
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
     resume: bool = True,
+    on_note: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Fingerprint, plan (unless given), train, validate and write the complete model folder. Returns model.json,
     plus ``note`` (not stored) when an existing checkpoint was resumed or continued to a new budget.
@@ -167,6 +168,7 @@ def train_model(
         save_json(split, out_dir / "split.json")
         t0 = time.perf_counter()
         trainer = Trainer(dataset, plan, out_dir, split, time_budget_s, max_iterations, progress, on_epoch)
+        trainer.on_note = on_note  # told what resuming means (continue to a new budget, nothing to do) up front
         res = trainer.run(resume=resume)
     except BaseException:
         _remove_unless_checkpointed(out_dir, before, created)

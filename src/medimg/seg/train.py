@@ -223,6 +223,8 @@ class Trainer:
         self.budget_at_checkpoint: float | None = None  # the time budget the checkpoint was trained for
         #: What :meth:`run` did with an existing checkpoint (resumed, continued to a new budget, nothing to do).
         self.note: str | None = None
+        #: Called with :attr:`note` as soon as it is known (before any training), e.g. to print it.
+        self.on_note: Callable[[str], None] | None = None
         self.iterations_this_run = 0
 
     # ------------------------------------------------------------------ hooks
@@ -430,6 +432,8 @@ class Trainer:
         resumed = resume and self.load_checkpoint()
         if resumed:
             self._continue_from_checkpoint()
+            if self.note and self.on_note:
+                self.on_note(self.note)
         val_rng = np.random.default_rng(self.seed + 1)
         saved_rng, self.rng = self.rng, val_rng
         n_val = max(1, int(tr.get("val_patches", 16)) // self.plan["batch_size"])
