@@ -142,7 +142,8 @@ def _predict_case(
         medimg.write(prob, dst.with_name(stem + "_probabilities" + (ext if ext != ".seg.nrrd" else ".nrrd")))
     else:
         lab = pred(arg, tta=tta, force=force)
-    lab.meta["provenance"]["inputs"] = [str(s) for s in srcs]
+    lab.meta["provenance"]["inputs"] = [_input_record(s) for s in srcs]
+    lab.meta["provenance"]["parameters"] = {k: v for k, v in read_kw.items() if v not in (None, False)}
     medimg.write(
         lab,
         dst,
@@ -150,6 +151,20 @@ def _predict_case(
         algorithm="medimg " + pred.info.get("name", "model"),
     )
     return lab
+
+
+def _input_record(path: Path) -> dict[str, Any]:
+    """An input's path and, for a file, its SHA-256 (provenance)."""
+    import hashlib
+
+    rec: dict[str, Any] = {"path": str(path)}
+    if path.is_file():
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+        rec["sha256"] = h.hexdigest()
+    return rec
 
 
 def _volumes_line(lab: Any) -> str:

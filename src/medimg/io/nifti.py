@@ -70,6 +70,9 @@ def read_nifti(path: str | Path) -> Image:
             arr = arr * np.float32(slope) + np.float32(inter or 0.0)
         nimg = klass(arr, header.get_best_affine(), header)
         image = from_nibabel(nimg, {"source": str(p), "format": "nifti"})
+        prov = _read_provenance(header)
+        if prov is not None:
+            image.meta["provenance"] = prov
         if int(header["intent_code"]) in (1006, 1007) and len(shape) == 5 and shape[2] == shape[3] == 1:
             # a 2D vector image (x, y, 1, 1, c), e.g. an ITK 2D displacement field: 2D, as ITK reads it
             a2 = image.array.reshape((*shape[:2], shape[4]))
@@ -83,6 +86,40 @@ def read_nifti(path: str | Path) -> Image:
     return image
 
 
+#: NIfTI header extensions holding medimg's provenance record: a "comment" extension (ecode 6) whose text is
+#: this prefix followed by JSON. Other tools (ITK, nibabel, FSL, 3D Slicer) keep or ignore comment extensions.
+PROVENANCE_PREFIX = "medimg-provenance "
+
+
 def write_nifti(image: Image, path: Path) -> None:
-    """Write ``image`` as NIfTI-1 (gzip level 1 for .nii.gz). Geometry is stored in float32 (a NIfTI limit)."""
-    to_nibabel(image).to_filename(str(path))
+    """Write ``image`` as NIfTI-1 (gzip level 1 for .nii.gz). Geometry is stored in float32 (a NIfTI limit).
+
+    ``image.meta["provenance"]`` (a JSON-serialisable dict: what produced the image) is stored in a NIfTI
+    comment extension and read back into ``meta["provenance"]``."""
+    nimg = to_nibabel(image)
+    prov = image.meta.get("provenance")
+    if prov:
+        import json
+
+        from nibabel.nifti1 import Nifti1Extension
+
+        text = PROVENANCE_PREFIX + json.dumps(prov, default=str, sort_keys=True)
+        nimg.header.extensions.append(Nifti1Extension("comment", text.encode()))
+    nimg.to_filename(str(path))
+
+
+def _read_provenance(header: Any) -> dict[str, Any] | None:
+    import json
+
+    for ext in getattr(header, "extensions", []):
+        if ext.get_code() != 6:
+            continue
+        raw = ext.get_content()
+        text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
+        text = text.rstrip("\x00 ")
+        if text.startswith(PROVENANCE_PREFIX):
+            try:
+                return dict(json.loads(text[len(PROVENANCE_PREFIX) :]))
+            except ValueError:
+                return None
+    return None

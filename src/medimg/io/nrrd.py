@@ -8,6 +8,7 @@ are flattened (later layer wins; ``meta["overlap_voxels"]`` counts the conflicts
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from collections import OrderedDict
 from pathlib import Path
@@ -50,6 +51,11 @@ def read_nrrd(path: str | Path) -> Image:
     space = str(header.get("space", "left-posterior-superior")).lower()
     sign = _SPACES_TO_LPS.get(space, np.ones(3))
     meta: dict[str, Any] = {"source": str(p), "format": "nrrd"}
+    if "medimg_provenance" in header:
+        import json
+
+        with contextlib.suppress(ValueError):
+            meta["provenance"] = json.loads(header["medimg_provenance"])
     if dirs is not None:
         dirs = np.asarray(dirs, dtype=np.float64)
         spatial = [i for i in range(dirs.shape[0]) if np.all(np.isfinite(dirs[i]))]
@@ -132,6 +138,11 @@ def write_nrrd(image: Image, path: Path, segments: bool | None = None) -> None:
         segments = isinstance(image, LabelMap) and (split_ext(path)[1].lower() == ".seg.nrrd" or bool(image.names))
     if segments and isinstance(image, LabelMap):
         header.update(_slicer_segment_fields(image))
+    if image.meta.get("provenance"):
+        import json
+
+        # a custom key-value field (key:=value): what produced the image; readers that do not know it ignore it
+        header["medimg_provenance"] = json.dumps(image.meta["provenance"], default=str, sort_keys=True)
     nrrd.write(str(path), np.asarray(arr), header, index_order="F", compression_level=1)
 
 
