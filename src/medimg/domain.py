@@ -32,7 +32,7 @@ from medimg.errors import OutOfDomainError
 from medimg.image import Image
 
 #: Factor by which spacing and field of view may exceed the training range before an image is out of domain.
-SPACING_FACTOR = 2.0
+SPACING_FACTOR = 1.5
 EXTENT_FACTOR = 2.0
 #: Largest share of voxels allowed below the training minimum intensity (by more than 0.1 % of the training
 #: range: a model trained on non-negative MR must not see CT's air at -1000 HU).
