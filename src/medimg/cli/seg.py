@@ -107,6 +107,7 @@ def plan_cmd(
         console.print(
             f"wrote {out}: patch {plan['patch_size']}, spacing {plan['target_spacing']} mm, batch "
             f"{plan['batch_size']}, filters {plan['network']['filters']}"
+            + (f"; ignore label {plan['ignore_label']} (no loss, no metric)" if "ignore_label" in plan else "")
         )
 
     _run(body)
