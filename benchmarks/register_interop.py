@@ -14,7 +14,7 @@ from those files alone by SimpleITK and by ANTs (antspyx), and compared voxel by
   with the earlier 4D scalar file) or composing in the wrong order gets.
 
 Pairs: MSD hippocampus 006 -> 004 and 008 -> 001 (tests/data, 2 labels), the 2D CT head moving -> fixed
-(tests/data; no labels: the moving image's intensity classes at its 40 % / 85 % quantiles serve as a 3-label map),
+(tests/data; no labels: 3 intensity classes of the moving image, split at its 40 % / 85 % quantiles, serve as labels),
 and with ``--brain`` the 1 mm MNI template with its 116-label atlas -> ch2 (../shared/data/ants).
 
 ANTs: antspyx 0.6.3 requires numpy < 2.4 and scipy < 1.16 (medimg pins newer ones), so it lives in its own
