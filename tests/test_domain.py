@@ -217,3 +217,20 @@ def test_every_shared_out_of_domain_volume_is_refused() -> None:
             if not dom.differences([img]):
                 accepted.append(f"{family}: {f.name}")
     assert n >= 15 and not accepted
+
+
+@needs_shared
+def test_domain_guard_benchmark_table_holds() -> None:
+    """The table in docs/domain.md: 0 refusals in domain (hippocampus, PneumoniaMNIST val), every other family
+    refused by both bundled models."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from domain_guard import classifier_rows, segmentation_rows
+
+    for rows in (segmentation_rows(SHARED)[0], classifier_rows(SHARED)[0]):
+        for r in rows:
+            if r["in_domain"] and "train" not in r["family"]:
+                assert r["refused"] == 0, r
+            elif not r["in_domain"]:
+                assert r["n"] > 0 and r["refused"] == r["n"], r

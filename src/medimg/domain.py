@@ -167,6 +167,10 @@ class FeatureDomain:
     train_max: list[float]
     margin: float
     n_train: int
+    #: Largest in-domain share of near-black pixels (<= 2 % of the image's range, on the resized model input):
+    #: 2 x the training images' 99.9th percentile. Catches photographs with a black surround (fundus) that the
+    #: feature densities alone let through. None: not checked.
+    dark_fraction_limit: float | None = None
 
     @classmethod
     def fit(
@@ -178,6 +182,7 @@ class FeatureDomain:
         channels: int,
         shrinkage: float = 0.1,
         margin: float = 1.2,
+        dark_fractions: np.ndarray | None = None,
     ) -> FeatureDomain:
         """Fit one density per layer on training features ``[(n, d_i)]``; the covariance is shrunk towards its
         mean variance (``shrinkage``) so that it inverts with few images."""
@@ -195,15 +200,43 @@ class FeatureDomain:
             p999.append(float(np.percentile(dist, 99.9)))
             mx.append(float(dist.max()))
             thr.append(p999[-1] * margin)
-        return cls(description, dims, channels, list(layers), means, precs, thr, p999, mx, margin, len(features[0]))
+        dark = None if dark_fractions is None else float(2 * np.percentile(dark_fractions, 99.9))
+        return cls(
+            description, dims, channels, list(layers), means, precs, thr, p999, mx, margin, len(features[0]), dark
+        )
 
-    def scores(self, features: Sequence[np.ndarray]) -> np.ndarray:
+    def feature_scores(self, features: Sequence[np.ndarray]) -> np.ndarray:
         """``(n,)`` max over layers of distance / threshold: > 1 means out of domain."""
         per = [
             _mahalanobis2(np.asarray(f, dtype=np.float64), mu, p) / t
             for f, mu, p, t in zip(features, self.means, self.precisions, self.thresholds, strict=True)
         ]
         return np.max(np.stack(per), axis=0)
+
+    def assess(
+        self, features: Sequence[np.ndarray], dark_fractions: np.ndarray | None
+    ) -> list[tuple[float, list[str]]]:
+        """Per image: its score (max of feature and input-statistic ratios to their limits; > 1 = out of domain)
+        and what differs, in words."""
+        fs = self.feature_scores(features)
+        out = []
+        for i, f in enumerate(fs):
+            reasons = []
+            score = float(f)
+            if f > 1:
+                reasons.append(
+                    f"its image features lie {f:.1f} x farther from the training images than the in-domain limit"
+                )
+            if self.dark_fraction_limit and dark_fractions is not None:
+                r = float(dark_fractions[i]) / self.dark_fraction_limit
+                score = max(score, r)
+                if r > 1:
+                    reasons.append(
+                        f"{100 * dark_fractions[i]:.0f} % of it is near-black background (at most "
+                        f"{100 * self.dark_fraction_limit:.0f} % in the training images)"
+                    )
+            out.append((score, reasons))
+        return out
 
     def save(self, folder: str | Path) -> None:
         """Write ``domain.json`` (+ ``domain.npz`` with the densities) into a model folder (atomically)."""
@@ -221,6 +254,7 @@ class FeatureDomain:
             "train_max": self.train_max,
             "margin": self.margin,
             "n_train": self.n_train,
+            "dark_fraction_limit": self.dark_fraction_limit,
             "density": "domain.npz: mean_i, precision_i per layer (squared Mahalanobis distance)",
         }
         arrays = {}
@@ -251,6 +285,7 @@ class FeatureDomain:
             [float(v) for v in meta["train_max"]],
             float(meta["margin"]),
             int(meta["n_train"]),
+            meta.get("dark_fraction_limit"),
         )
 
 

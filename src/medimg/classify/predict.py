@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from medimg.classify.networks import Classifier, build_encoder
-from medimg.classify.train import domain_features, predict_logits, probabilities
+from medimg.classify.train import dark_fractions, domain_features, predict_logits, probabilities
 from medimg.errors import MedimgError
 
 BUNDLED_DIR = Path(__file__).parent / "models"
@@ -91,28 +91,16 @@ class ClassifierModel:
         a = self.check(images)
         if self.domain is None:
             return [domain_record([], False, checked=False) for _ in range(len(a))]
-        dist = self.domain.scores(domain_features(self.net, a, self.input_size))
+        assessed = self.domain.assess(domain_features(self.net, a, self.input_size), dark_fractions(a, self.input_size))
         ids = list(ids) if ids is not None else [str(i) for i in range(len(a))]
-        recs = []
-        for d in dist:
-            diff = (
-                [
-                    f"its image features lie {d:.1f} x farther from the training images than the in-domain limit "
-                    f"({self.domain.description})"
-                ]
-                if d > 1.0
-                else []
-            )
-            recs.append({**domain_record(diff, force), "score": float(d)})
+        recs = [{**domain_record(reasons, force), "score": score} for score, reasons in assessed]
         bad = [i for i, r in enumerate(recs) if not r["in_domain"]]
         if bad and not force:
             names = ", ".join(ids[i] for i in bad[:10]) + (" ..." if len(bad) > 10 else "")
-            lo, hi = min(dist[i] for i in bad), max(dist[i] for i in bad)
-            far = f"{lo:.1f}" if f"{lo:.1f}" == f"{hi:.1f}" else f"{lo:.1f} to {hi:.1f}"
+            why = "; ".join(sorted({r for i in bad for r in recs[i]["differences"]}))
             raise OutOfDomainError(
                 f"{len(bad)} of {len(a)} image(s) are outside the domain of classifier {self.info.get('name')!r} "
-                f"({self.domain.description}): {names} — their image features lie {far} x farther from the "
-                "training images than the in-domain limit. "
+                f"({self.domain.description}): {names} — {why}. "
                 "The classifier's answer would not mean anything for them; pass "
                 "--force (force=True) to classify them anyway (recorded in the output)."
             )

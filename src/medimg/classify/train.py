@@ -155,13 +155,31 @@ def domain_features(
     return [np.concatenate(o) if o else np.zeros((0, 0), np.float32) for o in out]
 
 
+def dark_fractions(images: np.ndarray, input_size: Any, batch_size: int = 512) -> np.ndarray:
+    """``(n,)`` share of near-black pixels (<= 2 % of each image's min-max range) of raw images ``(n, c, ...)``
+    resized to the model input (first channel)."""
+    out = []
+    for i in range(0, len(images), batch_size):
+        x = resize(torch.from_numpy(np.ascontiguousarray(images[i : i + batch_size], dtype=np.float32)), input_size)
+        x = x[:, 0].flatten(1)
+        lo, hi = x.min(1, keepdim=True).values, x.max(1, keepdim=True).values
+        out.append(((x - lo) <= 0.02 * (hi - lo).clamp_min(1e-6)).float().mean(1).numpy())
+    return np.concatenate(out) if out else np.zeros(0, np.float32)
+
+
 def fit_domain(net: torch.nn.Module, images: np.ndarray, input_size: Any, out: Path, description: str) -> Any:
-    """Fit and save the classifier's feature-space domain (domain.json + domain.npz) on its training images."""
+    """Fit and save the classifier's domain (feature densities + input statistics; domain.json + domain.npz) on
+    its training images."""
     from medimg.domain import FeatureDomain
 
     feats = domain_features(net, images, input_size)
     dom = FeatureDomain.fit(
-        feats, [f"stage {k} (3x3 pooled)" for k in DOMAIN_STAGES], description, images.ndim - 2, int(images.shape[1])
+        feats,
+        [f"stage {k} (3x3 pooled)" for k in DOMAIN_STAGES],
+        description,
+        images.ndim - 2,
+        int(images.shape[1]),
+        dark_fractions=dark_fractions(images, input_size),
     )
     dom.save(out)
     return dom
