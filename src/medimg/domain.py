@@ -13,7 +13,8 @@ Two kinds of domain:
 * :class:`FeatureDomain` (classifiers; ``domain.json`` + ``domain.npz``): dimensionality and channels, plus
   Gaussian densities of the network's own early-stage features (pooled to a coarse 3 x 3 layout) on the training
   images. An image is out of domain when a squared Mahalanobis distance exceeds a threshold fixed on the
-  *training* images only (1.2 x their 99.9th percentile), so that held-out in-domain data is not used to tune it.
+  *training* images only (1.2 x the 99.9th percentile of their 2-fold out-of-sample distances), so that held-out
+  in-domain data is not used to tune it.
   (The penultimate, globally pooled features were tried first and separate brain MR or CT slices from chest
   X-rays poorly: a classifier trained to tell two classes apart discards what is irrelevant to them.)
 """
@@ -180,25 +181,27 @@ class FeatureDomain:
         description: str,
         dims: int,
         channels: int,
-        shrinkage: float = 0.1,
-        margin: float = 1.2,
+        shrinkage: float | None = None,
+        margin: float = 1.0,
         dark_fractions: np.ndarray | None = None,
     ) -> FeatureDomain:
-        """Fit one density per layer on training features ``[(n, d_i)]``; the covariance is shrunk towards its
-        mean variance (``shrinkage``) so that it inverts with few images."""
+        """Fit one density per layer on training features ``[(n, d_i)]``. The covariance is shrunk towards its
+        mean variance (Ledoit-Wolf's optimal intensity, at least 5 %, unless ``shrinkage`` is given) so that it
+        inverts with few images; thresholds are ``margin`` x the 99.9th percentile of 2-fold out-of-sample
+        distances."""
         means, precs, thr, p999, mx = [], [], [], [], []
+        rng = np.random.default_rng(0)
         for f in features:
             f = np.asarray(f, dtype=np.float64)
-            mu = f.mean(axis=0)
-            cov = np.cov(f, rowvar=False)
-            d = cov.shape[0]
-            cov = (1 - shrinkage) * cov + shrinkage * (np.trace(cov) / d) * np.eye(d)
-            prec = np.linalg.inv(cov)
-            dist = _mahalanobis2(f, mu, prec)
+            mu, prec = _gaussian(f, shrinkage)
+            # the threshold comes from out-of-sample distances (2-fold): in-sample distances are biased low when
+            # the feature dimension is not small against the number of images
+            fold = rng.permutation(len(f)) % 2
+            held = np.concatenate([_mahalanobis2(f[fold == k], *_gaussian(f[fold != k], shrinkage)) for k in (0, 1)])
             means.append(mu)
             precs.append(prec)
-            p999.append(float(np.percentile(dist, 99.9)))
-            mx.append(float(dist.max()))
+            p999.append(float(np.percentile(held, 99.9)))
+            mx.append(float(held.max()))
             thr.append(p999[-1] * margin)
         dark = None if dark_fractions is None else float(2 * np.percentile(dark_fractions, 99.9))
         return cls(
@@ -287,6 +290,22 @@ class FeatureDomain:
             int(meta["n_train"]),
             meta.get("dark_fraction_limit"),
         )
+
+
+def _gaussian(f: np.ndarray, shrinkage: float | None) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and precision of features ``(n, d)`` with a shrunk covariance (Ledoit & Wolf 2004 when
+    ``shrinkage`` is None: the intensity that minimises the expected Frobenius error, floored at 5 %)."""
+    n, d = f.shape
+    mu = f.mean(axis=0)
+    x = f - mu
+    cov = x.T @ x / n
+    target = np.trace(cov) / d
+    if shrinkage is None:
+        delta = float(np.sum((cov - target * np.eye(d)) ** 2))
+        beta = float((np.sum(np.sum(x**2, axis=1) ** 2) - n * np.sum(cov**2)) / n**2)
+        shrinkage = max(0.05, min(1.0, beta / delta if delta > 0 else 1.0))
+    cov = (1 - shrinkage) * cov + shrinkage * target * np.eye(d)
+    return mu, np.linalg.inv(cov)
 
 
 def _mahalanobis2(f: np.ndarray, mu: np.ndarray, prec: np.ndarray) -> np.ndarray:

@@ -97,10 +97,10 @@ class ClassifierModel:
         bad = [i for i, r in enumerate(recs) if not r["in_domain"]]
         if bad and not force:
             names = ", ".join(ids[i] for i in bad[:10]) + (" ..." if len(bad) > 10 else "")
-            why = "; ".join(sorted({r for i in bad for r in recs[i]["differences"]}))
+            why = "; ".join(f"{ids[i]}: " + ", ".join(recs[i]["differences"]) for i in bad[:3])
             raise OutOfDomainError(
                 f"{len(bad)} of {len(a)} image(s) are outside the domain of classifier {self.info.get('name')!r} "
-                f"({self.domain.description}): {names} — {why}. "
+                f"({self.domain.description}): {names} (e.g. {why}). "
                 "The classifier's answer would not mean anything for them; pass "
                 "--force (force=True) to classify them anyway (recorded in the output)."
             )
