@@ -346,6 +346,9 @@ def test_training_with_ignore_label(ignore_dataset: Path, tmp_path: Path) -> Non
     assert val["ignore_label"] == 3 and all(n > 0 for n in val["ignored_voxels"].values())
     pred = Predictor(tmp_path / "m")
     assert pred.n_classes == 3 and pred.names == {1: "anterior", 2: "posterior"}
+    # the model folder records its training domain (even when trained from a given plan)
+    assert (tmp_path / "m" / "domain.json").exists() and pred.domain is not None
+    assert pred.domain.dims == 3 and pred.domain.spacing_min_mm == 1.0
     out = pred(medimg.read(ds.case(split["val"][0]).images[0]))
     assert set(np.unique(out.array)) <= {0, 1, 2}
 

@@ -199,7 +199,28 @@ def train_model(
         "total_seconds": round(time.perf_counter() - t0, 1),
     }
     save_json(info, out_dir / "model.json")
+    write_domain(out_dir, dataset)
     return {**info, "note": res["note"]} if res["note"] else info
+
+
+def write_domain(model_dir: Path, dataset: SegDataset) -> None:
+    """Write the model's training domain (``domain.json``) from its fingerprint: what predict/segment check every
+    input against before predicting (see :mod:`medimg.domain`)."""
+    from medimg.domain import ImageDomain
+
+    fp_path = model_dir / "fingerprint.json"
+    if fp_path.exists():
+        fp = json.loads(fp_path.read_text())
+    else:  # trained from a given plan: fingerprint the training data now (reads every case once)
+        fp = fingerprint(dataset)
+        save_json(fp, fp_path)
+    if "spacings" not in fp or "shapes" not in fp:
+        return
+    mods = {str(c).upper() for c in fp.get("channels", [])}
+    modality = (
+        "CT" if mods == {"CT"} else ("MR" if mods and mods <= {"MR", "MRI", "T1", "T2", "FLAIR", "ADC"} else None)
+    )
+    ImageDomain.from_fingerprint(fp, f"images of the {dataset.name} dataset", modality).save(model_dir / "domain.json")
 
 
 def _new_dirs(path: Path) -> list[Path]:
