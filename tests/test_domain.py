@@ -16,7 +16,7 @@ from medimg.classify import ClassifierModel
 from medimg.classify.data import load_npz
 from medimg.cli import app
 from medimg.domain import ImageDomain
-from medimg.errors import OutOfDomainError
+from medimg.errors import MedimgError, OutOfDomainError
 from medimg.seg import Predictor, resolve_model
 
 from conftest import DATA, SHARED, needs_shared
@@ -234,3 +234,23 @@ def test_domain_guard_benchmark_table_holds() -> None:
                 assert r["refused"] == 0, r
             elif not r["in_domain"]:
                 assert r["n"] > 0 and r["refused"] == r["n"], r
+
+
+def test_folder_outputs_keep_the_input_format() -> None:
+    """predict on a folder writes labels in the input's format (PNG in -> PNG out), never in a lossy one."""
+    from medimg.cli.predict import group_cases, output_ext
+
+    assert output_ext(DATA / "Image_01L_1stHO.png", None) == ".png"
+    assert output_ext(DATA / "breast1_image.nrrd", None) == ".nrrd"
+    assert output_ext(HIPPO / "hippocampus_001.nii.gz", None) == ".nii.gz"
+    assert output_ext(DATA / "CT_2D_head_fixed.mha", None) == ".mha"
+    assert output_ext(Path("photo.jpg"), None) == ".png"
+    assert output_ext(DATA / "ct_dicom_gap" / "7136", None) == ".nii.gz"
+    assert output_ext(DATA / "Image_01L_1stHO.png", "nii.gz") == ".nii.gz"
+    cases = group_cases([Path("a_0000.nii.gz"), Path("a_0001.nii.gz"), Path("b_0000.nii.gz"), Path("b_0001.nii.gz")], 2)
+    assert cases == {
+        "a": [Path("a_0000.nii.gz"), Path("a_0001.nii.gz")],
+        "b": [Path("b_0000.nii.gz"), Path("b_0001.nii.gz")],
+    }
+    with pytest.raises(MedimgError, match="model takes 2 channel"):
+        group_cases([Path("a_0000.nii.gz"), Path("b_0000.nii.gz"), Path("b_0001.nii.gz")], 2)

@@ -116,7 +116,7 @@ def output_ext(src: Path, ext: str | None) -> str:
 
     if ext:
         return ext if ext.startswith(".") else "." + ext
-    in_ext = split_ext(src)[1].lower() if src.is_file() else ""
+    in_ext = "" if src.is_dir() else split_ext(src)[1].lower()
     return _SAME_FORMAT.get(in_ext, in_ext or ".nii.gz")
 
 
