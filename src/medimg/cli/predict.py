@@ -249,21 +249,28 @@ def predict(
                     "them. Pass --force to segment them anyway."
                 )
         else:
-            lab = _predict_case(
-                pred,
-                [inp],
-                out,
-                tta=tta,
-                reference=reference,
-                probabilities=probabilities,
-                force=force,
-                read_kw=read_kw,
-            )
-            _warn_forced(lab)
-            _print_volumes(lab)
-            console.print(f"wrote {out}")
+            _predict_file(pred, inp, out, tta, reference, probabilities, force, read_kw)
 
     _run(body)
+
+
+def _predict_file(
+    pred: Any,
+    src: Path,
+    out: Path,
+    tta: bool,
+    reference: Path | None,
+    probabilities: bool,
+    force: bool,
+    read_kw: dict[str, Any],
+) -> None:
+    """Segment one image (file or DICOM folder), write it, print its volumes."""
+    lab = _predict_case(
+        pred, [src], out, tta=tta, reference=reference, probabilities=probabilities, force=force, read_kw=read_kw
+    )
+    _warn_forced(lab)
+    _print_volumes(lab)
+    console.print(f"wrote {out}")
 
 
 def _is_dicom_dir(p: Path) -> bool:
@@ -313,18 +320,6 @@ def segment(
             "allow_irregular": allow_irregular,
             "input_spacing": input_spacing,
         }
-        lab = _predict_case(
-            pred,
-            [image],
-            out,
-            tta=tta,
-            reference=image if out.suffix == ".dcm" else None,
-            probabilities=False,
-            force=force,
-            read_kw=read_kw,
-        )
-        _warn_forced(lab)
-        _print_volumes(lab)
-        console.print(f"wrote {out}")
+        _predict_file(pred, image, out, tta, image if out.suffix == ".dcm" else None, False, force, read_kw)
 
     _run(body)
