@@ -1,0 +1,614 @@
+"""The user-facing operations, each defined once (typed parameters and results; see :mod:`medimg.ops.base`).
+
+Units are in the field names: ``_mm``, ``_ml`` (millilitres), ``_mm2`` (2D areas), ``_pct``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, Field
+
+from medimg.errors import MedimgError
+from medimg.ops.base import Context, OpParams, OpResult, operation
+
+# ----------------------------------------------------------------------------------------------------------- info
+
+
+class InfoParams(OpParams):
+    path: str = Field(description="Image or label map file, or DICOM folder.")
+
+
+class InfoResult(OpResult):
+    path: str
+    kind: str = Field(description="'image' or 'label map'.")
+    shape: list[int]
+    spacing_mm: list[float]
+    spacing_known: bool
+    origin_mm: list[float] = Field(description="World position of voxel (0,0,0), LPS, mm.")
+    orientation: str
+    extent_mm: list[float]
+    dtype: str
+    modality: str | None = None
+    labels: list[dict[str, Any]] | None = Field(None, description="value, name, voxels, volume_ml per label.")
+
+
+@operation("info", "Size, voxel spacing (mm), origin, orientation, dtype and labels of an image.", reads=("path",))
+def info(p: InfoParams, ctx: Context) -> InfoResult:
+    from medimg.info import path_summary
+
+    s = path_summary(p.path)
+    return InfoResult(
+        path=p.path,
+        kind=s["kind"],
+        shape=list(s["shape"]),
+        spacing_mm=list(s["spacing_mm"]),
+        spacing_known=bool(s["spacing_known"]),
+        origin_mm=list(s["origin_mm"]),
+        orientation=s["orientation"],
+        extent_mm=list(s["extent_mm"]),
+        dtype=s["dtype"],
+        modality=s.get("modality"),
+        labels=s.get("labels"),
+    )
+
+
+# -------------------------------------------------------------------------------------------------------- volumes
+
+
+class StructureSize(BaseModel):
+    label: int
+    name: str
+    voxels: int
+    volume_ml: float | None = Field(None, description="3D: volume in mL.")
+    area_mm2: float | None = Field(None, description="2D: area in mm².")
+
+
+class CaseSizes(BaseModel):
+    case: str
+    path: str
+    dims: int
+    spacing_mm: list[float]
+    spacing_known: bool
+    structures: list[StructureSize]
+
+
+class VolumesParams(OpParams):
+    path: str = Field(description="A label map, or a folder of label maps (one case per file).")
+    names: dict[int, str] | None = Field(None, description="Label names, e.g. {1: 'liver'} (override the file's).")
+    output_csv: str | None = Field(None, description="CSV to write: a row per case, a column per structure.")
+
+
+class VolumesResult(OpResult):
+    cases: list[CaseSizes]
+
+
+def measure_labels(path: Path, names: dict[int, str] | None = None, **read_kwargs: Any) -> CaseSizes:
+    """Every non-zero label of a label map: voxels and mL (3D) or mm² (2D), named by the file or ``names``."""
+    import medimg
+    from medimg.io._atomic import split_ext
+
+    lab = medimg.read_labels(path, names=names, **read_kwargs)
+    counts = lab.voxel_counts()
+    out = []
+    for v in sorted(counts):
+        size = counts[v] * lab.voxel_volume_mm3
+        out.append(
+            StructureSize(
+                label=int(v),
+                name=lab.name_of(v),
+                voxels=int(counts[v]),
+                volume_ml=size / 1000.0 if lab.ndim == 3 else None,
+                area_mm2=size if lab.ndim == 2 else None,
+            )
+        )
+    case = split_ext(path)[0] if path.is_file() else path.name
+    return CaseSizes(
+        case=case,
+        path=str(path),
+        dims=lab.ndim,
+        spacing_mm=[float(s) for s in lab.spacing],
+        spacing_known=lab.spacing_known,
+        structures=out,
+    )
+
+
+def label_files(path: Path) -> list[Path]:
+    """``path`` when it is a file, else the readable files of the folder (by extension), sorted by name."""
+    from medimg.io import EXTENSIONS
+    from medimg.io._atomic import split_ext
+
+    if path.is_file():
+        return [path]
+    if not path.is_dir():
+        raise MedimgError(f"{str(path)!r} does not exist: give a label map file or a folder of them.")
+    files = [
+        q
+        for q in sorted(path.iterdir())
+        if q.is_file() and not q.name.startswith(".") and split_ext(q)[1].lower() in EXTENSIONS
+    ]
+    if not files:
+        raise MedimgError(f"No label map files in {str(path)!r}; give a folder of label maps or one file.")
+    return files
+
+
+def write_volumes_csv(cases: list[CaseSizes], out: Path) -> None:
+    """A row per case (``case, file, dims, spacing_mm, <name>_mL | <name>_mm2 ...``), written atomically."""
+    import csv
+
+    from medimg.io._atomic import atomic_path
+
+    cols: list[str] = []
+    for c in cases:
+        for s in c.structures:
+            col = f"{s.name}_{'mL' if c.dims == 3 else 'mm2'}"
+            if col not in cols:
+                cols.append(col)
+    with atomic_path(out) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["case", "file", "dims", "spacing_mm", *cols])
+        for c in cases:
+            sizes = {
+                f"{s.name}_{'mL' if c.dims == 3 else 'mm2'}": (s.volume_ml or s.area_mm2 or 0.0) for s in c.structures
+            }
+            sp = "x".join(f"{v:g}" for v in c.spacing_mm) + ("" if c.spacing_known else " (unknown)")
+            w.writerow([c.case, Path(c.path).name, c.dims, sp, *[f"{sizes.get(k, 0.0):.6f}" for k in cols]])
+
+
+@operation(
+    "volumes",
+    "Volume (mL; area in mm² for 2D) of every structure in a label map or a folder of label maps.",
+    reads=("path",),
+    writes=("output_csv",),
+)
+def volumes(p: VolumesParams, ctx: Context) -> VolumesResult:
+    if p.output_csv:
+        from medimg.io._atomic import check_output_path
+
+        check_output_path(p.output_csv)
+    files = label_files(Path(p.path))
+    cases = [measure_labels(f, p.names) for f in ctx.iterate(files, "measuring")]
+    res = VolumesResult(cases=cases)
+    if p.output_csv:
+        write_volumes_csv(cases, Path(p.output_csv))
+        res.files = [p.output_csv]
+    return res
+
+
+# ------------------------------------------------------------------------------------------------ convert/resample
+
+
+class ConvertParams(OpParams):
+    source: str = Field(description="Input image, label map or DICOM folder.")
+    output: str = Field(description="Output file; the format follows the extension (.nii.gz, .seg.nrrd, .dcm ...).")
+    labels: bool = Field(False, description="Treat the input as a label map.")
+    names: dict[int, str] | None = None
+    reference: str | None = Field(None, description="DICOM series folder (for DICOM SEG output).")
+
+
+class WrittenImage(OpResult):
+    output: str
+    shape: list[int]
+    spacing_mm: list[float]
+    orientation: str
+
+
+@operation(
+    "convert",
+    "Convert an image or label map between formats (DICOM, NIfTI, NRRD/seg.nrrd, DICOM SEG, MHA, PNG...).",
+    reads=("source", "reference"),
+    writes=("output",),
+)
+def convert(p: ConvertParams, ctx: Context) -> WrittenImage:
+    import medimg
+
+    seg_out = p.output.lower().endswith((".dcm", ".seg.nrrd"))
+    img = medimg.read_labels(p.source, names=p.names) if (p.labels or p.names or seg_out) else medimg.read(p.source)
+    medimg.write(img, p.output, reference=p.reference)
+    return WrittenImage(
+        output=p.output,
+        shape=list(img.shape),
+        spacing_mm=list(img.spacing),
+        orientation=img.orientation,
+        files=[p.output],
+    )
+
+
+class ResampleParams(OpParams):
+    source: str
+    output: str
+    spacing_mm: list[float] | None = Field(None, description="Target spacing (one value for isotropic).")
+    reference: str | None = Field(None, description="Resample onto this image's grid instead.")
+    labels: bool = Field(False, description="The input is a label map (nearest-neighbour).")
+
+
+@operation(
+    "resample",
+    "Resample an image to a voxel spacing in mm, or onto another image's grid.",
+    reads=("source", "reference"),
+    writes=("output",),
+)
+def resample(p: ResampleParams, ctx: Context) -> WrittenImage:
+    import medimg
+    from medimg.transforms import resample_to, resample_to_spacing
+
+    if (p.spacing_mm is None) == (p.reference is None):
+        raise MedimgError("Give exactly one of spacing_mm or reference.")
+    img = medimg.read_labels(p.source) if p.labels else medimg.read(p.source)
+    interp: Literal["nearest", "linear"] = "nearest" if p.labels else "linear"
+    if p.reference:
+        out = resample_to(img, medimg.read(p.reference), interp)
+    else:
+        sp = p.spacing_mm or []
+        out = resample_to_spacing(img, sp[0] if len(sp) == 1 else tuple(sp), interp)
+    medimg.write(out, p.output)
+    return WrittenImage(
+        output=p.output,
+        shape=list(out.shape),
+        spacing_mm=list(out.spacing),
+        orientation=out.orientation,
+        files=[p.output],
+    )
+
+
+# -------------------------------------------------------------------------------------------------------- segment
+
+
+class SegmentParams(OpParams):
+    image: str = Field(description="Image file or DICOM folder to segment.")
+    output: str = Field(description="Label map to write (.nii.gz, .seg.nrrd, .dcm ...).")
+    model: str = Field("hippocampus", description="Bundled model name or model folder.")
+    tta: bool = Field(False, description="Mirroring test-time augmentation.")
+    force: bool = Field(False, description="Run even when the image is outside the model's training domain.")
+
+
+class SegmentResult(OpResult):
+    output: str
+    model: str
+    structures: list[StructureSize]
+    domain: dict[str, Any] = Field(description="The domain check: in_domain, forced, differences.")
+
+
+@operation(
+    "segment",
+    "Segment an image with a bundled or trained model; returns the structures' volumes in mL. Refuses images "
+    "outside the model's training domain unless force.",
+    reads=("image",),
+    writes=("output",),
+)
+def segment(p: SegmentParams, ctx: Context) -> SegmentResult:
+    import medimg
+    from medimg.seg import Predictor, resolve_model
+
+    pred = Predictor(resolve_model(p.model), force=p.force)
+    img = medimg.read(p.image)
+    lab = pred(img, tta=p.tta)
+    medimg.write(
+        lab,
+        p.output,
+        reference=p.image if p.output.lower().endswith(".dcm") else None,
+        algorithm="medimg " + pred.info.get("name", "model"),
+    )
+    sizes = measure_labels(Path(p.output), pred.names).structures
+    named = {s.label: s for s in sizes}
+    structures = [
+        named.get(
+            k,
+            StructureSize(
+                label=k,
+                name=v,
+                voxels=0,
+                volume_ml=0.0 if lab.ndim == 3 else None,
+                area_mm2=0.0 if lab.ndim == 2 else None,
+            ),
+        )
+        for k, v in sorted(pred.names.items())
+    ]
+    return SegmentResult(
+        output=p.output,
+        model=pred.info.get("name", p.model),
+        structures=structures,
+        domain=lab.meta["provenance"]["domain"],
+        files=[p.output],
+    )
+
+
+# ------------------------------------------------------------------------------------------------------- overlap
+
+
+class OverlapParams(OpParams):
+    prediction: str = Field(description="Label map to assess.")
+    reference: str = Field(description="Reference label map on the same grid.")
+    labels: list[int] | None = Field(None, description="Labels to compare (default: every label in either).")
+    convention: Literal["deepmind", "monai", "metricsreloaded"] = "deepmind"
+
+
+class LabelOverlap(BaseModel):
+    label: int
+    name: str
+    dice: float
+    hd95_mm: float
+    assd_mm: float
+    volume_prediction_ml: float
+    volume_reference_ml: float
+
+
+class OverlapResult(OpResult):
+    labels: list[LabelOverlap]
+
+
+@operation(
+    "overlap",
+    "Dice, HD95 and ASSD (mm) and volumes per label between two label maps on the same grid.",
+    reads=("prediction", "reference"),
+)
+def overlap(p: OverlapParams, ctx: Context) -> OverlapResult:
+    import medimg
+    from medimg.metrics import segmentation_metrics
+
+    pred, ref = medimg.read_labels(p.prediction), medimg.read_labels(p.reference)
+    labels = p.labels or sorted(set(pred.labels) | set(ref.labels))
+    m = segmentation_metrics(pred, ref, labels=labels, metrics=("dice", "hd95", "assd"), convention=p.convention)
+    vp, vr = pred.volumes_ml(), ref.volumes_ml()
+
+    def name(k: int) -> str:
+        return ref.names.get(k) or pred.names.get(k) or ref.name_of(k)
+
+    return OverlapResult(
+        labels=[
+            LabelOverlap(
+                label=k,
+                name=name(k),
+                dice=float(m[k]["dice"]),
+                hd95_mm=float(m[k]["hd95"]),
+                assd_mm=float(m[k]["assd"]),
+                volume_prediction_ml=vp.get(k, 0.0),
+                volume_reference_ml=vr.get(k, 0.0),
+            )
+            for k in labels
+        ]
+    )
+
+
+# ------------------------------------------------------------------------------------------------ volume change
+
+
+class ChangeParams(OpParams):
+    before: str = Field(description="Label map of the earlier visit.")
+    after: str = Field(description="Label map of the later visit.")
+    labels: list[int] | None = Field(None, description="Structures to compare (default: every label in either).")
+
+
+class StructureChange(BaseModel):
+    label: int
+    name: str
+    before_ml: float
+    after_ml: float
+    change_ml: float
+    change_pct: float | None = Field(description="Relative change in percent (None when absent before).")
+
+
+class ChangeResult(OpResult):
+    structures: list[StructureChange]
+
+
+@operation(
+    "volume_change",
+    "Change of each structure's volume between two visits (mL and percent).",
+    reads=("before", "after"),
+)
+def volume_change(p: ChangeParams, ctx: Context) -> ChangeResult:
+    a, b = measure_labels(Path(p.before)), measure_labels(Path(p.after))
+    va = {s.label: s for s in a.structures}
+    vb = {s.label: s for s in b.structures}
+    labels = p.labels or sorted(set(va) | set(vb))
+    out = []
+    for k in labels:
+        x = va[k].volume_ml or 0.0 if k in va else 0.0
+        y = vb[k].volume_ml or 0.0 if k in vb else 0.0
+        name = (va.get(k) or vb.get(k)).name if (k in va or k in vb) else f"label {k}"  # type: ignore[union-attr]
+        out.append(
+            StructureChange(
+                label=k,
+                name=name,
+                before_ml=x,
+                after_ml=y,
+                change_ml=y - x,
+                change_pct=100.0 * (y - x) / x if x > 0 else None,
+            )
+        )
+    return ChangeResult(structures=out)
+
+
+# ------------------------------------------------------------------------------------------------------- lesions
+
+
+class LesionParams(OpParams):
+    label_map: str = Field(description="Label map holding the lesions.")
+    label: int | None = Field(None, description="Lesion label (default: every non-zero voxel).")
+    min_volume_ml: float = Field(0.0, description="Ignore components smaller than this (mL).")
+    connectivity: Literal[1, 2, 3] = Field(3, description="3D neighbourhood: 1 = faces, 3 = faces+edges+corners.")
+
+
+class Lesion(BaseModel):
+    index: int
+    volume_ml: float
+    voxels: int
+    centroid_mm: list[float] = Field(description="World position (LPS, mm).")
+
+
+class LesionResult(OpResult):
+    count: int
+    total_volume_ml: float
+    lesions: list[Lesion]
+
+
+@operation(
+    "count_lesions",
+    "Count the connected lesions in a label map, with each lesion's volume (mL) and position (LPS mm).",
+    reads=("label_map",),
+)
+def count_lesions(p: LesionParams, ctx: Context) -> LesionResult:
+    from scipy import ndimage
+
+    import medimg
+
+    lab = medimg.read_labels(p.label_map)
+    mask = lab.array == p.label if p.label is not None else lab.array > 0
+    structure = ndimage.generate_binary_structure(lab.ndim, min(p.connectivity, lab.ndim))
+    comp, n = ndimage.label(mask, structure)
+    voxel_ml = lab.voxel_volume_mm3 / 1000.0
+    lesions: list[Lesion] = []
+    if n:
+        counts = np.bincount(comp.ravel())
+        centres = ndimage.center_of_mass(mask, comp, range(1, n + 1))
+        for i in range(1, n + 1):
+            vol = float(counts[i] * voxel_ml)
+            if vol < p.min_volume_ml:
+                continue
+            lesions.append(
+                Lesion(
+                    index=len(lesions) + 1,
+                    volume_ml=vol,
+                    voxels=int(counts[i]),
+                    centroid_mm=[float(v) for v in lab.index_to_world(np.asarray(centres[i - 1]))],
+                )
+            )
+    lesions.sort(key=lambda les: -les.volume_ml)
+    for i, les in enumerate(lesions, 1):
+        les.index = i
+    return LesionResult(count=len(lesions), total_volume_ml=sum(les.volume_ml for les in lesions), lesions=lesions)
+
+
+# ------------------------------------------------------------------------------------------------------ register
+
+
+class RegisterParams(OpParams):
+    fixed: str
+    moving: str
+    output_dir: str = Field(description="Folder for warped images, transform/ and metrics.json.")
+    method: Literal["rigid", "affine", "deformable", "learned"] = "affine"
+    moving_labels: str | None = Field(None, description="Labels to carry onto the fixed image.")
+    fixed_labels: str | None = Field(None, description="Fixed labels: report the overlap after registration.")
+
+
+class RegisterResult(OpResult):
+    output_dir: str
+    metrics: dict[str, Any]
+
+
+@operation(
+    "register",
+    "Register a moving image to a fixed one (rigid/affine/deformable/learned); optional label overlap afterwards.",
+    reads=("fixed", "moving", "moving_labels", "fixed_labels"),
+    writes=("output_dir",),
+)
+def register(p: RegisterParams, ctx: Context) -> RegisterResult:
+    import json
+
+    import medimg
+    from medimg.register.api import register as reg
+    from medimg.register.api import write_outputs
+
+    f, m = medimg.read(p.fixed), medimg.read(p.moving)
+    ml = medimg.read_labels(p.moving_labels) if p.moving_labels else None
+    fl = medimg.read_labels(p.fixed_labels) if p.fixed_labels else None
+    res = reg(f, m, method=p.method, moving_labels=ml, fixed_labels=fl)
+    written = write_outputs(res, f, p.output_dir)
+    metrics_path = Path(p.output_dir) / "metrics.json"
+    metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
+    return RegisterResult(output_dir=p.output_dir, metrics=metrics, files=[str(w) for w in written])
+
+
+# ------------------------------------------------------------------------------------------------------ classify
+
+
+class ClassifyParams(OpParams):
+    images: str = Field(description="An image file, a folder of images, or an NPZ.")
+    model: str = Field("pneumoniamnist", description="Bundled classifier name or model folder.")
+    split: str = Field("val", description="NPZ split.")
+    force: bool = Field(False, description="Classify images outside the model's training domain.")
+
+
+class ImageClass(BaseModel):
+    id: str
+    predicted: str
+    probabilities: dict[str, float]
+    in_domain: bool
+
+
+class ClassifyResult(OpResult):
+    model: str
+    images: list[ImageClass]
+
+
+@operation(
+    "classify",
+    "Classify images with a bundled or trained classifier (calibrated probabilities); refuses images outside its "
+    "training domain unless force.",
+    reads=("images",),
+)
+def classify(p: ClassifyParams, ctx: Context) -> ClassifyResult:
+    from medimg.classify import ClassifierModel
+    from medimg.classify.data import load_images
+
+    m = ClassifierModel(p.model)
+    d = load_images(p.images, p.split)
+    if m.info["channels"] == 1 and d.images.shape[1] in (3, 4):
+        from medimg.transforms.intensity import LUMA_WEIGHTS
+
+        w = np.asarray(LUMA_WEIGHTS, np.float32).reshape(1, 3, *([1] * (d.images.ndim - 2)))
+        d.images = (d.images[:, :3] * w).sum(1, keepdims=True, dtype=np.float32)
+        ctx.notes.append("RGB images were converted to grey (luminance) for a one-channel model.")
+    probs = m.predict_proba(d.images, force=p.force, ids=d.ids)
+    return ClassifyResult(
+        model=m.info.get("name", p.model),
+        images=[
+            ImageClass(
+                id=d.ids[i],
+                predicted=m.classes[int(np.argmax(row))],
+                probabilities={c: float(v) for c, v in zip(m.classes, row, strict=True)},
+                in_domain=bool(m.last_domain[i]["in_domain"]),
+            )
+            for i, row in enumerate(probs)
+        ],
+    )
+
+
+# ------------------------------------------------------------------------------------------------------ evaluate
+
+
+class EvaluateParams(OpParams):
+    predictions: str = Field(description="Folder of predicted label maps.")
+    references: str = Field(description="Folder of reference label maps (same case names).")
+    output_dir: str = Field(description="Folder for per_case.csv, summary.json, report.html.")
+    names: dict[int, str] | None = None
+    failures: Literal["worst", "exclude"] = "worst"
+
+
+class EvaluateResult(OpResult):
+    n_cases: int
+    classes: dict[str, Any] = Field(description="Per class: name, n, failures and metric statistics.")
+
+
+@operation(
+    "evaluate",
+    "Evaluate a folder of predicted label maps against references (Dice, HD95, ASSD, NSD per class; failures "
+    "counted); writes CSV, JSON and an HTML report.",
+    reads=("predictions", "references"),
+    writes=("output_dir",),
+)
+def evaluate(p: EvaluateParams, ctx: Context) -> EvaluateResult:
+    from medimg.evaluate import evaluate_folders
+
+    s = evaluate_folders(
+        p.predictions, p.references, p.output_dir, names=p.names, failures=p.failures, progress=ctx.progress
+    )
+    out = Path(p.output_dir)
+    return EvaluateResult(
+        n_cases=int(s["n_cases"]),
+        classes=s["classes"],
+        files=[str(out / f) for f in ("per_case.csv", "summary.json", "report.html") if (out / f).exists()],
+    )
