@@ -7,7 +7,6 @@ the ``_0000``, ``_0001`` ... files of a case are its channels) and keep the inpu
 
 from __future__ import annotations
 
-import re
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -26,6 +25,8 @@ from medimg.cli._common import (
     err_console,
 )
 from medimg.errors import MedimgError, OutOfDomainError
+from medimg.ops.segmentation import group_cases, output_ext, predict_case
+from medimg.ops.segmentation import load_input as _load
 
 ForceOpt = Annotated[
     bool,
@@ -47,24 +48,6 @@ FillNonfiniteOpt = Annotated[
     typer.Option("--fill-nonfinite", metavar="VALUE", help="Replace NaN/Inf voxels with VALUE before predicting."),
 ]
 
-_CHANNEL_SUFFIX = re.compile(r"^(?P<case>.+)_(?P<ch>\d{4})$")
-#: Output extension for each input extension when predicting a folder (labels never go to a lossy format).
-_SAME_FORMAT = {
-    ".jpg": ".png",
-    ".jpeg": ".png",
-    ".tif": ".tif",
-    ".tiff": ".tiff",
-    ".bmp": ".png",
-    ".h5": ".nii.gz",
-    ".hdf5": ".nii.gz",
-    ".npz": ".nii.gz",
-    ".npy": ".nii.gz",
-    ".dcm": ".nii.gz",
-    "": ".nii.gz",
-    ".nrrd": ".nrrd",
-    ".seg.nrrd": ".seg.nrrd",
-}
-
 
 def load_input(
     path: Path,
@@ -73,98 +56,15 @@ def load_input(
     allow_irregular: bool = False,
     input_spacing: str | None = None,
 ) -> Any:
-    """Read an image for a model: optional channel selection (index or 'grey'), NaN/Inf filling, and the voxel
-    spacing (mm, comma-separated) of files that do not store one."""
-    import medimg
-    from medimg.transforms import fill_nonfinite as fill
-    from medimg.transforms import select_channel
-
-    kw: dict[str, Any] = {}
+    """:func:`medimg.ops.segmentation.load_input` with ``--input-spacing`` text parsed (mm, comma-separated)."""
     sp = _floats(input_spacing, "--input-spacing")
-    if sp is not None:
-        kw["spacing"] = sp
-    img = medimg.read(path, allow_irregular=allow_irregular, allow_nonfinite=fill_nonfinite is not None, **kw)
-    if fill_nonfinite is not None:
-        img = fill(img, fill_nonfinite)
-    if channel is not None:
-        img = select_channel(img, channel)
-    return img
+    return _load(path, channel, fill_nonfinite, allow_irregular, sp)
 
 
-def group_cases(files: list[Path], n_channels: int) -> dict[str, list[Path]]:
-    """Group a folder's image files into cases: nnU-Net's ``CASE_0000.ext, CASE_0001.ext ...`` are the channels of
-    ``CASE``; other files are one case each (named by their stem)."""
-    from medimg.io._atomic import split_ext
-
-    cases: dict[str, list[Path]] = {}
-    for f in files:
-        stem = split_ext(f)[0]
-        m = _CHANNEL_SUFFIX.match(stem)
-        cases.setdefault(m.group("case") if m else stem, []).append(f)
-    for case, fs in cases.items():
-        if len(fs) != n_channels:
-            raise MedimgError(
-                f"Case {case!r} has {len(fs)} file(s) ({', '.join(f.name for f in fs)}); the model takes "
-                f"{n_channels} channel(s), given as {case}_0000, {case}_0001, ... in nnU-Net naming."
-            )
-    return {c: sorted(fs) for c, fs in cases.items()}
-
-
-def output_ext(src: Path, ext: str | None) -> str:
-    """The extension of a folder prediction: ``--ext`` if given, else the input's format (a label-safe one)."""
-    from medimg.io._atomic import split_ext
-
-    if ext:
-        return ext if ext.startswith(".") else "." + ext
-    in_ext = "" if src.is_dir() else split_ext(src)[1].lower()
-    return _SAME_FORMAT.get(in_ext, in_ext or ".nii.gz")
-
-
-def _predict_case(
-    pred: Any,
-    srcs: list[Path],
-    dst: Path,
-    *,
-    tta: bool,
-    reference: Path | None,
-    probabilities: bool,
-    force: bool,
-    read_kw: dict[str, Any],
-) -> Any:
-    import medimg
-    from medimg.io._atomic import split_ext
-
-    images = [load_input(s, **read_kw) for s in srcs]
-    arg = images if len(images) > 1 else images[0]
-    if probabilities:
-        lab, prob = pred.predict_with_probabilities(arg, tta=tta, force=force)
-        stem, ext = split_ext(dst)
-        medimg.write(prob, dst.with_name(stem + "_probabilities" + (ext if ext != ".seg.nrrd" else ".nrrd")))
-    else:
-        lab = pred(arg, tta=tta, force=force)
-    lab.meta["provenance"]["inputs"] = [_input_record(s) for s in srcs]
-    lab.meta["provenance"]["parameters"] = {k: v for k, v in read_kw.items() if v not in (None, False)}
-    medimg.write(
-        lab,
-        dst,
-        reference=reference if reference else (srcs[0] if dst.suffix == ".dcm" else None),
-        algorithm="medimg " + pred.info.get("name", "model"),
-    )
-    return lab
-
-
-def _input_record(path: Path) -> dict[str, Any]:
-    """An input's path and, for a file, its SHA-256 (provenance)."""
-    import hashlib
-
-    rec: dict[str, Any] = {"path": str(path)}
-    if path.is_file():
-        h = hashlib.sha256()
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
-        rec["sha256"] = h.hexdigest()
-    return rec
+def _predict_case(pred: Any, srcs: list[Path], dst: Path, *, read_kw: dict[str, Any], **kw: Any) -> Any:
+    read = dict(read_kw)
+    read["input_spacing_mm"] = _floats(read.pop("input_spacing", None), "--input-spacing")
+    return predict_case(pred, srcs, dst, read_kw=read, **kw)
 
 
 def _volumes_line(lab: Any) -> str:

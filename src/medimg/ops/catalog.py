@@ -79,6 +79,8 @@ class VolumesParams(OpParams):
     path: str = Field(description="A label map, or a folder of label maps (one case per file).")
     names: dict[int, str] | None = Field(None, description="Label names, e.g. {1: 'liver'} (override the file's).")
     output_csv: str | None = Field(None, description="CSV to write: a row per case, a column per structure.")
+    key: str | None = Field(None, description="HDF5/NPZ: the array holding the labels.")
+    input_spacing_mm: list[float] | None = Field(None, description="Voxel spacing for files that store none.")
 
 
 class VolumesResult(OpResult):
@@ -169,7 +171,10 @@ def volumes(p: VolumesParams, ctx: Context) -> VolumesResult:
 
         check_output_path(p.output_csv)
     files = label_files(Path(p.path))
-    cases = [measure_labels(f, p.names) for f in ctx.iterate(files, "measuring")]
+    kw: dict[str, Any] = {"key": p.key}
+    if p.input_spacing_mm:
+        kw["spacing"] = tuple(p.input_spacing_mm)
+    cases = [measure_labels(f, p.names, **kw) for f in ctx.iterate(files, "measuring")]
     res = VolumesResult(cases=cases)
     if p.output_csv:
         write_volumes_csv(cases, Path(p.output_csv))
@@ -262,6 +267,10 @@ class SegmentParams(OpParams):
     model: str = Field("hippocampus", description="Bundled model name or model folder.")
     tta: bool = Field(False, description="Mirroring test-time augmentation.")
     force: bool = Field(False, description="Run even when the image is outside the model's training domain.")
+    channel: str | None = Field(None, description="Channel of a multi-channel image: an index or 'grey'.")
+    fill_nonfinite: float | None = Field(None, description="Replace NaN/Inf voxels with this value.")
+    allow_irregular: bool = Field(False, description="DICOM: interpolate a series with missing slices.")
+    input_spacing_mm: list[float] | None = Field(None, description="Voxel spacing for files that store none.")
 
 
 class SegmentResult(OpResult):
@@ -279,17 +288,19 @@ class SegmentResult(OpResult):
     writes=("output",),
 )
 def segment(p: SegmentParams, ctx: Context) -> SegmentResult:
-    import medimg
+    from medimg.ops.segmentation import predict_case
     from medimg.seg import Predictor, resolve_model
 
     pred = Predictor(resolve_model(p.model), force=p.force)
-    img = medimg.read(p.image)
-    lab = pred(img, tta=p.tta)
-    medimg.write(
-        lab,
-        p.output,
-        reference=p.image if p.output.lower().endswith(".dcm") else None,
-        algorithm="medimg " + pred.info.get("name", "model"),
+    out = Path(p.output)
+    read_kw = {
+        "channel": p.channel,
+        "fill_nonfinite": p.fill_nonfinite,
+        "allow_irregular": p.allow_irregular,
+        "input_spacing_mm": p.input_spacing_mm,
+    }
+    lab = predict_case(
+        pred, [Path(p.image)], out, tta=p.tta, reference=None, probabilities=False, force=p.force, read_kw=read_kw
     )
     sizes = measure_labels(Path(p.output), pred.names).structures
     named = {s.label: s for s in sizes}
