@@ -35,10 +35,11 @@ from typing import Any, Literal
 import numpy as np
 
 from medimg.errors import GeometryError, MedimgError
-from medimg.image import LabelMap, geometry_differences
-from medimg.io._atomic import atomic_path, split_ext
+from medimg.image import LabelMap
+from medimg.io._atomic import atomic_path
 from medimg.metrics.segmentation import CONVENTIONS, DEFAULT_METRICS, instance_metrics, segmentation_metrics
 from medimg.metrics.stats import format_p, paired_comparison, subgroup_breakdown, summarize
+from medimg.pairing import align_to_reference, index_cases, match_cases
 
 SUMMARY_METRICS = ("dice", "iou", "hd95", "assd", "nsd")
 FailurePolicy = Literal["worst", "exclude"]
@@ -61,50 +62,6 @@ LESION_METRICS = ("lesion_f1", "lesion_precision", "lesion_recall", "lesion_mean
 FAILURE_REASONS = ("missing_prediction", "unreadable_prediction", "empty_prediction", "not_in_reference")
 #: metrics compared by ``medimg compare`` and whether higher is better
 COMPARE_METRICS: dict[str, bool] = {"dice": True, "hd95": False, "assd": False, "nsd": True}
-
-
-def case_id(path: Path) -> str:
-    """The case id of a file: its name without the (double) extension, e.g. ``case_001.nii.gz`` -> ``case_001``;
-    DICOM folders are named by the folder."""
-    return path.name if path.is_dir() else split_ext(path)[0]
-
-
-def _index(d: Path) -> dict[str, Path]:
-    return {case_id(p): p for p in sorted(d.iterdir()) if not p.name.startswith(".")}
-
-
-def match_cases(pred_dir: Path, ref_dir: Path) -> tuple[list[tuple[str, Path, Path]], list[str], list[str]]:
-    """Pairs ``(case, pred, ref)`` with the same case id; plus ids missing a prediction, and extra predictions."""
-    for d, what in ((pred_dir, "prediction"), (ref_dir, "reference")):
-        if not d.is_dir():
-            raise MedimgError(f"The {what} folder {str(d)!r} does not exist or is not a folder.")
-    preds, refs = _index(pred_dir), _index(ref_dir)
-    pairs = [(c, preds[c], refs[c]) for c in sorted(refs) if c in preds]
-    if not pairs:
-        raise MedimgError(
-            f"No prediction in {str(pred_dir)!r} has the same case id as a reference in {str(ref_dir)!r} (ids are "
-            f"file names without extensions; e.g. references {sorted(refs)[:3]}, predictions {sorted(preds)[:3]})."
-        )
-    return pairs, sorted(set(refs) - set(preds)), sorted(set(preds) - set(refs))
-
-
-def _align(pred: LabelMap, ref: LabelMap, case: str, resample: bool, spacing_from: str | None) -> LabelMap:
-    diffs = geometry_differences(pred, ref)
-    if not diffs:
-        return pred
-    if spacing_from == "ref" and pred.shape == ref.shape:
-        return LabelMap(pred.array, ref.spacing, ref.origin, ref.direction, pred.meta, names=pred.names)
-    if resample:
-        from medimg.transforms.spatial import resample_to
-
-        out = resample_to(pred, ref, "nearest")
-        assert isinstance(out, LabelMap)
-        return out
-    raise GeometryError(
-        f"Case {case!r}: prediction and reference grids differ ({'; '.join(diffs)}). Pass --resample to resample "
-        "the prediction onto the reference (nearest neighbour), or --spacing-from ref when the prediction has the "
-        "reference's shape but no geometry of its own."
-    )
 
 
 def image_diagonal_mm(ref: LabelMap) -> float:
@@ -318,7 +275,7 @@ def evaluate_rows(
     pred_p, ref_p = Path(pred_dir), Path(ref_dir)
     pairs, missing, extra = match_cases(pred_p, ref_p)
     class_names: dict[int, str] = dict(names or {})
-    ref_index = _index(ref_p)
+    ref_index = index_cases(ref_p)
     cases: list[tuple[str, Path | None, Path]] = sorted(
         [(c, p, r) for c, p, r in pairs] + [(c, None, ref_index[c]) for c in missing], key=lambda t: t[0]
     )
@@ -335,7 +292,7 @@ def evaluate_rows(
         pred: LabelMap | None = None
         if pp is not None:
             try:
-                pred = _align(medimg.read_labels(pp), ref, case, resample, spacing_from)
+                pred = align_to_reference(medimg.read_labels(pp), ref, case, resample, spacing_from)
             except GeometryError:
                 raise
             except MedimgError as e:

@@ -144,7 +144,7 @@ def _worst_case_figures(
     spacing_from: str | None,
 ) -> str:
     import medimg
-    from medimg.evaluate import _align, case_id
+    from medimg.pairing import align_to_reference, case_id
     from medimg.transforms.spatial import reorient
 
     by_case = {c: (p, r) for c, p, r in pairs}
@@ -158,7 +158,7 @@ def _worst_case_figures(
             continue
         pp, rp = by_case[w["case"]]
         ref = medimg.read_labels(rp)
-        pred = _align(medimg.read_labels(pp), ref, w["case"], resample, spacing_from)
+        pred = align_to_reference(medimg.read_labels(pp), ref, w["case"], resample, spacing_from)
         bg = None
         if images_dir is not None:
             cand = [p for p in images_dir.iterdir() if case_id(p) in (w["case"], w["case"] + "_0000")]
