@@ -135,9 +135,9 @@ def _demo_classification(out: Path, say: Callable[[str], None]) -> list[Path]:
     accuracy against their labels, and a Grad-CAM / integrated-gradients figure for the first one."""
     from medimg.classify import ClassifierModel, load_npz, write_probabilities_csv
     from medimg.classify.explain import explanation_figure
-    from medimg.classify.predict import BUNDLED_DIR
+    from medimg.registry import bundled_dir
 
-    if not (BUNDLED_DIR / "pneumoniamnist" / "model.pt").exists():
+    if not (bundled_dir("classification") / "pneumoniamnist" / "model.pt").exists():
         say("(no bundled pneumoniamnist model in this build: classification demo skipped)")
         return []
     data = load_npz(Path(__file__).parent / "data" / "samples" / "pneumoniamnist_val16.npz", "val")

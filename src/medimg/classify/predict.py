@@ -19,40 +19,10 @@ BUNDLED_DIR = Path(__file__).parent / "models"
 
 
 def resolve_classifier(name_or_path: str | Path) -> Path:
-    """A classifier model folder path, or the name of a bundled classifier."""
-    from medimg.seg.model import BUNDLED_DIR as SEG_DIR
+    """A classifier model folder path, or the name of a bundled classifier (see :mod:`medimg.registry`)."""
+    from medimg.registry import find
 
-    p = Path(name_or_path)
-    for cand in (p, BUNDLED_DIR / str(name_or_path), SEG_DIR / str(name_or_path)):
-        if (cand / "model.json").exists() and (cand / "model.pt").exists():
-            info = json.loads((cand / "model.json").read_text())
-            if info.get("task") != "classification":
-                raise MedimgError(
-                    f"{str(name_or_path)!r} is a {info.get('task', 'segmentation')} model, not a classifier: use "
-                    f"`medimg segment IMAGE -m {name_or_path} -o MASK` (or `medimg predict -m {name_or_path} -i "
-                    "IMAGES -o OUT`). Classifiers: "
-                    + ", ".join(sorted(d.name for d in BUNDLED_DIR.iterdir() if (d / "model.json").exists()))
-                    + "."
-                )
-            return cand
-    names = sorted(d.name for d in BUNDLED_DIR.iterdir() if (d / "model.json").exists()) if BUNDLED_DIR.is_dir() else []
-    pkg = BUNDLED_DIR.parents[1]
-    for cand in (p, *(pkg / sub / "models" / str(name_or_path) for sub in ("register", "interactive"))):
-        kind = "registration" if (cand / "flow.json").is_file() else None
-        kind = "promptable (interactive)" if (cand / "promptable.json").is_file() else kind
-        if kind:
-            use = (
-                f"medimg register FIXED MOVING -o OUT --method learned --model {name_or_path}"
-                if kind == "registration"
-                else "medimg interact IMAGE --click X,Y[,Z] -o MASK" + (f" --model {cand}" if cand == p else "")
-            )
-            raise MedimgError(
-                f"{str(name_or_path)!r} is a {kind} model, not a classifier: use `{use}`. "
-                f"Classifiers: {', '.join(names) or 'none bundled'}."
-            )
-    raise MedimgError(
-        f"No classifier {str(name_or_path)!r}: give a model folder or a bundled name ({', '.join(names) or 'none'})."
-    )
+    return find(name_or_path, "classification")
 
 
 class ClassifierModel:

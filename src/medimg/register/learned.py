@@ -185,8 +185,10 @@ class LearnedRegistration:
 
     def __init__(self, path: str | Path = "hippocampus_flow") -> None:
         p = Path(path)
-        if not (p / "flow.json").exists() and (BUNDLED_DIR / str(path) / "flow.json").exists():
-            p = BUNDLED_DIR / str(path)
+        if not (p / "flow.json").exists():
+            from medimg.registry import find
+
+            p = find(path, "registration")
         if not (p / "flow.json").exists() or not (p / "flow.pt").exists():
             raise MedimgError(f"{p} is not a learned-registration model folder (flow.json + flow.pt).")
         self.info = json.loads((p / "flow.json").read_text())

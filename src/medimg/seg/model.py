@@ -17,7 +17,6 @@ from typing import Any
 
 import numpy as np
 
-from medimg.errors import MedimgError
 from medimg.seg.dataset import SegDataset
 from medimg.seg.plan import fingerprint, make_plan, save_json
 
@@ -27,10 +26,10 @@ BUNDLED_DIR = Path(__file__).parent / "models"
 def list_models(extra_dirs: Sequence[Path] = ()) -> list[dict[str, Any]]:
     """Bundled models — segmentation and classification — (and model folders inside ``extra_dirs``) with their
     model.json summaries."""
-    from medimg.classify.predict import BUNDLED_DIR as CLASSIFY_DIR
+    from medimg.registry import bundled_dir
 
     out = []
-    for base in [BUNDLED_DIR, CLASSIFY_DIR, *extra_dirs]:
+    for base in [BUNDLED_DIR, bundled_dir("classification"), *extra_dirs]:
         if not base.is_dir():
             continue
         for d in sorted(base.iterdir()):
@@ -42,32 +41,10 @@ def list_models(extra_dirs: Sequence[Path] = ()) -> list[dict[str, Any]]:
 
 
 def resolve_model(name_or_path: str | Path) -> Path:
-    """A model folder path, or the name of a bundled model."""
-    p = Path(name_or_path)
-    if (p / "plan.json").exists():
-        return p
-    if (BUNDLED_DIR / str(name_or_path) / "plan.json").exists():
-        return BUNDLED_DIR / str(name_or_path)
-    names = [m["name"] for m in list_models() if m.get("task", "segmentation") == "segmentation"]
-    key, pkg = str(name_or_path), BUNDLED_DIR.parents[1]  # another kind of model (bundled or a folder)?
-    for cand in (p, *(pkg / sub / "models" / key for sub in ("classify", "register", "interactive"))):
-        if (cand / "flow.json").is_file():
-            kind, use = "registration", f"medimg register FIXED MOVING -o OUT --method learned --model {key}"
-        elif (cand / "promptable.json").is_file():
-            kind = "promptable (interactive)"
-            use = "medimg interact IMAGE --click X,Y[,Z] -o MASK" + (f" --model {cand}" if cand == p else "")
-        elif (cand / "model.json").is_file() and "classif" in (cand / "model.json").read_text():
-            kind, use = "classification", f"medimg classify predict DATA -m {key} -o probs.csv"
-        else:
-            continue
-        raise MedimgError(
-            f"{key!r} is a {kind} model, not a segmentation model: use `{use}`. "
-            f"Segmentation models: {', '.join(names) or 'none bundled'} (or a model folder from `medimg train`)."
-        )
-    raise MedimgError(
-        f"No segmentation model {key!r}: give a model folder or a bundled segmentation model name "
-        f"({', '.join(names) or 'none bundled'})."
-    )
+    """A segmentation model folder path, or the name of a bundled segmentation model (see :mod:`medimg.registry`)."""
+    from medimg.registry import find
+
+    return find(name_or_path, "segmentation")
 
 
 def validate(
