@@ -623,3 +623,6 @@ def evaluate(p: EvaluateParams, ctx: Context) -> EvaluateResult:
         classes=s["classes"],
         files=[str(out / f) for f in ("per_case.csv", "summary.json", "report.html") if (out / f).exists()],
     )
+
+
+from medimg.ops import report_op  # noqa: E402,F401
