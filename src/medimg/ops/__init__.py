@@ -5,6 +5,7 @@
 adapters over this layer (docs/architecture.md).
 """
 
+from medimg.ops import catalog  # noqa: F401  (registers the operations)
 from medimg.ops.base import (
     Context,
     InvalidParametersError,

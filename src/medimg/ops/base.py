@@ -127,20 +127,14 @@ def operation(
 
 def get(name: str) -> Operation:
     """The registered operation ``name`` (a clear error listing the others when unknown)."""
-    _load_all()
     if name not in REGISTRY:
         raise MedimgError(f"Unknown operation {name!r}; the operations are: {', '.join(sorted(REGISTRY))}.")
     return REGISTRY[name]
 
 
 def operations() -> dict[str, Operation]:
-    """Every registered operation by name."""
-    _load_all()
+    """Every registered operation by name (the package ``medimg.ops`` registers the catalogue on import)."""
     return dict(REGISTRY)
-
-
-def _load_all() -> None:
-    import medimg.ops.catalog  # noqa: F401  (registers the operations)
 
 
 def _paths(value: Any) -> list[str]:
