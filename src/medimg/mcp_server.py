@@ -125,7 +125,10 @@ def _tool_for(op: Operation, roots: list[Path]) -> Tool:
             raise ToolError(_error_text(e)) from e
         except OSError as e:  # a file that vanished, a full disk ...: the caller can act on the message
             raise ToolError(_error_text(e)) from e
-        data = result.model_dump(mode="json")
+        dump = result.model_dump(mode="json")
+        # The answer first, then the files written and the provenance (what a reader needs least).
+        data = {k: v for k, v in dump.items() if k not in ("files", "provenance")}
+        data |= {"files": dump["files"], "provenance": dump["provenance"]}
         content: list[ContentBlock] = [TextContent(type="text", text=json.dumps(data, indent=1))]
         content += [TextContent(type="text", text=f"Note: {n}") for n in ctx.notes]
         return CallToolResult(content=content, structured_content=data)
