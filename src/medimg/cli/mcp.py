@@ -37,6 +37,12 @@ def mcp_cmd(
         roots = default_roots(root)
         server = build_server(roots)
         where = ", ".join(str(r) for r in roots)
+        if transport == "http" and host not in ("127.0.0.1", "localhost", "::1"):
+            err_console.print(
+                f"[yellow]warning:[/] listening on {host}: the server has no authentication, so anyone who can "
+                "reach this port can run the tools on the root folders.",
+                highlight=False,
+            )
         if transport == "http":
             err_console.print(f"medimg MCP server on http://{host}:{port}/mcp (roots: {where})", highlight=False)
             server.run("streamable-http", host=host, port=port)
