@@ -241,3 +241,20 @@ def test_streamable_http_end_to_end(tmp_path: Path) -> None:
     assert not ok.is_error, _text(ok)
     assert ok.structured_content["cases"][0]["structures"][0]["voxels"] > 0
     assert refused.is_error and "outside the allowed folders" in _text(refused)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--root", "/nonexistent/medimg-root"], "does not exist"),
+        (["--transport", "websocket"], "stdio or http"),
+    ],
+)
+def test_cli_refuses_bad_options_cleanly(args: list[str], message: str) -> None:
+    from typer.testing import CliRunner
+
+    from medimg.cli import app
+
+    r = CliRunner().invoke(app, ["mcp", *args])
+    assert r.exit_code == 2
+    assert message in r.output and "Traceback" not in r.output
