@@ -67,7 +67,7 @@ def report_cmd(
         }
         res = run("report", params, Context(roots=root or None, progress=_progress))
         for s in getattr(res, "sentences", []):
-            if s.section in ("findings", "lesions", "comparison"):
+            if s.section in ("labels", "findings", "lesions", "comparison"):
                 console.print(f"{s.text} [{', '.join(s.refs)}]", markup=False, highlight=False)
         for f in res.files:
             console.print(f"wrote {f}", markup=False, highlight=False)

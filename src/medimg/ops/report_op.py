@@ -270,6 +270,12 @@ def _model_sentences(rep: _Report, rid: str, seg: Any, model_dir: Path | None) -
         rep.say("labels", "The study lies within the model's training domain (checked before segmenting).", rid)
     elif d.get("forced", False):
         rep.say(
+            "findings",
+            "Caution: the study is outside the model's training domain (segmented only because force was given), "
+            "so the structures below may not mean anything.",
+            rid,
+        )
+        rep.say(
             "labels",
             "The study lies OUTSIDE the model's training domain and was segmented only because force was given, "
             f"so its structures may not mean anything: {diffs}.",
@@ -307,7 +313,7 @@ def _model_sentences(rep: _Report, rid: str, seg: Any, model_dir: Path | None) -
         "methods",
         f"Model {_code(str(result.get('name', model_dir.name)))} was "
         + ", ".join(bits or ["bundled without a record"])
-        + "; its files are identified by their SHA-256 in the results.",
+        + "; its files are identified by their `SHA-256` in the results.",
         mid,
     )
 
@@ -383,8 +389,9 @@ def _comparison(rep: _Report, rid: str, change: Any) -> None:
     )
 
 
-def _overlay_png(study: str, labels: str | None) -> tuple[bytes, dict[str, Any]]:
-    """The overlay figure as PNG bytes and its slice / scale (raises MedimgError when the grids differ)."""
+def _overlay_png(study: str, labels: str | None, names: dict[int, str] | None = None) -> tuple[bytes, dict[str, Any]]:
+    """The overlay figure as PNG bytes and its slice / scale (raises MedimgError when the grids differ); the
+    legend names the labels by ``names`` (the measured structures' names)."""
     from PIL import Image as PILImage
 
     import medimg
@@ -392,7 +399,7 @@ def _overlay_png(study: str, labels: str | None) -> tuple[bytes, dict[str, Any]]
     from medimg.transforms.spatial import reorient
 
     img = medimg.read(study)
-    lab = medimg.read_labels(labels) if labels else None
+    lab = medimg.read_labels(labels, names=names or None) if labels else None
     fig = overlay_slice(img, lab)
     buf = io.BytesIO()
     PILImage.fromarray(fig.array.swapaxes(0, 1)).save(buf, format="PNG", optimize=True)
@@ -433,7 +440,7 @@ def render_markdown(r: ReportResult, figure_file: str | None) -> str:
     out += ["## Results and provenance", ""]
     out.append(
         f"Report made by medimg {_code(r.medimg_version)} at {_code(r.time)}; each result below lists the "
-        "operation, its parameters, its fields and its provenance (inputs with SHA-256)."
+        "operation, its parameters, its fields and its provenance (inputs with `SHA-256`)."
     )
     out.append("")
     for e in r.results:
@@ -602,7 +609,7 @@ def report(p: ReportParams, ctx: Context) -> ReportResult:
     rid_les: str | None = None
     if p.lesion_label is not None and labels_path:
         rid_les, les = rep.run("count_lesions", {"label_map": labels_path, "label": p.lesion_label})
-        name = _label_name(rep, p.lesion_label) or ""
+        name = _structure_names(rep).get(p.lesion_label, "")
         _lesion_sentences(rep, rid_les, les, p.lesion_label, name, "Now")
         _lesion_table(rep, rid_les, les, "Lesions now")
         rep.say(
@@ -660,7 +667,7 @@ def report(p: ReportParams, ctx: Context) -> ReportResult:
 
     png: bytes | None = None
     try:
-        png, fig = _overlay_png(p.study, labels_path)
+        png, fig = _overlay_png(p.study, labels_path, _structure_names(rep))
     except MedimgError as e:
         rep.say("not_measured", f"No overlay was drawn: {_code(str(e))}.")
     else:
@@ -716,11 +723,13 @@ def report(p: ReportParams, ctx: Context) -> ReportResult:
     return result
 
 
-def _label_name(rep: _Report, label: int) -> str | None:
-    """The name of ``label`` in the structures already measured (segment or volumes), if any."""
+def _structure_names(rep: _Report) -> dict[int, str]:
+    """Label value -> name of the structures measured so far (segment or volumes results)."""
+    names: dict[int, str] = {}
     for e in rep.entries:
+        if e.operation not in ("segment", "volumes"):
+            continue
         structs = e.result.get("structures") or [s for c in e.result.get("cases", []) for s in c["structures"]]
-        for s in structs:
-            if s.get("label") == label:
-                return str(s.get("name"))
-    return None
+        for st in structs:
+            names.setdefault(int(st["label"]), str(st["name"]))
+    return names
