@@ -284,3 +284,25 @@ def test_report_is_an_operation_with_schema() -> None:
         sch["input_schema"]["properties"]
     )
     assert "sentences" in sch["output_schema"]["properties"]
+
+
+def test_report_2d_areas(tmp_path: Path) -> None:
+    """A 2D image with a 2D label map: areas in mm² (pixel count x pixel area), lesion sizes in cm² (never mL),
+    numbers traceable, a 2D overlay caption."""
+    from medimg import Image, LabelMap
+
+    rng = np.random.default_rng(0)
+    lab = np.zeros((40, 30), np.uint8)
+    lab[5:10, 5:12], lab[20:25, 3:6] = 1, 2
+    medimg.write(Image(rng.random((40, 30)).astype(np.float32), [0.5, 0.5]), tmp_path / "i.nii.gz")
+    medimg.write(LabelMap(lab, [0.5, 0.5]), tmp_path / "l.nii.gz")
+    res = run(
+        "report",
+        {"study": str(tmp_path / "i.nii.gz"), "labels": str(tmp_path / "l.nii.gz"), "lesion_label": 2,
+         "output": str(tmp_path / "r.md")},
+    )  # fmt: skip
+    md = (tmp_path / "r.md").read_text()
+    assert "label_1 (label 1): area 8.75 mm² (35 voxels)." in md  # 35 pixels x 0.25 mm²
+    assert "1 lesion of label 2 (label_2), 0.00375 cm² in total" in md and " mL" not in md
+    assert "Structures on the 2D image" in md
+    assert assert_traceable(md, res.model_dump(mode="json")) >= 10

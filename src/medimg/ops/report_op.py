@@ -318,25 +318,43 @@ def _model_sentences(rep: _Report, rid: str, seg: Any, model_dir: Path | None) -
     )
 
 
-def _lesion_sentences(rep: _Report, rid: str, les: Any, label: int, name: str, when: str) -> None:
+#: What each connectivity joins, in 2D (False) and 3D (True).
+_NEIGHBOURS = {
+    False: {1: "sharing an edge", 2: "sharing an edge or a corner", 3: "sharing an edge or a corner"},
+    True: {1: "sharing a face", 2: "sharing a face or an edge", 3: "sharing a face, an edge or a corner"},
+}
+
+
+def _lesion_unit(dims: int) -> str:
+    """The unit of count_lesions' ``volume_ml`` fields: mL in 3D; in 2D (pixel areas / 1000) cm²."""
+    return "mL" if dims == 3 else "cm²"
+
+
+def _lesion_sentences(rep: _Report, rid: str, les: Any, label: int, name: str, when: str, dims: int) -> None:
     what = f"label {label} ({name})" if name else f"label {label}"
     if les.count == 0:
         rep.say("lesions", f"{when}: no lesion of {what} was found.", rid)
         return
-    text = f"{when}: {_plural(les.count, 'lesion')} of {what}, {fmt_ml(les.total_volume_ml)} mL in total"
+    unit = _lesion_unit(dims)
+    text = f"{when}: {_plural(les.count, 'lesion')} of {what}, {fmt_ml(les.total_volume_ml)} {unit} in total"
     if les.count > 1:
-        text += f"; the largest is {fmt_ml(les.lesions[0].volume_ml)} mL"
+        text += f"; the largest is {fmt_ml(les.lesions[0].volume_ml)} {unit}"
     rep.say("lesions", text + ".", rid)
 
 
-def _lesion_table(rep: _Report, rid: str, les: Any, title: str) -> None:
+def _lesion_table(rep: _Report, rid: str, les: Any, title: str, dims: int) -> None:
     if not les.lesions:
         return
     rep.tables.append(
         Table(
             section="lesions",
             title=title,
-            columns=["Lesion", "Volume (mL)", "Voxels", "Centre (LPS, mm)"],
+            columns=[
+                "Lesion",
+                f"{'Volume' if dims == 3 else 'Area'} ({_lesion_unit(dims)})",
+                "Voxels",
+                "Centre (LPS, mm)",
+            ],
             rows=[
                 [str(x.index), fmt_ml(x.volume_ml), str(x.voxels), ", ".join(f"{c:.1f}" for c in x.centroid_mm)]
                 for x in les.lesions
@@ -490,7 +508,7 @@ def render_html(r: ReportResult, png: bytes | None) -> str:
             for row, refs in zip(t.rows, t.refs, strict=True):
                 cells = "".join(
                     f'<td class="num">{html.escape(c)}</td>'
-                    if re.fullmatch(r"[-+0-9., %a-z/]+", c) and i
+                    if i and re.fullmatch(r"[-+]?[0-9][-0-9., %]*", c)
                     else f"<td>{html.escape(c)}</td>"
                     for i, c in enumerate(row)
                 )
@@ -598,9 +616,14 @@ def report(p: ReportParams, ctx: Context) -> ReportResult:
         )
         case = vol.cases[0]
         _structure_findings(rep, rid_struct, case.structures, case.dims)
+        how = (
+            "Volumes are voxel counts times the voxel volume"
+            if case.dims == 3
+            else "Areas are pixel counts times the pixel area"
+        )
         rep.say(
             "methods",
-            f"Volumes are voxel counts times the voxel volume of the label map ({fmt_mm(case.spacing_mm)} mm voxels).",
+            f"{how} of the label map ({fmt_mm(case.spacing_mm)} mm {'voxels' if case.dims == 3 else 'pixels'}).",
             rid_struct,
         )
     else:
@@ -610,24 +633,21 @@ def report(p: ReportParams, ctx: Context) -> ReportResult:
     if p.lesion_label is not None and labels_path:
         rid_les, les = rep.run("count_lesions", {"label_map": labels_path, "label": p.lesion_label})
         name = _structure_names(rep).get(p.lesion_label, "")
-        _lesion_sentences(rep, rid_les, les, p.lesion_label, name, "Now")
-        _lesion_table(rep, rid_les, les, "Lesions now")
+        _lesion_sentences(rep, rid_les, les, p.lesion_label, name, "Now", dims)
+        _lesion_table(rep, rid_les, les, "Lesions now", dims)
+        conn, minimum = les.provenance.parameters["connectivity"], les.provenance.parameters["min_volume_ml"]
         rep.say(
             "methods",
-            f"Lesions are the connected components of label {p.lesion_label} (connectivity "
-            f"{les.provenance.parameters['connectivity']}: faces, edges and corners), "
-            + (
-                f"ignoring those below {fmt_ml(minimum)} mL"
-                if (minimum := les.provenance.parameters["min_volume_ml"])
-                else "with no minimum size"
-            )
+            f"Lesions are the connected components of label {p.lesion_label} (connectivity {conn}: voxels "
+            f"{_NEIGHBOURS[dims == 3][conn]}), "
+            + (f"ignoring those below {fmt_ml(minimum)} {_lesion_unit(dims)}" if minimum else "with no minimum size")
             + "; centres are in LPS world coordinates.",
             rid_les,
         )
         if p.previous_labels:
             rid_prev, prev = rep.run("count_lesions", {"label_map": p.previous_labels, "label": p.lesion_label})
-            _lesion_sentences(rep, rid_prev, prev, p.lesion_label, name, "Earlier visit")
-            _lesion_table(rep, rid_prev, prev, "Lesions at the earlier visit")
+            _lesion_sentences(rep, rid_prev, prev, p.lesion_label, name, "Earlier visit", dims)
+            _lesion_table(rep, rid_prev, prev, "Lesions at the earlier visit", dims)
             if prev.count != les.count:
                 rep.say(
                     "lesions",
