@@ -364,30 +364,33 @@ def _lesion_table(rep: _Report, rid: str, les: Any, title: str, dims: int) -> No
     )
 
 
-def _comparison(rep: _Report, rid: str, change: Any) -> None:
+def _comparison(rep: _Report, rid: str, change: Any, names: dict[int, str]) -> None:
+    """A sentence and a table row per structure of a ``volume_change`` result; structures are named as measured
+    now (``names``) when the earlier label map has other (or no) names for the same label value."""
     rows, refs = [], []
     for s in change.structures:
+        name = names.get(s.label, s.name)
         before, after = fmt_ml(s.before_ml), fmt_ml(s.after_ml)
         pct = f"{abs(s.change_pct):.1f} %" if s.change_pct is not None else "n/a"
         if s.before_ml == 0 and s.after_ml == 0:
-            text = f"{s.name} (label {s.label}) was absent at both visits."
+            text = f"{name} (label {s.label}) was absent at both visits."
         elif s.before_ml == 0:
-            text = f"{s.name} (label {s.label}) was absent at the earlier visit and measures {after} mL now."
+            text = f"{name} (label {s.label}) was absent at the earlier visit and measures {after} mL now."
         elif s.after_ml == 0:
-            text = f"{s.name} (label {s.label}) measured {before} mL at the earlier visit and is absent now."
+            text = f"{name} (label {s.label}) measured {before} mL at the earlier visit and is absent now."
         elif s.change_ml == 0:
-            text = f"{s.name} (label {s.label}) is unchanged: {before} mL at both visits."
+            text = f"{name} (label {s.label}) is unchanged: {before} mL at both visits."
         else:
             direction = "larger" if s.change_ml > 0 else "smaller"
             text = (
-                f"{s.name} (label {s.label}): {before} mL at the earlier visit, {after} mL now, "
+                f"{name} (label {s.label}): {before} mL at the earlier visit, {after} mL now, "
                 f"{fmt_ml(abs(s.change_ml))} mL {direction} ({pct})."
             )
         rep.say("comparison", text, rid)
         sign = "+" if s.change_ml > 0 else ("-" if s.change_ml < 0 else "")
         rows.append(
             [
-                s.name,
+                name,
                 str(s.label),
                 before,
                 after,
@@ -668,7 +671,7 @@ def report(p: ReportParams, ctx: Context) -> ReportResult:
             "structure by structure (same label values).",
             rid_chg,
         )
-        _comparison(rep, rid_chg, chg)
+        _comparison(rep, rid_chg, chg, _structure_names(rep))
     elif p.previous_labels:
         rep.say("not_measured", "An earlier visit was given, but there are no structures now to compare with it.")
     else:
