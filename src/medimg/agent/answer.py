@@ -17,6 +17,7 @@ from medimg.ops import Context, run
 from medimg.ops.catalog import (
     ChangeResult,
     ClassifyResult,
+    EvaluateResult,
     InfoResult,
     LesionResult,
     OverlapResult,
@@ -26,8 +27,6 @@ from medimg.ops.catalog import (
     VolumesResult,
     WrittenImage,
 )
-
-from medimg.ops.catalog import EvaluateResult  # noqa: I001  (kept apart: optional in older catalogs)
 
 
 def execute(plan: Plan, ctx: Context) -> dict[str, BaseModel]:
@@ -105,8 +104,10 @@ def _describe(op: str, r: BaseModel, focus: Sequence[StructureRef]) -> str:
                 continue
             sizes = ", ".join(f"{_name(s, focus)} (label {s.label}) {_size_text(s)}" for s in chosen)
             sp = "x".join(f"{v:g}" for v in c.spacing_mm)
-            parts.append(f"{c.case}: {sizes or 'no structures (empty label map)'} (voxel spacing {sp} mm"
-                         f"{'' if c.spacing_known else ', unknown: assumed'})")
+            parts.append(
+                f"{c.case}: {sizes or 'no structures (empty label map)'} (voxel spacing {sp} mm"
+                f"{'' if c.spacing_known else ', unknown: assumed'})"
+            )
         more = f"; and {len(r.cases) - 12} more cases" if len(r.cases) > 12 else ""
         head = "Volumes" if all(c.dims == 3 for c in r.cases) else "Sizes"
         text = f"{head} of {len(r.cases)} case{'s' if len(r.cases) != 1 else ''}: " if len(r.cases) > 1 else ""
@@ -121,19 +122,27 @@ def _describe(op: str, r: BaseModel, focus: Sequence[StructureRef]) -> str:
         forced = " (forced outside the model's training domain)" if dom.get("forced") else ""
         return f"Segmented with the {r.model} model{forced} into {r.output}: {sizes}."
     if isinstance(r, OverlapResult):
-        rows = [x for x in r.labels if not focus or x.label in {f.label for f in focus}] or r.labels
-        return "Overlap per label: " + "; ".join(
-            f"{x.name} (label {x.label}) Dice {x.dice:.3f}, HD95 {x.hd95_mm:.2f} mm, ASSD {x.assd_mm:.2f} mm "
-            f"({ml(x.volume_prediction_ml)} vs {ml(x.volume_reference_ml)})"
-            for x in rows
-        ) + "."
+        ov = [x for x in r.labels if not focus or x.label in {f.label for f in focus}] or r.labels
+        return (
+            "Overlap per label: "
+            + "; ".join(
+                f"{x.name} (label {x.label}) Dice {x.dice:.3f}, HD95 {x.hd95_mm:.2f} mm, ASSD {x.assd_mm:.2f} mm "
+                f"({ml(x.volume_prediction_ml)} vs {ml(x.volume_reference_ml)})"
+                for x in ov
+            )
+            + "."
+        )
     if isinstance(r, ChangeResult):
-        rows = [x for x in r.structures if not focus or x.label in {f.label for f in focus}] or r.structures
-        return "Volume change between the visits: " + "; ".join(
-            f"{x.name} (label {x.label}) {ml(x.before_ml)} -> {ml(x.after_ml)}, {x.change_ml:+.3f} mL"
-            + (f" ({x.change_pct:+.1f} %)" if x.change_pct is not None else " (absent at the first visit)")
-            for x in rows
-        ) + "."
+        ch = [x for x in r.structures if not focus or x.label in {f.label for f in focus}] or r.structures
+        return (
+            "Volume change between the visits: "
+            + "; ".join(
+                f"{x.name} (label {x.label}) {ml(x.before_ml)} -> {ml(x.after_ml)}, {x.change_ml:+.3f} mL"
+                + (f" ({x.change_pct:+.1f} %)" if x.change_pct is not None else " (absent at the first visit)")
+                for x in ch
+            )
+            + "."
+        )
     if isinstance(r, LesionResult):
         sizes = ", ".join(ml(les.volume_ml) for les in r.lesions[:10])
         more = f" and {len(r.lesions) - 10} more" if len(r.lesions) > 10 else ""
@@ -156,19 +165,24 @@ def _describe(op: str, r: BaseModel, focus: Sequence[StructureRef]) -> str:
         sp = "x".join(f"{v:g}" for v in r.spacing_mm)
         return f"Wrote {r.output}: {shape} voxels at {sp} mm, orientation {r.orientation}."
     if isinstance(r, ClassifyResult):
-        rows = []
+        rows: list[str] = []
         for im in r.images[:8]:
             p = max(im.probabilities.values())
-            dom = "" if im.in_domain else " (outside the model's domain)"
-            rows.append(f"{im.id}: {im.predicted} (probability {p:.3f}){dom}")
+            outside = "" if im.in_domain else " (outside the model's domain)"
+            rows.append(f"{im.id}: {im.predicted} (probability {p:.3f}){outside}")
         more = f"; and {len(r.images) - 8} more" if len(r.images) > 8 else ""
         counts: dict[str, int] = {}
         for im in r.images:
             counts[im.predicted] = counts.get(im.predicted, 0) + 1
         summary = ", ".join(f"{n} {k}" for k, n in sorted(counts.items())) if len(r.images) > 1 else ""
-        return f"Classified with the {r.model} model" + (f" ({summary})" if summary else "") + ": " + "; ".join(
-            rows
-        ) + more + "."
+        return (
+            f"Classified with the {r.model} model"
+            + (f" ({summary})" if summary else "")
+            + ": "
+            + "; ".join(rows)
+            + more
+            + "."
+        )
     if isinstance(r, RegisterResult):
         m = r.metrics
         bits = [f"Registered into {r.output_dir}"]
@@ -189,8 +203,10 @@ def _describe(op: str, r: BaseModel, focus: Sequence[StructureRef]) -> str:
         for k, c in r.classes.items():
             d = c.get("dice", {}) if isinstance(c, dict) else {}
             mean = d.get("mean") if isinstance(d, dict) else None
-            parts.append(f"{c.get('name', k) if isinstance(c, dict) else k}: mean Dice "
-                         + (f"{mean:.3f}" if isinstance(mean, (int, float)) else "n/a"))
+            parts.append(
+                f"{c.get('name', k) if isinstance(c, dict) else k}: mean Dice "
+                + (f"{mean:.3f}" if isinstance(mean, (int, float)) else "n/a")
+            )
         return f"Evaluated {r.n_cases} cases: " + "; ".join(parts) + f". Reports: {', '.join(r.files)}."
     if isinstance(r, CompareResult):
         w = r.winner

@@ -91,8 +91,11 @@ def ask(
 
 def describe_plan(plan: Plan) -> str:
     """The plan in words: one line per step."""
-    lines = [f"Plan ({plan.planner} planner, form '{plan.intent}'"
-             + (f", similarity {plan.confidence:.2f}" if plan.confidence is not None else "") + "):"]
+    lines = [
+        f"Plan ({plan.planner} planner, form '{plan.intent}'"
+        + (f", similarity {plan.confidence:.2f}" if plan.confidence is not None else "")
+        + "):"
+    ]
     for st in plan.steps:
         args = ", ".join(f"{k}={v!r}" for k, v in st.params.items())
         lines.append(f"  {st.id}: {st.op}({args})")

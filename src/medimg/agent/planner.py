@@ -180,11 +180,38 @@ ABSTAIN_BELOW = 0.30  #: best similarity under this: the request is not one of t
 INFEASIBLE_MARGIN = 0.15  #: a form the inputs cannot serve beats every one they can by this: ask for inputs
 MARGIN = 0.025  #: two forms closer than this with different needs: ask which one
 
-IMAGE_EXT = (".nii", ".nii.gz", ".nrrd", ".seg.nrrd", ".mha", ".mhd", ".dcm", ".png", ".jpg", ".jpeg", ".tif",
-             ".tiff", ".bmp", ".h5", ".hdf5", ".npz", ".npy")
+IMAGE_EXT = (
+    ".nii",
+    ".nii.gz",
+    ".nrrd",
+    ".seg.nrrd",
+    ".mha",
+    ".mhd",
+    ".dcm",
+    ".png",
+    ".jpg",
+    ".jpeg",
+    ".tif",
+    ".tiff",
+    ".bmp",
+    ".h5",
+    ".hdf5",
+    ".npz",
+    ".npy",
+)
 FORMATS = {
-    "nifti": ".nii.gz", "nii.gz": ".nii.gz", "nii": ".nii.gz", "nrrd": ".nrrd", "mha": ".mha", "metaimage": ".mha",
-    "mhd": ".mha", "png": ".png", "tiff": ".tif", "tif": ".tif", "npz": ".npz", "hdf5": ".h5",
+    "nifti": ".nii.gz",
+    "nii.gz": ".nii.gz",
+    "nii": ".nii.gz",
+    "nrrd": ".nrrd",
+    "mha": ".mha",
+    "metaimage": ".mha",
+    "mhd": ".mha",
+    "png": ".png",
+    "tiff": ".tif",
+    "tif": ".tif",
+    "npz": ".npz",
+    "hdf5": ".h5",
 }
 
 
@@ -286,8 +313,35 @@ _STRIP_L = "\"'`([{<"
 _STRIP_R = "\"'`)]}>,;:!?"
 
 
+#: Words that name a folder only when written as a path ("labels/", "./labels"): in prose they are just words.
+_PROSE_WORDS = {
+    "labels",
+    "label",
+    "images",
+    "image",
+    "data",
+    "scans",
+    "scan",
+    "files",
+    "file",
+    "masks",
+    "mask",
+    "cases",
+    "case",
+    "results",
+    "output",
+    "outputs",
+    "segmentation",
+    "segmentations",
+    "lesions",
+    "lesion",
+    "it",
+    "them",
+}
+
+
 def _has_ext(t: str) -> bool:
-    return t.lower().endswith(IMAGE_EXT + (".csv",))
+    return t.lower().endswith((*IMAGE_EXT, ".csv"))
 
 
 def _find(token: str, roots: list[Path]) -> Path | None:
@@ -310,7 +364,7 @@ def _kind_of(path: str) -> tuple[str, int]:
     if p.is_dir():
         try:
             files = label_files(p)
-        except Exception:  # noqa: BLE001  (no readable files by extension: a DICOM folder, perhaps)
+        except Exception:
             files = []
         if not files:
             some = [q for q in sorted(p.iterdir())[:5] if q.is_file()]
@@ -325,7 +379,7 @@ def _kind_of(path: str) -> tuple[str, int]:
         return "image", 1
     try:
         img = medimg.read(p, allow_nonfinite=True)
-    except Exception:  # noqa: BLE001  (unreadable: let the operation report it)
+    except Exception:
         return "mixed", 1
     return ("labels" if looks_like_labels(img) else "image"), 1
 
@@ -339,6 +393,18 @@ def _is_dicom(path: Path) -> bool:
         return False
 
 
+def _dataset_name(path: Path) -> set[str]:
+    """Words of the ``name`` in a ``dataset.json`` beside the label map (or up to two folders above)."""
+    for d in [path if path.is_dir() else path.parent, *list((path if path.is_dir() else path.parent).parents)[:2]]:
+        js = d / "dataset.json"
+        if js.is_file():
+            try:
+                return set(re.findall(r"[a-z]+", str(json.loads(js.read_text()).get("name", "")).lower()))
+            except (ValueError, AttributeError, OSError):
+                return set()
+    return set()
+
+
 def label_names(path: Path) -> dict[int, str]:
     """Names of a label map's labels: its own (Slicer / DICOM SEG) or a ``dataset.json`` in its folder or the
     two above (MSD / nnU-Net layout); ``{}`` when it has none."""
@@ -349,7 +415,7 @@ def label_names(path: Path) -> dict[int, str]:
         if js.is_file():
             try:
                 names, _ = _labels_from_json(json.loads(js.read_text()), js)
-            except Exception:  # noqa: BLE001  (a malformed dataset.json is ignored, not fatal)
+            except Exception:
                 continue
             return {k: v for k, v in names.items() if k != 0}
     f = path
@@ -375,9 +441,46 @@ def _present_labels(path: str) -> tuple[int, ...]:
 #: Words that name a structure in general (used when a label map has a single unnamed label).
 GENERIC_STRUCTURES = r"lesions?|tumou?rs?|nodules?|masses|mass|structures?|foreground|mask|segmentation|labels?"
 _STOP = {
-    "the", "a", "an", "of", "in", "and", "to", "is", "are", "what", "whats", "what's", "how", "big", "which",
-    "volume", "volumes", "size", "sizes", "me", "tell", "for", "this", "that", "these", "those", "file", "scan",
-    "between", "from", "with", "has", "have", "largest", "biggest", "smallest", "each", "every", "all", "part",
+    "the",
+    "a",
+    "an",
+    "of",
+    "in",
+    "and",
+    "to",
+    "is",
+    "are",
+    "what",
+    "whats",
+    "what's",
+    "how",
+    "big",
+    "which",
+    "volume",
+    "volumes",
+    "size",
+    "sizes",
+    "me",
+    "tell",
+    "for",
+    "this",
+    "that",
+    "these",
+    "those",
+    "file",
+    "scan",
+    "between",
+    "from",
+    "with",
+    "has",
+    "have",
+    "largest",
+    "biggest",
+    "smallest",
+    "each",
+    "every",
+    "all",
+    "part",
 }
 
 
@@ -395,7 +498,13 @@ def extract_slots(request: str, roots: list[Path]) -> Slots:
             t = t.rstrip(".")
             found = _find(t, roots) if t else None
         looks_like_path = "/" in t or _has_ext(t)
-        if found is not None and (looks_like_path or found.suffix or found.is_dir()) and t not in (".", ".."):
+        bare_word = not looks_like_path and t.lower() in _PROSE_WORDS
+        if (
+            found is not None
+            and (looks_like_path or found.suffix or found.is_dir())
+            and t not in (".", "..")
+            and not bare_word
+        ):
             kind, n = _kind_of(str(found.resolve()))
             s.paths.append(PathSlot(t, found, found.is_dir(), kind, n))  # type: ignore[arg-type]
             rest.append("the file")
@@ -426,9 +535,12 @@ def _match_structures(s: Slots, low: str) -> None:
         try:
             named.update(label_names(p.path))
             present.update(_present_labels(str(p.path.resolve())))
-        except Exception:  # noqa: BLE001  (an unreadable label map: the operation reports it)
+        except Exception:
             continue
         folders.update(x.lower() for x in p.path.resolve().parts[-4:])
+        first = sorted(p.path.iterdir())[:1] if p.is_dir else []
+        folders.update(x.name.lower() for x in first)
+        folders.update(_dataset_name(p.path))
     for k, name in sorted(named.items()):
         n = name.lower()
         variants = {n, n + "s", n.rstrip("s"), n.replace("_", " ")}
@@ -457,9 +569,35 @@ def _match_structures(s: Slots, low: str) -> None:
 
 #: Anatomical words: naming one of these when the label map has no such label is a question, not a guess.
 _ANATOMY = {
-    "liver", "spleen", "kidney", "kidneys", "lung", "lungs", "heart", "brain", "hippocampus", "anterior",
-    "posterior", "ventricle", "myocardium", "aorta", "pancreas", "prostate", "bladder", "vessel", "vessels",
-    "lesion", "lesions", "tumor", "tumour", "nodule", "head", "spine", "bone", "thalamus", "cortex",
+    "liver",
+    "spleen",
+    "kidney",
+    "kidneys",
+    "lung",
+    "lungs",
+    "heart",
+    "brain",
+    "hippocampus",
+    "anterior",
+    "posterior",
+    "ventricle",
+    "myocardium",
+    "aorta",
+    "pancreas",
+    "prostate",
+    "bladder",
+    "vessel",
+    "vessels",
+    "lesion",
+    "lesions",
+    "tumor",
+    "tumour",
+    "nodule",
+    "head",
+    "spine",
+    "bone",
+    "thalamus",
+    "cortex",
 }
 
 
@@ -534,7 +672,7 @@ def _stem(p: Path) -> str:
     return p.stem or p.name
 
 
-def _output(s: Slots, out_dir: Path, default: str, exts: tuple[str, ...]) -> str | Question:
+def _output(s: Slots, out_dir: Path, default: str, exts: tuple[str, ...]) -> str:
     for o in s.outputs:
         if o.lower().endswith(exts):
             q = Path(o) if Path(o).is_absolute() else out_dir / o
@@ -592,15 +730,15 @@ def _build(intent: str, s: Slots, roots: list[Path], request: str, score: float)
     if intent in ("volumes", "spreadsheet"):
         for i, p in enumerate(s.labels if intent == "volumes" else [p0], 1):
             params: dict[str, Any] = {"path": str(p.path)}
-            names = _names(p)
-            if names:
-                params["names"] = names
+            own = _names(p)
+            if own:
+                params["names"] = own
             if intent == "spreadsheet":
                 params["output_csv"] = _output(s, out_dir, f"{_stem(p0.path)}_volumes.csv", (".csv",))
             plan.steps.append(Step(id=f"s{i}", op="volumes", params=params))
     elif intent == "largest":
         if not s.structures and not s.whole:
-            present = set()
+            present: set[int] = set()
             for p in s.labels:
                 present.update(_present_labels(str(p.path.resolve())))
             if len(present) > 1:
@@ -641,8 +779,11 @@ def _build(intent: str, s: Slots, roots: list[Path], request: str, score: float)
         if intent == "overlap" and a.is_dir and b.is_dir:
             out = str(_unique(out_dir / f"evaluation_{_stem(a.path)}"))
             plan.steps.append(
-                Step(id="s1", op="evaluate", params={"predictions": str(a.path), "references": str(b.path),
-                                                     "output_dir": out})
+                Step(
+                    id="s1",
+                    op="evaluate",
+                    params={"predictions": str(a.path), "references": str(b.path), "output_dir": out},
+                )
             )
             plan.intent = "evaluate"
         elif intent == "overlap":
@@ -663,9 +804,7 @@ def _build(intent: str, s: Slots, roots: list[Path], request: str, score: float)
                 "then fixed); which are they?",
                 intent,
             )
-        method = next(
-            (m for m in ("rigid", "affine", "deformable") if re.search(rf"\b{m}\b", low)), "affine"
-        )
+        method = next((m for m in ("rigid", "affine", "deformable") if re.search(rf"\b{m}\b", low)), "affine")
         out = str(_unique(out_dir / f"{_stem(mov.path)}_to_{_stem(fix.path)}"))
         params = {"fixed": str(fix.path), "moving": str(mov.path), "output_dir": out, "method": method}
         if len(s.labels) == 2:
@@ -675,8 +814,9 @@ def _build(intent: str, s: Slots, roots: list[Path], request: str, score: float)
         plan.steps.append(Step(id="s1", op="classify", params={"images": src}))
     elif intent == "convert":
         fmt = None
-        m = re.search(r"\b(?:to|into|as|in)\s+(?:an?\s+)?(?:the\s+)?(" + "|".join(map(re.escape, FORMATS)) + r")\b",
-                      low)
+        m = re.search(
+            r"\b(?:to|into|as|in)\s+(?:an?\s+)?(?:the\s+)?(" + "|".join(map(re.escape, FORMATS)) + r")\b", low
+        )
         if m:
             fmt = FORMATS[m.group(1)]
         ext = fmt or ".nii.gz"
@@ -703,7 +843,7 @@ def _build(intent: str, s: Slots, roots: list[Path], request: str, score: float)
 def _names(p: PathSlot) -> dict[int, str] | None:
     try:
         return label_names(p.path) or None
-    except Exception:  # noqa: BLE001
+    except Exception:
         return None
 
 
