@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import html
 import json
 import re
 from pathlib import Path
@@ -306,3 +307,58 @@ def test_report_2d_areas(tmp_path: Path) -> None:
     assert "1 lesion of label 2 (label_2), 0.00375 cm² in total" in md and " mL" not in md
     assert "Structures on the 2D image" in md
     assert assert_traceable(md, res.model_dump(mode="json")) >= 10
+
+
+def test_ask_produces_a_report(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`medimg ask` can make a report: a (scripted, local) language model calls the `report` tool; medimg validates
+    and runs it under the allowed folder, and the page is the one the operation writes."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    from medimg.agent import ask
+
+    args = {"study": "img.nii.gz", "labels": "lab.nii.gz", "output": "report.html"}
+    reply = {
+        "choices": [
+            {
+                "message": {
+                    "role": "assistant",
+                    "content": None,
+                    "tool_calls": [
+                        {"id": "c0", "type": "function", "function": {"name": "report", "arguments": json.dumps(args)}}
+                    ],
+                }
+            }
+        ]
+    }
+
+    class Scripted(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers["Content-Length"]))
+            data = json.dumps(reply).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *a: Any) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Scripted)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        (tmp_path / "img.nii.gz").write_bytes(IMG.read_bytes())
+        (tmp_path / "lab.nii.gz").write_bytes(LAB.read_bytes())
+        monkeypatch.chdir(tmp_path)
+        out = ask(
+            "write a report of img.nii.gz with lab.nii.gz", llm_url=f"http://127.0.0.1:{server.server_address[1]}/v1"
+        )
+    finally:
+        server.shutdown()
+    assert out.status == "answered" and out.plan is not None and [s.op for s in out.plan.steps] == ["report"]
+    page = (tmp_path / "report.html").read_text()
+    got = next(iter(out.results.values()))
+    assert got["output"] == str(tmp_path / "report.html") and "data:image/png;base64," in page
+    plain = html.unescape(re.sub(r"</?code>", "", page))
+    assert got["sentences"] and all(s["text"].replace("`", "") in plain for s in got["sentences"])
