@@ -23,6 +23,8 @@ import medimg
 from medimg.cli import app
 from medimg.ops import PathNotAllowedError, run
 
+from conftest import SHARED, needs_shared
+
 DATA = Path(__file__).parent / "data"
 HIP = DATA / "hippocampus"
 IMG = HIP / "imagesTr" / "hippocampus_001.nii.gz"
@@ -362,3 +364,33 @@ def test_ask_produces_a_report(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     assert got["output"] == str(tmp_path / "report.html") and "data:image/png;base64," in page
     plain = html.unescape(re.sub(r"</?code>", "", page))
     assert got["sentences"] and all(s["text"].replace("`", "") in plain for s in got["sentences"])
+
+
+@needs_shared
+def test_report_real_data_many_structures_and_lesions_off_grid(tmp_path: Path) -> None:
+    """Real data: a TotalSegmentator CT with its multi-class segmentation (a table instead of a sentence per
+    structure), and MS lesions on another grid than the FLAIR they are reported with (counted and sized, no overlay
+    drawn, the grid difference said, citing both info results)."""
+    ts = SHARED / "totalsegmentator"
+    out = tmp_path / "ts.md"
+    res = run("report", {"study": str(ts / "example_ct_sm.nii.gz"), "labels": str(ts / "example_seg.nii.gz"),
+                         "output": str(out)})  # fmt: skip
+    doc = res.model_dump(mode="json")
+    structs = doc["results"][1]["result"]["cases"][0]["structures"]
+    assert len(structs) > 12 and len(doc["tables"][0]["rows"]) == len(structs)
+    assert "The size of every structure is in the table below." in out.read_text()
+    assert assert_traceable(out.read_text(), doc) >= 3 * len(structs)
+
+    ms = SHARED / "ms_longitudinal" / "patient01"
+    out = tmp_path / "ms.md"
+    res = run("report", {"study": str(ms / "study2_FLAIR.nii.gz"), "labels": str(ms / "gt.nii.gz"),
+                         "lesion_label": 1, "output": str(out)})  # fmt: skip
+    doc = res.model_dump(mode="json")
+    direct = run("count_lesions", {"label_map": str(ms / "gt.nii.gz"), "label": 1})
+    les = next(e for e in doc["results"] if e["operation"] == "count_lesions")["result"]
+    assert les["count"] == direct.count > 1  # type: ignore[attr-defined]
+    md = out.read_text()
+    assert "not on the study's voxel grid" in md and "No overlay was drawn" in md and not doc["figures"]
+    assert not (tmp_path / "ms_overlay.png").exists()
+    assert [e["operation"] for e in doc["results"]] == ["info", "volumes", "count_lesions", "info"]
+    assert assert_traceable(md, doc) >= 4 * les["count"]

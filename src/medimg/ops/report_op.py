@@ -28,7 +28,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from medimg.errors import MedimgError
+from medimg.errors import GeometryError, MedimgError
 from medimg.ops.base import (
     Context,
     InputRecord,
@@ -691,6 +691,24 @@ def report(p: ReportParams, ctx: Context) -> ReportResult:
     png: bytes | None = None
     try:
         png, fig = _overlay_png(p.study, labels_path, _structure_names(rep))
+    except GeometryError:
+        assert labels_path is not None  # the study alone always draws
+        rid_linfo, linfo = rep.run("info", {"path": labels_path})
+        rep.say(
+            "labels",
+            f"The label map is not on the study's voxel grid (it has {fmt_mm(linfo.shape)} voxels of "
+            f"{fmt_mm(linfo.spacing_mm)} mm, the study {fmt_mm(info.shape)} voxels of {fmt_mm(info.spacing_mm)} mm, "
+            "or they differ in position or direction); its structures were measured on its own grid.",
+            rid_info,
+            rid_linfo,
+        )
+        rep.say(
+            "not_measured",
+            "No overlay was drawn: the label map is not on the study's voxel grid (resample it onto the study "
+            "first: `medimg resample LABELS OUT --reference STUDY --labels`).",
+            rid_info,
+            rid_linfo,
+        )
     except MedimgError as e:
         rep.say("not_measured", f"No overlay was drawn: {_code(str(e))}.")
     else:
