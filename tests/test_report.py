@@ -125,10 +125,11 @@ def test_report_with_labels_md_json_html(tmp_path: Path) -> None:
 
 
 def test_report_segmented_by_bundled_model(tmp_path: Path) -> None:
-    """A case segmented by the bundled hippocampus model: the domain check and the model's record are reported,
-    the label map written is the one measured, and every number is traceable."""
+    """A case segmented by the bundled hippocampus model and compared with its manual label as the earlier visit:
+    the domain check and the model's record are reported, the label map written is the one measured, and every
+    number is traceable."""
     out = tmp_path / "m.md"
-    res = run("report", {"study": str(IMG), "model": "hippocampus", "output": str(out)})
+    res = run("report", {"study": str(IMG), "model": "hippocampus", "previous_labels": str(LAB), "output": str(out)})
     doc = res.model_dump(mode="json")
     seg = next(e for e in doc["results"] if e["operation"] == "segment")
     assert seg["result"]["domain"]["in_domain"] is True and seg["result"]["domain"]["forced"] is False
@@ -141,6 +142,11 @@ def test_report_segmented_by_bundled_model(tmp_path: Path) -> None:
     md = out.read_text()
     assert "within the model's training domain" in md
     assert "not compared with a reference segmentation" in md
+    # the earlier visit (the manual label) is compared structure by structure, named as the model names them,
+    # with the caveat that the two label maps were made differently
+    chg = next(e for e in doc["results"] if e["operation"] == "volume_change")["result"]["structures"]
+    assert [s["after_ml"] for s in chg] == [s["volume_ml"] for s in seg["result"]["structures"]]
+    assert "- anterior (label 1): " in md and "different way they were made" in md
     assert assert_traceable(md, doc) >= 10
     # the overlay legend uses the model's names (the file written beside the report)
     assert (tmp_path / "m_overlay.png").is_file()

@@ -672,6 +672,14 @@ def report(p: ReportParams, ctx: Context) -> ReportResult:
             rid_chg,
         )
         _comparison(rep, rid_chg, chg, _structure_names(rep))
+        if p.model:
+            rep.say(
+                "comparison",
+                "The current structures were segmented by the model while the earlier label map was given, so part "
+                "of any change may come from the different way they were made.",
+                rid_struct or rid_chg,
+                rid_chg,
+            )
     elif p.previous_labels:
         rep.say("not_measured", "An earlier visit was given, but there are no structures now to compare with it.")
     else:
