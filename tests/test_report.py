@@ -400,3 +400,18 @@ def test_report_real_data_many_structures_and_lesions_off_grid(tmp_path: Path) -
     assert not (tmp_path / "ms_overlay.png").exists()
     assert [e["operation"] for e in doc["results"]] == ["info", "volumes", "count_lesions", "info"]
     assert assert_traceable(md, doc) >= 4 * les["count"]
+
+
+def test_report_of_the_study_alone_measures_nothing_it_was_not_given(tmp_path: Path) -> None:
+    """No label map, no model: the report describes the image, shows its middle slice and says that no structure,
+    lesion or change was measured; a folder of label maps is refused (one study, one label map)."""
+    out = tmp_path / "s.md"
+    res = run("report", {"study": str(IMG), "output": str(out)})
+    doc = res.model_dump(mode="json")
+    assert [e["operation"] for e in doc["results"]] == ["info"] and doc["labels"] is None and not doc["tables"]
+    md = out.read_text()
+    assert "no structure was measured" in md and "Lesions were not counted" in md and "No earlier visit" in md
+    assert "(the middle slice)" in md and doc["figures"][0]["slice_number"] == 18
+    assert assert_traceable(md, doc) >= 10
+    with pytest.raises(Exception, match="is a folder"):
+        run("report", {"study": str(IMG), "labels": str(HIP / "labelsTr"), "output": str(tmp_path / "x.md")})

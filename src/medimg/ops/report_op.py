@@ -435,6 +435,11 @@ def _refs_md(refs: list[str]) -> str:
     return f" [{', '.join(refs)}]" if refs else ""
 
 
+def _figure_section(r: ReportResult) -> str:
+    """The overlay goes with the structures; with none measured, with the study."""
+    return "findings" if r.labels else "study"
+
+
 def render_markdown(r: ReportResult, figure_file: str | None) -> str:
     """The report as Markdown: sections of sentences (each ending with its result ids), tables, the figure and
     an appendix with every result's parameters, fields and provenance."""
@@ -442,7 +447,7 @@ def render_markdown(r: ReportResult, figure_file: str | None) -> str:
     for sec, title in SECTION_TITLES.items():
         sents = [s for s in r.sentences if s.section == sec]
         tabs = [t for t in r.tables if t.section == sec]
-        figs = [f for f in r.figures if sec == "findings"]
+        figs = r.figures if sec == _figure_section(r) else []
         if not (sents or tabs or figs):
             continue
         out += [f"## {title}", ""]
@@ -498,7 +503,7 @@ def render_html(r: ReportResult, png: bytes | None) -> str:
     for sec, title in SECTION_TITLES.items():
         sents = [s for s in r.sentences if s.section == sec]
         tabs = [t for t in r.tables if t.section == sec]
-        figs = r.figures if sec == "findings" else []
+        figs = r.figures if sec == _figure_section(r) else []
         if not (sents or tabs or figs):
             continue
         h.append(f'<section id="{sec}"><h2>{html.escape(title)}</h2><ul>')
@@ -573,6 +578,10 @@ def report(p: ReportParams, ctx: Context) -> ReportResult:
         )
     if p.labels and p.model:
         raise InvalidParametersError("Give either labels (an existing label map) or model (to segment), not both.")
+    if p.labels and Path(p.labels).is_dir():
+        raise InvalidParametersError(
+            f"labels {p.labels!r} is a folder; give the one label map file of this study (e.g. seg.nii.gz)."
+        )
     check_output_path(out)
     inputs = {Path(x).resolve() for x in (p.study, p.labels, p.previous_labels) if x}
     stem = split_ext(out)[0]
@@ -699,8 +708,9 @@ def report(p: ReportParams, ctx: Context) -> ReportResult:
     png: bytes | None = None
     try:
         png, fig = _overlay_png(p.study, labels_path, _structure_names(rep))
-    except GeometryError:
-        assert labels_path is not None  # the study alone always draws
+    except GeometryError as e:
+        if labels_path is None:  # not expected: the study alone has one grid
+            raise MedimgError(f"The study's overlay could not be drawn: {e}") from e
         rid_linfo, linfo = rep.run("info", {"path": labels_path})
         rep.say(
             "labels",
