@@ -445,7 +445,9 @@ class LesionParams(OpParams):
 
 class Lesion(BaseModel):
     index: int
-    volume_ml: float
+    volume_ml: float = Field(
+        description="3D: volume in mL. 2D label maps: area in cm² (mm²/1000), as LabelMap.volumes_ml() counts it."
+    )
     voxels: int
     centroid_mm: list[float] = Field(description="World position (LPS, mm).")
 
