@@ -126,8 +126,7 @@ def _describe(op: str, r: BaseModel, focus: Sequence[StructureRef]) -> str:
         return (
             "Overlap per label: "
             + "; ".join(
-                f"{x.name} (label {x.label}) Dice {x.dice:.3f}, HD95 {x.hd95_mm:.2f} mm, ASSD {x.assd_mm:.2f} mm "
-                f"({ml(x.volume_prediction_ml)} vs {ml(x.volume_reference_ml)})"
+                f"{x.name} (label {x.label}) Dice {x.dice:.3f}, HD95 {x.hd95_mm:.2f} mm, ASSD {x.assd_mm:.2f} mm"
                 for x in ov
             )
             + "."

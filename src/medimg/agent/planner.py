@@ -72,6 +72,8 @@ EXAMPLES: dict[str, list[str]] = {
         "how much did the hippocampus shrink from visit one to visit two",
         "growth of the lesion between the two time points in mL and percent",
         "change of each structure's volume from the earlier to the later visit",
+        "how much did the posterior part change between the file and the file",
+        "how has the lesion volume evolved from the first file to the second file",
     ],
     "largest": [
         "which of these scans has the largest structure",
@@ -81,6 +83,8 @@ EXAMPLES: dict[str, list[str]] = {
         "among these files, which has the most volume",
         "rank these cases by volume and tell me the largest",
         "find the case with the largest hippocampus in this folder",
+        "which has the larger lesion, the file or the file",
+        "of the file and the file, which one is bigger",
     ],
     "register": [
         "register the file to the file and report the label overlap",
@@ -165,17 +169,23 @@ NEEDS: dict[str, str] = {
 #: Words that steer the choice between forms (added to the cosine similarity when present).
 CUES: dict[str, tuple[str, float]] = {
     "spreadsheet": (r"\b(spreadsheet|csv|excel|xlsx|sheet|table)\b", 0.15),
+    "volumes": (r"\bhow many (ml|millilit\w*|cc|cubic)\b", 0.12),
     "overlap": (r"\b(dice|hd95|hausdorff|assd|overlap|agree|agreement|ground truth)\b", 0.10),
     "register": (r"\b(regist\w*|align\w*|warp\w*)\b", 0.15),
-    "largest": (r"\b(which|largest|biggest|smallest|most|least|rank\w*)\b", 0.08),
-    "count_lesions": (r"\b(count|how many|number of)\b.*\b(lesions?|tumou?rs?|nodules?|components?)\b", 0.12),
-    "volume_change": (r"\b(chang\w*|grow\w*|grew|shr[iu]nk\w*|visits?|baseline|follow-?up|progress\w*)\b", 0.10),
+    "largest": (r"\b(which|largest|biggest|smallest|larger|bigger|smaller|most|least|rank\w*)\b", 0.08),
+    "count_lesions": (
+        r"\b(count\w*\b.*|how many\s+(?:\w+\s+)?|number of\s+(?:\w+\s+)?)(lesions|tumou?rs|nodules|components)\b",
+        0.12,
+    ),
+    "volume_change": (r"\b(chang\w*|grow\w*|grew|shr[iu]nk\w*|visits?|baseline|follow-?up|progress\w*)\b", 0.15),
     "convert": (r"\b(convert\w*|save as|export as|to nifti|into nifti|to nrrd|to mha)\b", 0.10),
     "classify": (r"\b(classif\w*|x-?rays?|radiograph\w*|pneumonia)\b", 0.12),
     "segment": (r"\b(segment|segmentation of|delineate|contour)\b", 0.06),
     "info": (r"\b(spacing|dimensions?|resolution|voxel size|pixel size|matrix|header|shape|orientation)\b", 0.10),
 }
 
+#: Forms that need their cue word: without a comparative ("which", "largest", "bigger" ...) it is not a comparison.
+CUE_REQUIRED = {"largest"}
 ABSTAIN_BELOW = 0.30  #: best similarity under this: the request is not one of the forms
 INFEASIBLE_MARGIN = 0.15  #: a form the inputs cannot serve beats every one they can by this: ask for inputs
 MARGIN = 0.025  #: two forms closer than this with different needs: ask which one
@@ -345,8 +355,11 @@ def _has_ext(t: str) -> bool:
 
 
 def _find(token: str, roots: list[Path]) -> Path | None:
+    """The existing path ``token`` names: absolute, or relative to one of ``roots``; a bare word (no ``/``, no
+    extension) only in the first root (the current folder), so that prose is not taken for a folder."""
     p = Path(token).expanduser()
-    cands = [p] if p.is_absolute() else [r / p for r in roots]
+    bare = "/" not in token and not _has_ext(token)
+    cands = [p] if p.is_absolute() else [r / p for r in (roots[:1] if bare else roots)]
     for c in cands:
         if c.exists():
             return c
@@ -688,6 +701,8 @@ def plan_request(request: str, roots: list[Path]) -> Plan | Question | Declined:
     for intent, (pattern, bonus) in CUES.items():
         if re.search(pattern, low):
             scores[intent] += bonus
+        elif intent in CUE_REQUIRED:
+            scores[intent] -= bonus
     ranked = sorted(scores, key=lambda k: -scores[k])
     best = ranked[0]
     if best == "unsupported" or scores[best] < ABSTAIN_BELOW:
