@@ -10,7 +10,7 @@ import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pytest
@@ -194,10 +194,10 @@ def test_cli_exit_codes_json_and_dry_run(ws: Path) -> None:
 
 
 class _Scripted(BaseHTTPRequestHandler):
-    replies: list[dict[str, Any]] = []
-    seen: list[dict[str, Any]] = []
+    replies: ClassVar[list[dict[str, Any]]] = []
+    seen: ClassVar[list[dict[str, Any]]] = []
 
-    def do_POST(self) -> None:  # noqa: N802  (http.server API)
+    def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         type(self).seen.append({"path": self.path, **body})
         data = json.dumps(type(self).replies.pop(0)).encode()
@@ -214,8 +214,8 @@ class _Scripted(BaseHTTPRequestHandler):
 @pytest.fixture
 def llm() -> Iterator[tuple[str, type[_Scripted]]]:
     class H(_Scripted):
-        replies: list[dict[str, Any]] = []
-        seen: list[dict[str, Any]] = []
+        replies: ClassVar[list[dict[str, Any]]] = []
+        seen: ClassVar[list[dict[str, Any]]] = []
 
     server = HTTPServer(("127.0.0.1", 0), H)
     t = threading.Thread(target=server.serve_forever, daemon=True)

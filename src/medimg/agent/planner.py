@@ -63,6 +63,7 @@ EXAMPLES: dict[str, list[str]] = {
         "Hausdorff distance between the two masks",
         "how similar are these two label maps, per label",
         "evaluate the predicted segmentation against the manual one",
+        "inter-rater agreement between the two annotations",
     ],
     "volume_change": [
         "how much did the structure change between the two visits",
@@ -148,6 +149,8 @@ EXAMPLES: dict[str, list[str]] = {
         "tell me a joke",
         "translate this report into French",
         "fine-tune the classifier on my data",
+        "improve the image quality",
+        "schedule an appointment",
     ],
 }
 
@@ -172,21 +175,30 @@ CUES: dict[str, tuple[str, float]] = {
     "volumes": (r"\bhow many (ml|millilit\w*|cc|cubic)\b", 0.12),
     "overlap": (r"\b(dice|hd95|hausdorff|assd|overlap|agree|agreement|ground truth)\b", 0.10),
     "register": (r"\b(regist\w*|align\w*|warp\w*)\b", 0.15),
-    "largest": (r"\b(which|largest|biggest|smallest|larger|bigger|smaller|most|least|rank\w*)\b", 0.08),
+    "largest": (
+        r"\b(which|who|whose|largest|biggest|smallest|larger|bigger|smaller|more|less|most|least|rank\w*)\b",
+        0.08,
+    ),
     "count_lesions": (
         r"\b(count\w*\b.*|how many\s+(?:\w+\s+)?|number of\s+(?:\w+\s+)?)(lesions|tumou?rs|nodules|components)\b",
         0.12,
     ),
-    "volume_change": (r"\b(chang\w*|grow\w*|grew|shr[iu]nk\w*|visits?|baseline|follow-?up|progress\w*)\b", 0.15),
+    "volume_change": (
+        r"\b(chang\w*|grow\w*|grew|shr[iu]nk\w*|visits?|baseline|follow-?up|progress\w*|differen\w*|"
+        r"increas\w*|decreas\w*|evolv\w*|time ?points?|earlier|later|longitudinal\w*)\b",
+        0.15,
+    ),
     "convert": (r"\b(convert\w*|save as|export as|to nifti|into nifti|to nrrd|to mha)\b", 0.10),
     "classify": (r"\b(classif\w*|x-?rays?|radiograph\w*|pneumonia)\b", 0.12),
     "segment": (r"\b(segment|segmentation of|delineate|contour)\b", 0.06),
     "info": (r"\b(spacing|dimensions?|resolution|voxel size|pixel size|matrix|header|shape|orientation)\b", 0.10),
 }
 
-#: Forms that need their cue word: without a comparative ("which", "largest", "bigger" ...) it is not a comparison.
-CUE_REQUIRED = {"largest"}
+#: Forms that need their cue word (a comparative for "largest", a change word for "volume_change"): without it they
+#: lose their bonus instead of gaining it.
+CUE_REQUIRED = {"largest", "volume_change"}
 ABSTAIN_BELOW = 0.30  #: best similarity under this: the request is not one of the forms
+DECLINE_MARGIN = 0.05  #: no path named and "unsupported" this close to the best form: decline
 INFEASIBLE_MARGIN = 0.15  #: a form the inputs cannot serve beats every one they can by this: ask for inputs
 MARGIN = 0.025  #: two forms closer than this with different needs: ask which one
 
@@ -711,6 +723,8 @@ def plan_request(request: str, roots: list[Path]) -> Plan | Question | Declined:
             f"{scores[ranked[1]]:.2f}). {can_do()}"
         )
     feasible = [k for k in ranked if k != "unsupported" and _feasible(k, s)]
+    if not s.paths and scores[best] - scores["unsupported"] < DECLINE_MARGIN:
+        return Declined(f"I cannot do that with medimg ask. {can_do()}")
     if not s.paths:
         return Question(
             f"Which file or folder? To {_FORM_WORDS[best]} I need {NEEDS[best]}"
