@@ -278,3 +278,11 @@ def test_llm_plans_with_tools_and_medimg_validates(ws: Path, llm: tuple[str, typ
     h.replies = [_calls(("convert", {"source": "breast1_image.nrrd", "output": "breast1_image.nrrd"}))] * 2
     res = CliRunner().invoke(app, ["ask", "convert", "--llm", url, "--model", "m"])
     assert res.exit_code == 2 and "also an input" in res.output
+
+
+def test_two_folders_are_evaluated_case_by_case(ws: Path) -> None:
+    shutil.copytree(ws / "labels", ws / "refs")
+    out = ask("how well do the predictions in labels/ agree with the references in refs/? Dice per label")
+    assert [s.op for s in out.plan.steps] == ["evaluate"]  # type: ignore[union-attr]
+    assert out.results["s1"]["n_cases"] == 5 and "mean Dice 1.000" in out.answer
+    assert (ws / "evaluation_labels" / "summary.json").is_file()

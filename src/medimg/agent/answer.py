@@ -155,8 +155,9 @@ def _describe(op: str, r: BaseModel, focus: Sequence[StructureRef]) -> str:
         sp = "x".join(f"{v:g}" for v in r.spacing_mm)
         ext = "x".join(f"{v:.1f}" for v in r.extent_mm)
         known = "" if r.spacing_known else " (spacing not stored in the file: assumed)"
+        art = "an" if r.kind[:1] in "aeiou" else "a"
         return (
-            f"{r.path} is a {r.kind} of {shape} voxels ({r.dtype}) at {sp} mm spacing{known}, covering {ext} mm, "
+            f"{r.path} is {art} {r.kind} of {shape} voxels ({r.dtype}) at {sp} mm spacing{known}, covering {ext} mm, "
             f"orientation {r.orientation}" + (f", modality {r.modality}" if r.modality else "") + "."
         )
     if isinstance(r, WrittenImage):
