@@ -28,6 +28,7 @@ from typing import Any, Literal
 import numpy as np
 
 from medimg.agent.plan import COMPARE, Plan, Step, StructureRef
+from medimg.ops.base import confine
 
 # ------------------------------------------------------------------------------------------------- request forms
 
@@ -378,9 +379,15 @@ def _find(token: str, roots: list[Path]) -> Path | None:
     return None
 
 
-@functools.lru_cache(maxsize=256)
 def _kind_of(path: str) -> tuple[str, int]:
-    """('labels' | 'image' | 'mixed', files) for a file or folder, by reading it (a folder: its first file)."""
+    """('labels' | 'image' | 'mixed', files) for a file or folder, by reading it (a folder: its first and last
+    file); cached per process while the file is unchanged."""
+    st = Path(path).stat()
+    return _kind_of_cached(path, st.st_mtime_ns, st.st_size)
+
+
+@functools.lru_cache(maxsize=256)
+def _kind_of_cached(path: str, mtime_ns: int, size: int) -> tuple[str, int]:
     import medimg
     from medimg.info import looks_like_labels
     from medimg.ops.catalog import label_files
@@ -454,12 +461,19 @@ def label_names(path: Path) -> dict[int, str]:
     return {int(k): str(v) for k, v in lab.names.items() if k != 0 and not re.fullmatch(r"label_?\d+", str(v))}
 
 
-@functools.lru_cache(maxsize=256)
 def _present_labels(path: str) -> tuple[int, ...]:
-    import medimg
+    """The non-zero labels of a label map (a folder: of its first file); cached while the file is unchanged."""
     from medimg.ops.catalog import label_files
 
     f = label_files(Path(path))[0]
+    st = f.stat()
+    return _present_cached(str(f), st.st_mtime_ns, st.st_size)
+
+
+@functools.lru_cache(maxsize=256)
+def _present_cached(f: str, mtime_ns: int, size: int) -> tuple[int, ...]:
+    import medimg
+
     return tuple(int(v) for v in medimg.read_labels(f).labels if v != 0)
 
 
@@ -530,6 +544,7 @@ def extract_slots(request: str, roots: list[Path]) -> Slots:
             and t not in (".", "..")
             and not bare_word
         ):
+            confine(found, roots)  # a path outside the allowed folders is refused before it is read
             kind, n = _kind_of(str(found.resolve()))
             s.paths.append(PathSlot(t, found, found.is_dir(), kind, n))  # type: ignore[arg-type]
             rest.append("the file")
