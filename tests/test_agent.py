@@ -172,6 +172,8 @@ def test_asks_back_declines_and_confines(ws: Path, tmp_path_factory: pytest.Temp
     with pytest.raises(PathNotAllowedError):
         ask(f"what are the volumes in {outside}")
     assert ask(f"what are the volumes in {outside}", roots=[outside.parent]).status == "answered"
+    res = CliRunner().invoke(app, ["ask", f"what are the volumes in {outside}"])
+    assert res.exit_code == 2 and "outside the allowed folders" in res.output
 
 
 def test_cli_exit_codes_json_and_dry_run(ws: Path) -> None:

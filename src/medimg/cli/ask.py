@@ -39,8 +39,8 @@ def ask(
     """Ask in plain language: structure volumes, segment and measure, Dice/HD95, volume change between visits,
     which case has the largest structure, register and overlap, classify X-rays, convert, size and spacing, count
     lesions, a volumes spreadsheet. Plans operations (shown with --dry-run), never runs generated code; asks back
-    (exit 3) when something is missing or ambiguous. Offline by default; --llm URL --model NAME plans with a
-    language model that calls the same operations as tools."""
+    (exit 3) when something is missing or ambiguous, says so when it cannot do a request (exit 4). Offline by
+    default; --llm URL --model NAME plans with a language model that calls the same operations as tools."""
     from medimg.agent import ask as ask_fn
     from medimg.errors import MedimgError
 
