@@ -185,7 +185,7 @@ class LearnedRegistration:
 
     def __init__(self, path: str | Path = "hippocampus_flow") -> None:
         p = Path(path)
-        if not (p / "flow.json").exists():
+        if not (p / "flow.json").exists() and not p.is_dir():
             from medimg.registry import find
 
             p = find(path, "registration")
