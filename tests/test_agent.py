@@ -288,3 +288,13 @@ def test_two_folders_are_evaluated_case_by_case(ws: Path) -> None:
     assert [s.op for s in out.plan.steps] == ["evaluate"]  # type: ignore[union-attr]
     assert out.results["s1"]["n_cases"] == 5 and "mean Dice 1.000" in out.answer
     assert (ws / "evaluation_labels" / "summary.json").is_file()
+
+
+def test_a_qualified_structure_without_label_names_is_a_question(ws: Path) -> None:
+    """'the posterior hippocampus' over files named hippocampus_* whose labels carry no names must not be read as
+    'every label together' (a silently different structure): it asks which label is meant."""
+    (ws / "dataset.json").unlink()
+    q = ask("which case in labels/ has the largest posterior hippocampus?")
+    assert q.status == "question" and "posterior" in q.answer
+    whole = ask("which case in labels/ has the largest hippocampus?")
+    assert whole.status == "answered" and "all labels together" in whole.answer

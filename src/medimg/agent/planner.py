@@ -594,7 +594,12 @@ def _match_structures(s: Slots, low: str) -> None:
         return
     generic = re.search(rf"\b({GENERIC_STRUCTURES})\b", low)
     whole_words = {w.rstrip("s") for w in words} & {f.split(".")[0].split("_")[0].rstrip("s") for f in folders}
-    if whole_words - _STOP:
+    # an anatomical word that names no label ("posterior" when the labels carry no names) is a question, even when
+    # another word ("hippocampus") names the whole file: "the posterior hippocampus" is not every label together
+    qualifiers = sorted(w for w in words - _STOP if w in _ANATOMY and w.rstrip("s") not in whole_words)
+    if whole_words - _STOP and qualifiers:
+        s.unknown_structures += qualifiers
+    elif whole_words - _STOP:
         s.whole = True  # "the hippocampus" for a file under hippocampus/: every label together
     elif generic and len(present) == 1:
         k = next(iter(present))
