@@ -28,6 +28,7 @@ from typing import Any, Literal
 import numpy as np
 
 from medimg.agent.plan import COMPARE, Plan, Step, StructureRef
+from medimg.io import EXTENSIONS
 from medimg.ops.base import confine
 
 # ------------------------------------------------------------------------------------------------- request forms
@@ -203,25 +204,8 @@ DECLINE_MARGIN = 0.05  #: no path named and "unsupported" this close to the best
 INFEASIBLE_MARGIN = 0.15  #: a form the inputs cannot serve beats every one they can by this: ask for inputs
 MARGIN = 0.025  #: two forms closer than this with different needs: ask which one
 
-IMAGE_EXT = (
-    ".nii",
-    ".nii.gz",
-    ".nrrd",
-    ".seg.nrrd",
-    ".mha",
-    ".mhd",
-    ".dcm",
-    ".png",
-    ".jpg",
-    ".jpeg",
-    ".tif",
-    ".tiff",
-    ".bmp",
-    ".h5",
-    ".hdf5",
-    ".npz",
-    ".npy",
-)
+#: Extensions of files medimg reads (its readers' registry), longest first so ".nii.gz" wins over ".gz".
+IMAGE_EXT = tuple(sorted(EXTENSIONS, key=len, reverse=True))
 FORMATS = {
     "nifti": ".nii.gz",
     "nii.gz": ".nii.gz",
