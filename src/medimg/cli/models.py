@@ -47,7 +47,7 @@ def all_models(extra: Sequence[Path] = ()) -> list[dict[str, Any]]:
     ``extra``: dicts with name, task, labels, validation, trained, licence, usage (the command that takes it),
     path and info (the model's JSON)."""
     from medimg.interactive.promptable import bundled_models
-    from medimg.register.learned import BUNDLED_DIR as REGISTER_DIR
+    from medimg.registry import bundled_dir
     from medimg.seg import list_models
 
     rows: list[dict[str, Any]] = []
@@ -67,7 +67,7 @@ def all_models(extra: Sequence[Path] = ()) -> list[dict[str, Any]]:
         rows.append(
             dict(name=m["name"], task=task, labels=labels, validation=val, trained=trained, usage=usage, info=m)
         )
-    flows = [d for base in (REGISTER_DIR, *extra) if base.is_dir() for d in sorted(base.iterdir())]
+    flows = [d for base in (bundled_dir("registration"), *extra) if base.is_dir() for d in sorted(base.iterdir())]
     for d in flows:
         if (d / "flow.json").is_file() and (d / "flow.pt").is_file():
             info = json.loads((d / "flow.json").read_text())
