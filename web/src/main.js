@@ -1,0 +1,529 @@
+// medimg workbench: the browser side of `medimg serve`. It only talks to the HTTP API (docs/web.md).
+import { Niivue, NVImage, SLICE_TYPE, MULTIPLANAR_TYPE, SHOW_RENDER } from "@niivue/niivue";
+import { api, ApiError } from "./api.js";
+
+// Same colours as medimg's reports, seg.nrrd and overlays (medimg/report_colors.py).
+const PALETTE = [
+  [230, 25, 75], [60, 180, 75], [255, 225, 25], [0, 130, 200], [245, 130, 48], [145, 30, 180], [70, 240, 240],
+  [240, 50, 230], [210, 245, 60], [250, 190, 212], [0, 128, 128], [220, 190, 255], [170, 110, 40],
+  [255, 250, 200], [128, 0, 0], [170, 255, 195], [128, 128, 0], [255, 215, 180], [0, 0, 128], [128, 128, 128],
+];
+const labelColor = (v) => (v === 0 ? [0, 0, 0] : PALETTE[(v - 1) % PALETTE.length]);
+
+// Window presets in Hounsfield units: [width, level].
+const WINDOWS = { soft: [400, 40], lung: [1500, -600], bone: [1800, 400] };
+
+const $ = (id) => document.getElementById(id);
+
+const state = {
+  image: null, // POST /api/images response
+  path: null,
+  labelNames: {}, // value -> name
+  object: null, // current object (label value) for prompts
+  promptMode: false,
+  drawing: null, // null | "brush" | "eraser"
+  busy: false,
+  lastPrompt: null, // {voxel, positive, ms, roundTripMs, voxels}
+  location: null, // {voxel, lps, value, label}
+};
+
+const nv = new Niivue({
+  backColor: [0.07, 0.07, 0.09, 1],
+  show3Dcrosshair: true,
+  isColorbar: false,
+  dragAndDropEnabled: false,
+  multiplanarShowRender: SHOW_RENDER.ALWAYS,
+  multiplanarLayout: MULTIPLANAR_TYPE.GRID,
+});
+
+function setStatus(text, isError = false) {
+  const el = $("status");
+  el.textContent = text;
+  el.classList.toggle("error", isError);
+}
+
+function fail(err) {
+  console.error(err);
+  setStatus(err instanceof ApiError ? `${err.status}: ${err.message}` : String(err.message || err), true);
+}
+
+// ---------------------------------------------------------------- geometry (medimg voxel <-> NiiVue)
+
+function baseVolume() {
+  return nv.volumes.length > 0 ? nv.volumes[0] : null;
+}
+
+function labelVolume() {
+  return nv.volumes.length > 1 ? nv.volumes[1] : null;
+}
+
+function asMatrix3(direction) {
+  // The API gives the direction as a 3x3 (row-major) nested list or a flat list of 9 (or 4 in 2D).
+  const flat = direction.flat ? direction.flat() : direction;
+  const n = Math.round(Math.sqrt(flat.length));
+  return Array.from({ length: n }, (_, r) => flat.slice(r * n, r * n + n));
+}
+
+/** World LPS mm of a medimg voxel index (x, y, z), from the geometry the server reported. */
+function voxelToLps(vox) {
+  const g = state.image;
+  const d = asMatrix3(g.direction);
+  const n = d.length;
+  const out = [];
+  for (let r = 0; r < n; r++) {
+    let s = g.origin[r];
+    for (let c = 0; c < n; c++) s += d[r][c] * g.spacing[c] * vox[c];
+    out.push(s);
+  }
+  return out;
+}
+
+/** The medimg voxel index under a NiiVue fractional texture position (the served NIfTI's i, j, k). */
+function fracToVoxel(frac) {
+  const vol = baseVolume();
+  const mm = nv.frac2mm(frac);
+  return Array.from(vol.mm2vox([mm[0], mm[1], mm[2]])).map((v) => Math.round(v));
+}
+
+function voxelToFrac(vox) {
+  const vol = baseVolume();
+  const mm = vol.vox2mm(vox, vol.matRAS);
+  return nv.mm2frac(mm);
+}
+
+function inBounds(vox) {
+  const shape = state.image.shape;
+  return vox.every((v, i) => i >= shape.length || (v >= 0 && v < shape[i]));
+}
+
+function dpr() {
+  return nv.uiData?.dpr || window.devicePixelRatio || 1;
+}
+
+/** Voxel under a mouse event on a 2D tile, or null (3D render tile, outside the volume). */
+function voxelAtEvent(ev) {
+  const rect = nv.canvas.getBoundingClientRect();
+  const pos = [(ev.clientX - rect.left) * dpr(), (ev.clientY - rect.top) * dpr()];
+  const frac = nv.canvasPos2frac(pos);
+  if (!frac || frac[0] < 0 || frac.some((f) => f < 0 || f > 1)) return null;
+  const vox = fracToVoxel(frac);
+  return inBounds(vox) ? vox : null;
+}
+
+/** Move the crosshair to a voxel (so the 2D tiles show its slices). */
+function moveCrosshairToVoxel(vox) {
+  nv.scene.crosshairPos = voxelToFrac(vox);
+  nv.updateGLVolume();
+  nv.drawScene();
+  nv.createOnLocationChange();
+}
+
+/** Page (client) coordinates of a voxel's centre on the axial tile (or the first 2D tile showing it). */
+function voxelToClient(vox, sliceType = SLICE_TYPE.AXIAL) {
+  const frac = voxelToFrac(vox);
+  const hit = nv.frac2canvasPosWithTile(frac, sliceType) || { pos: nv.frac2canvasPos(frac) };
+  if (!hit || !hit.pos) return null;
+  const rect = nv.canvas.getBoundingClientRect();
+  return { x: rect.left + hit.pos[0] / dpr(), y: rect.top + hit.pos[1] / dpr() };
+}
+
+// ---------------------------------------------------------------- worklist
+
+async function loadWorklist() {
+  const list = $("worklist");
+  try {
+    const items = await api.get("/api/worklist");
+    list.innerHTML = "";
+    if (items.length === 0) list.innerHTML = '<li class="muted">no images under the served folders</li>';
+    for (const item of items) {
+      const li = document.createElement("li");
+      li.className = "item";
+      li.dataset.path = item.path;
+      li.title = item.path + (item.labels.length ? `\nlabels: ${item.labels.join(", ")}` : "");
+      const st = document.createElement("span");
+      st.className = "st";
+      st.textContent = item.status + (item.labels.length ? ` · ${item.labels.length} label file(s)` : "");
+      li.append(document.createTextNode(item.name || item.path), st);
+      li.addEventListener("click", () => openImage(item.path).catch(fail));
+      list.append(li);
+    }
+  } catch (err) {
+    list.innerHTML = '<li class="muted">worklist unavailable</li>';
+    fail(err);
+  }
+}
+
+// ---------------------------------------------------------------- image and labels
+
+function defaultSavePath(path) {
+  const slash = path.lastIndexOf("/");
+  const dir = slash >= 0 ? path.slice(0, slash + 1) : "";
+  const base = path.slice(slash + 1).replace(/(\.nii\.gz|\.seg\.nrrd|\.nii|\.nrrd|\.mha|\.mhd|\.png|\.jpe?g|\.dcm)$/i, "");
+  return `${dir}${base}_seg.nii.gz`;
+}
+
+async function openImage(path) {
+  const t0 = performance.now();
+  setStatus(`opening ${path}…`);
+  const info = await api.post("/api/images", { path });
+  state.image = info;
+  state.path = path;
+  state.labelNames = normaliseNames(info.labels || {});
+  state.object = null;
+  state.lastPrompt = null;
+  if (state.drawing) stopDrawing();
+  const bytes = await api.bytes(`/api/images/${info.id}/volume`);
+  while (nv.volumes.length > 0) nv.removeVolume(nv.volumes[0]);
+  const vol = await NVImage.loadFromUrl({ url: "image.nii.gz", name: `${info.name || "image"}.nii.gz`, buffer: bytes });
+  nv.addVolume(vol);
+  applyWindow($("window-preset").value);
+  await reloadLabels();
+  await refreshVolumes();
+  document.querySelectorAll("#worklist li").forEach((li) => li.classList.toggle("active", li.dataset.path === path));
+  $("image-title").textContent = `${info.name || path} · ${info.shape.join("×")} · ${info.spacing.map((s) => +s.toFixed(3)).join("×")} mm`;
+  $("save-path").value = defaultSavePath(path);
+  for (const id of ["segment", "new-object", "undo", "redo", "save", "brush", "eraser"]) $(id).disabled = false;
+  updateObjectInfo();
+  const ms = Math.round(performance.now() - t0);
+  setStatus(`opened ${path} in ${ms} ms`);
+  document.body.dataset.imageId = info.id;
+  return info;
+}
+
+function normaliseNames(names) {
+  const out = {};
+  for (const [k, v] of Object.entries(names)) out[Number(k)] = v;
+  return out;
+}
+
+function labelColormap(maxLabel) {
+  const n = Math.max(1, maxLabel) + 1;
+  const cm = { R: [], G: [], B: [], A: [], I: [], labels: [] };
+  for (let v = 0; v < n; v++) {
+    const [r, g, b] = labelColor(v);
+    cm.R.push(r); cm.G.push(g); cm.B.push(b); cm.A.push(v === 0 ? 0 : 255); cm.I.push(v);
+    cm.labels.push(v === 0 ? "" : state.labelNames[v] || `label ${v}`);
+  }
+  return cm;
+}
+
+/** Replace the label overlay with the server's current label map. */
+async function reloadLabels() {
+  const id = state.image.id;
+  const bytes = await api.bytes(`/api/images/${id}/labels`);
+  const labels = await NVImage.loadFromUrl({ url: "labels.nii.gz", name: "labels.nii.gz", buffer: bytes });
+  let maxLabel = 0;
+  for (let i = 0; i < labels.img.length; i++) if (labels.img[i] > maxLabel) maxLabel = labels.img[i];
+  labels.setColormapLabel(labelColormap(maxLabel));
+  labels.opacity = state.drawing ? 0 : Number($("label-opacity").value);
+  const old = labelVolume();
+  if (old) nv.removeVolume(old);
+  nv.addVolume(labels);
+  nv.updateGLVolume();
+  state.maxLabel = maxLabel;
+  return labels;
+}
+
+async function refreshVolumes() {
+  const res = await api.get(`/api/images/${state.image.id}/volumes`);
+  Object.assign(state.labelNames, normaliseNames(res.names || {}));
+  renderVolumes(res.volumes_ml || {});
+  return res;
+}
+
+function renderVolumes(volumes) {
+  const tbody = $("volumes").querySelector("tbody");
+  tbody.innerHTML = "";
+  const values = Object.keys(volumes).map(Number).sort((a, b) => a - b);
+  if (values.length === 0) tbody.innerHTML = '<tr><td colspan="3" class="muted">no labels</td></tr>';
+  for (const v of values) {
+    const tr = document.createElement("tr");
+    tr.dataset.label = String(v);
+    const [r, g, b] = labelColor(v);
+    tr.innerHTML = `<td><span class="swatch" style="background: rgb(${r},${g},${b})"></span>${v}</td><td></td><td>${Number(volumes[v]).toFixed(3)}</td>`;
+    tr.children[1].textContent = state.labelNames[v] || "";
+    tbody.append(tr);
+  }
+}
+
+// ---------------------------------------------------------------- view controls
+
+function applyLayout(kind) {
+  const st = {
+    axial: SLICE_TYPE.AXIAL, coronal: SLICE_TYPE.CORONAL, sagittal: SLICE_TYPE.SAGITTAL,
+    render: SLICE_TYPE.RENDER, mpr: SLICE_TYPE.MULTIPLANAR, mpr3d: SLICE_TYPE.MULTIPLANAR,
+  }[kind];
+  nv.opts.multiplanarShowRender = kind === "mpr" ? SHOW_RENDER.NEVER : SHOW_RENDER.ALWAYS;
+  nv.setSliceType(st);
+}
+
+function percentile(sorted, q) {
+  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.round(q * (sorted.length - 1))))];
+}
+
+function applyWindow(preset) {
+  const vol = baseVolume();
+  if (!vol) return;
+  if (preset in WINDOWS) {
+    const [w, l] = WINDOWS[preset];
+    vol.cal_min = l - w / 2;
+    vol.cal_max = l + w / 2;
+  } else {
+    // MR auto: the 2nd..98th percentile of (a sample of) the voxels.
+    const img = vol.img;
+    const step = Math.max(1, Math.floor(img.length / 200000));
+    const sample = [];
+    for (let i = 0; i < img.length; i += step) sample.push(img[i] * (vol.hdr.scl_slope || 1) + (vol.hdr.scl_inter || 0));
+    sample.sort((a, b) => a - b);
+    vol.cal_min = percentile(sample, 0.02);
+    vol.cal_max = percentile(sample, 0.98);
+    if (vol.cal_max <= vol.cal_min) vol.cal_max = vol.cal_min + 1;
+  }
+  nv.updateGLVolume();
+}
+
+function setLabelOpacity(value) {
+  const lab = labelVolume();
+  if (lab && !state.drawing) {
+    lab.opacity = value;
+    nv.updateGLVolume();
+  }
+}
+
+// ---------------------------------------------------------------- crosshair readout
+
+nv.onLocationChange = (loc) => {
+  const vol = baseVolume();
+  if (!vol || !state.image) return;
+  const vox = Array.from(vol.mm2vox([loc.mm[0], loc.mm[1], loc.mm[2]])).map((v) => Math.round(v));
+  const value = vol.getValue(vox[0], vox[1], vox[2]);
+  const lab = labelVolume();
+  const label = lab ? Math.round(lab.getValue(vox[0], vox[1], vox[2])) : 0;
+  const lps = voxelToLps(vox);
+  state.location = { voxel: vox, lps, value, label };
+  $("ro-vox").textContent = `(${vox.join(", ")})`;
+  $("ro-mm").textContent = `(${lps.map((v) => v.toFixed(1)).join(", ")})`;
+  $("ro-val").textContent = Number.isFinite(value) ? String(+value.toFixed(3)) : "–";
+  $("ro-label").textContent = label ? `${label} ${state.labelNames[label] || ""}` : "0";
+};
+
+// ---------------------------------------------------------------- auto segmentation
+
+async function autoSegment() {
+  const model = $("model").value;
+  setBusy(true, `segmenting with ${model}…`);
+  try {
+    const res = await api.post(`/api/images/${state.image.id}/segment`, { model });
+    Object.assign(state.labelNames, normaliseNames(res.labels || {}));
+    await reloadLabels();
+    renderVolumes(res.volumes_ml || {});
+    setStatus(`${model}: ${Object.keys(res.labels || {}).length} label(s) in ${Math.round(res.ms)} ms`);
+  } finally {
+    setBusy(false);
+  }
+}
+
+// ---------------------------------------------------------------- interactive prompts
+
+function updateObjectInfo() {
+  const o = state.object;
+  const p = state.lastPrompt;
+  $("object-info").textContent = o === null ? "no object: press New object (N)" : `object ${o} ${state.labelNames[o] || ""}`;
+  $("latency").textContent = p
+    ? `last ${p.positive ? "+" : "−"} click (${p.voxel.join(", ")}): ${p.voxels} voxels, server ${Math.round(p.ms)} ms, round trip ${Math.round(p.roundTripMs)} ms`
+    : "";
+}
+
+async function newObject(name) {
+  const res = await api.post(`/api/images/${state.image.id}/objects`, { name: name || `object ${(state.maxLabel || 0) + 1}` });
+  state.object = res.object;
+  state.labelNames[res.object] = name || state.labelNames[res.object] || `object ${res.object}`;
+  setPromptMode(true);
+  updateObjectInfo();
+  setStatus(`new object ${res.object}: click inside it (Shift+click = negative)`);
+  return res.object;
+}
+
+function setPromptMode(on) {
+  state.promptMode = on;
+  if (on && state.drawing) stopDrawing();
+  $("prompt-mode").setAttribute("aria-pressed", String(on));
+  $("viewer").classList.toggle("prompt", on);
+}
+
+async function sendClick(voxel, positive) {
+  if (state.object === null) await newObject();
+  const t0 = performance.now();
+  setBusy(true, `prompt at (${voxel.join(", ")})…`);
+  try {
+    const res = await api.post(`/api/images/${state.image.id}/objects/${state.object}/prompts`, {
+      type: "click",
+      points: [voxel],
+      positive,
+    });
+    await reloadLabels();
+    await refreshVolumes();
+    state.lastPrompt = { voxel, positive, ms: res.ms, voxels: res.voxels, roundTripMs: performance.now() - t0 };
+    updateObjectInfo();
+    setStatus(`prompt done: ${res.voxels} voxels changed`);
+    return res;
+  } finally {
+    setBusy(false);
+  }
+}
+
+async function undoRedo(which) {
+  setBusy(true, `${which}…`);
+  try {
+    const res = await api.post(`/api/images/${state.image.id}/${which}`, {});
+    await reloadLabels();
+    await refreshVolumes();
+    setStatus(`${which}: ${res.voxels} voxels`);
+    return res;
+  } finally {
+    setBusy(false);
+  }
+}
+
+async function save() {
+  const path = $("save-path").value.trim();
+  if (!path) throw new Error("enter a path to save to");
+  if (state.drawing) await applyDrawing();
+  const res = await api.post(`/api/images/${state.image.id}/save`, { path });
+  setStatus(`saved ${res.path}`);
+  return res;
+}
+
+function setBusy(on, text) {
+  state.busy = on;
+  document.body.dataset.busy = on ? "1" : "0";
+  if (text) setStatus(text);
+}
+
+// ---------------------------------------------------------------- brush / eraser (NiiVue drawing)
+
+function penValue() {
+  return state.drawing === "eraser" ? 0 : state.object ?? Math.max(1, state.maxLabel || 1);
+}
+
+function startDrawing(kind) {
+  setPromptMode(false);
+  if (!state.drawing) {
+    // The drawing starts from the current label map so that edits refine it.
+    const lab = labelVolume();
+    if (lab) {
+      const copy = lab.clone();
+      copy.img = Uint8Array.from(lab.img, (v) => Math.max(0, Math.min(255, Math.round(v))));
+      nv.loadDrawing(copy);
+      lab.opacity = 0;
+    }
+    nv.setDrawColormap(labelColormap(Math.max(255, state.maxLabel || 1)));
+    nv.drawOpacity = Number($("label-opacity").value) || 0.5;
+  }
+  state.drawing = kind;
+  nv.setDrawingEnabled(true);
+  nv.setPenValue(penValue(), false);
+  $("brush").setAttribute("aria-pressed", String(kind === "brush"));
+  $("eraser").setAttribute("aria-pressed", String(kind === "eraser"));
+  $("apply-drawing").disabled = false;
+  setStatus(`${kind}: drag on a 2D view, then Apply edits`);
+}
+
+function stopDrawing() {
+  state.drawing = null;
+  nv.setDrawingEnabled(false);
+  nv.closeDrawing();
+  const lab = labelVolume();
+  if (lab) lab.opacity = Number($("label-opacity").value);
+  nv.updateGLVolume();
+  $("brush").setAttribute("aria-pressed", "false");
+  $("eraser").setAttribute("aria-pressed", "false");
+  $("apply-drawing").disabled = true;
+}
+
+/** PUT the edited drawing back to the server as NIfTI (written by NiiVue on the image's own grid). */
+async function applyDrawing() {
+  const bytes = await nv.saveImage({ filename: "", isSaveDrawing: true });
+  if (!bytes) throw new Error("no drawing to apply");
+  const res = await api.put(`/api/images/${state.image.id}/labels`, bytes);
+  stopDrawing();
+  await reloadLabels();
+  renderVolumes(res.volumes_ml || {});
+  setStatus("edits applied");
+  return res;
+}
+
+// ---------------------------------------------------------------- wiring
+
+function guard(fn) {
+  return (...args) => {
+    if (state.busy || !state.image) return;
+    Promise.resolve(fn(...args)).catch(fail);
+  };
+}
+
+function wire() {
+  $("layout").addEventListener("change", (e) => applyLayout(e.target.value));
+  $("window-preset").addEventListener("change", (e) => applyWindow(e.target.value));
+  $("label-opacity").addEventListener("input", (e) => setLabelOpacity(Number(e.target.value)));
+  $("segment").addEventListener("click", guard(autoSegment));
+  $("new-object").addEventListener("click", guard(() => newObject()));
+  $("prompt-mode").addEventListener("click", () => state.image && setPromptMode(!state.promptMode));
+  $("undo").addEventListener("click", guard(() => undoRedo("undo")));
+  $("redo").addEventListener("click", guard(() => undoRedo("redo")));
+  $("save").addEventListener("click", guard(save));
+  $("brush").addEventListener("click", () => state.image && (state.drawing === "brush" ? stopDrawing() : startDrawing("brush")));
+  $("eraser").addEventListener("click", () => state.image && (state.drawing === "eraser" ? stopDrawing() : startDrawing("eraser")));
+  $("apply-drawing").addEventListener("click", guard(applyDrawing));
+
+  // Prompts: in prompt mode a left click on a 2D tile is a click prompt at the voxel under the mouse
+  // (NiiVue still moves its crosshair there); Shift+click is a negative click.
+  nv.canvas.addEventListener(
+    "pointerdown",
+    (ev) => {
+      if (!state.promptMode || ev.button !== 0 || !state.image || state.busy) return;
+      const vox = voxelAtEvent(ev);
+      if (vox) guard(sendClick)(vox, !ev.shiftKey);
+    },
+    true,
+  );
+
+  document.addEventListener("keydown", (ev) => {
+    if (ev.target instanceof HTMLInputElement || ev.target instanceof HTMLSelectElement) return;
+    const key = ev.key.toLowerCase();
+    if ((ev.ctrlKey || ev.metaKey) && key === "z" && !ev.shiftKey) {
+      ev.preventDefault();
+      guard(() => undoRedo("undo"))();
+    } else if ((ev.ctrlKey || ev.metaKey) && (key === "y" || (key === "z" && ev.shiftKey))) {
+      ev.preventDefault();
+      guard(() => undoRedo("redo"))();
+    } else if (!ev.ctrlKey && !ev.metaKey && !ev.altKey && key === "n") {
+      guard(() => newObject())();
+    } else if (key === "escape") {
+      setPromptMode(false);
+    }
+  });
+}
+
+async function main() {
+  await nv.attachTo("gl");
+  applyLayout($("layout").value);
+  wire();
+  try {
+    const health = await api.get("/api/health");
+    setStatus(`medimg ${health.version}`);
+  } catch (err) {
+    fail(err);
+  }
+  await loadWorklist();
+  document.body.dataset.ready = "1";
+}
+
+// For scripts and the browser tests: the app's own functions (no second implementation in tests).
+window.workbench = {
+  nv, state, openImage, newObject, sendClick, undoRedo, save, reloadLabels, refreshVolumes,
+  moveCrosshairToVoxel, voxelToClient, voxelToLps, setPromptMode, applyWindow, applyLayout,
+  startDrawing, stopDrawing, applyDrawing,
+};
+
+main().catch(fail);
