@@ -1,0 +1,601 @@
+"""The workbench's state: open images, their working label map, interactive objects, undo/redo, autosave and
+the worklist.
+
+One :class:`ImageSession` per opened file (its id is a hash of the resolved path, so two tabs opening the same
+file share one session and one lock). Objects are label values in ONE label map; a prompt on an object changes
+only the voxels its interactive session changed, and never voxels of another object. Every change is an entry on
+an undo stack holding the changed bounding box before and after. After every change the label map is autosaved
+(in a background thread, atomically) to ``.medimg/<image name>.labels.nii.gz`` beside the image, with the label
+names in ``.medimg/<image name>.labels.json``; opening the image again restores it.
+"""
+
+from __future__ import annotations
+
+import getpass
+import hashlib
+import json
+import os
+import tempfile
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import medimg
+from medimg.errors import MedimgError
+from medimg.image import Image, LabelMap
+from medimg.io import EXTENSIONS
+from medimg.ops import PathNotAllowedError, confine
+
+SIDECAR = ".medimg"
+STATUSES = ("new", "in progress", "done")
+_LABEL_WORDS = ("label", "labels", "seg", "segmentation", "mask", "gt", "annotation")
+_MAX_WORKLIST = 5000
+
+
+class NotFoundError(MedimgError):
+    """A file, image session or object that does not exist (HTTP 404)."""
+
+
+def _ext(name: str) -> str:
+    low = name.lower()
+    for e in sorted(EXTENSIONS, key=len, reverse=True):
+        if low.endswith(e):
+            return e
+    return ""
+
+
+def _stem(name: str) -> str:
+    e = _ext(name)
+    return name[: -len(e)] if e else name
+
+
+def _is_label_name(rel: Path) -> bool:
+    if rel.name.lower().endswith(".seg.nrrd"):
+        return True
+    words = _stem(rel.name).lower().replace("-", "_").replace(".", "_").split("_")
+    if any(w in _LABEL_WORDS for w in words):
+        return True
+    return any(p.lower().startswith(("labels", "segmentations", "masks")) for p in rel.parts[:-1])
+
+
+def _base(stem: str) -> str:
+    for suffix in ("_image", "_img", "_0000", "_t1", "_ct"):
+        if stem.lower().endswith(suffix):
+            return stem[: -len(suffix)]
+    return stem
+
+
+def _bbox(mask: np.ndarray) -> tuple[slice, ...] | None:
+    if not mask.any():
+        return None
+    out = []
+    for ax in range(mask.ndim):
+        hit = np.flatnonzero(np.any(mask, axis=tuple(a for a in range(mask.ndim) if a != ax)))
+        out.append(slice(int(hit[0]), int(hit[-1]) + 1))
+    return tuple(out)
+
+
+def _bbox3(sl: tuple[slice, ...]) -> list[list[int]]:
+    """Inclusive corners ``[[x0, y0, z0], [x1, y1, z1]]`` (z = 0 for 2D images)."""
+    lo = [s.start for s in sl] + [0] * (3 - len(sl))
+    hi = [s.stop - 1 for s in sl] + [0] * (3 - len(sl))
+    return [lo, hi]
+
+
+def nifti_bytes(image: Image, gz: bool = True) -> bytes:
+    """``image`` as NIfTI bytes written by medimg's own writer (no reorientation: voxel (i, j, k) of the file is
+    medimg's (x, y, z))."""
+    with tempfile.TemporaryDirectory(prefix="medimg-web-") as d:
+        p = Path(d) / ("volume.nii.gz" if gz else "volume.nii")
+        medimg.write(image, p)
+        return p.read_bytes()
+
+
+@dataclass
+class Change:
+    """One undoable change: the box it touched, the labels there before and after, and for a prompt the object
+    and its prompts (so undo/redo keep the object's interactive session in step)."""
+
+    box: tuple[slice, ...]
+    before: np.ndarray
+    after: np.ndarray
+    obj: int | None = None
+    prompts: list[Any] | None = None
+    names_before: dict[int, str] = field(default_factory=dict)
+    names_after: dict[int, str] = field(default_factory=dict)
+
+
+class ImageSession:
+    """One open image: the image, its working label map (``labels``: an integer array on the image grid), label
+    names, interactive sessions per object, undo/redo stacks, and a lock that serialises every change."""
+
+    def __init__(self, sid: str, path: Path, root: Path, rel: str, image: Image, store: Store) -> None:
+        self.id, self.path, self.root, self.rel, self.store = sid, path, root, rel, store
+        self.name = path.name
+        if image.is_multichannel:
+            from medimg.transforms.intensity import select_channel
+
+            image = select_channel(image, "grey")
+        self.image = image
+        self.lock = threading.RLock()
+        self.labels = np.zeros(image.shape, np.uint8)
+        self.names: dict[int, str] = {}
+        self.sessions: dict[int, Any] = {}
+        self.undo_stack: list[Change] = []
+        self.redo_stack: list[Change] = []
+        self.restored = False
+        self._volume: dict[bool, bytes] = {}
+        self._float: Image | None = None
+
+    # ------------------------------------------------------------------ files beside the image
+    @property
+    def sidecar_dir(self) -> Path:
+        return (self.root if self.path == self.root else self.path.parent) / SIDECAR
+
+    @property
+    def sidecar(self) -> Path:
+        return self.sidecar_dir / f"{self.name}.labels.nii.gz"
+
+    @property
+    def sidecar_names(self) -> Path:
+        return self.sidecar_dir / f"{self.name}.labels.json"
+
+    def restore(self) -> None:
+        """Load the autosaved label map when there is one on this image's grid."""
+        if not self.sidecar.exists():
+            return
+        lab = medimg.read_labels(self.sidecar)
+        if lab.shape != self.image.shape:
+            return
+        self.labels = self._fit_dtype(lab.array, int(lab.array.max()) if lab.array.size else 0)
+        if self.sidecar_names.exists():
+            raw = json.loads(self.sidecar_names.read_text())
+            self.names = {int(k): str(v) for k, v in raw.get("names", {}).items()}
+        self.restored = True
+
+    # ------------------------------------------------------------------ views
+    def label_map(self) -> LabelMap:
+        im = self.image
+        present = {int(v) for v in np.unique(self.labels) if v}
+        names = {k: self.names.get(k, f"label {k}") for k in sorted(present | set(self.names))}
+        return LabelMap(self.labels.copy(), im.spacing, im.origin, im.direction, names=names)
+
+    def volumes_ml(self) -> dict[int, float]:
+        counts = np.bincount(self.labels.ravel().astype(np.int64))
+        v = self.image.voxel_volume_mm3 / 1000.0
+        out = {int(k): float(c * v) for k, c in enumerate(counts) if k and c}
+        for k in self.names:
+            out.setdefault(k, 0.0)
+        return dict(sorted(out.items()))
+
+    def all_names(self) -> dict[int, str]:
+        present = {int(v) for v in np.unique(self.labels) if v}
+        return {k: self.names.get(k, f"label {k}") for k in sorted(present | set(self.names))}
+
+    def summary(self) -> dict[str, Any]:
+        im = self.image
+        return {
+            "id": self.id,
+            "name": self.name,
+            "path": self.rel,
+            "shape": list(im.shape),
+            "spacing": [float(v) for v in im.spacing],
+            "origin": [float(v) for v in im.origin],
+            "direction": [[float(v) for v in row] for row in np.asarray(im.direction)],
+            "dtype": str(im.array.dtype),
+            "labels": {str(k): v for k, v in self.all_names().items()},
+            "restored": self.restored,
+        }
+
+    def volume_bytes(self, gz: bool = True) -> bytes:
+        with self.lock:
+            if gz not in self._volume:
+                self._volume[gz] = nifti_bytes(self.image, gz)
+            return self._volume[gz]
+
+    def labels_bytes(self, gz: bool = True) -> bytes:
+        with self.lock:
+            lab = self.label_map()
+        return nifti_bytes(lab, gz)
+
+    def region(self, lo: Sequence[int], hi: Sequence[int]) -> tuple[bytes, list[int], str]:
+        """Raw labels of an inclusive box, x fastest (NIfTI order): bytes, box shape, dtype."""
+        nd = self.labels.ndim
+        sl = tuple(
+            slice(max(0, int(a)), min(s, int(b) + 1))
+            for a, b, s in zip(lo[:nd], hi[:nd], self.labels.shape, strict=True)
+        )
+        if any(s.stop <= s.start for s in sl):
+            raise MedimgError(f"Empty region {list(lo)}-{list(hi)} for an image of shape {list(self.labels.shape)}.")
+        with self.lock:
+            crop = self.labels[sl]
+            data = np.asarray(crop).tobytes(order="F")
+        return data, [s.stop - s.start for s in sl], str(crop.dtype)
+
+    # ------------------------------------------------------------------ changes
+    def _fit_dtype(self, arr: np.ndarray, top: int) -> np.ndarray:
+        dt = np.uint8 if top <= 255 else np.uint16 if top <= 65535 else np.uint32
+        return np.ascontiguousarray(arr, dtype=dt)
+
+    def _ensure_value(self, value: int) -> None:
+        if value > np.iinfo(self.labels.dtype).max:
+            self.labels = self._fit_dtype(self.labels, value)
+
+    def _commit(self, ch: Change) -> None:
+        self.labels[ch.box] = ch.after
+        self.names = dict(ch.names_after) if ch.names_after else self.names
+        self.undo_stack.append(ch)
+        self.redo_stack.clear()
+        self.changed()
+
+    def changed(self) -> None:
+        self.store.autosave(self)
+        self.store.set_status(self.root, self.rel, "in progress", only_if_new=True)
+
+    def new_object(self, name: str) -> int:
+        with self.lock:
+            used = {int(v) for v in np.unique(self.labels)} | set(self.names)
+            value = max(used | {0}) + 1
+            self._ensure_value(value)
+            before = dict(self.names)
+            self.names[value] = name or f"object {value}"
+            empty = tuple(slice(0, 0) for _ in self.labels.shape)
+            self.undo_stack.append(
+                Change(
+                    empty, self.labels[empty].copy(), self.labels[empty].copy(), None, None, before, dict(self.names)
+                )
+            )
+            self.redo_stack.clear()
+            self.changed()
+            return value
+
+    def _float_image(self) -> Image:
+        if self._float is None:
+            im = self.image
+            self._float = Image(np.asarray(im.array, np.float32), im.spacing, im.origin, im.direction)
+        return self._float
+
+    def prompt(self, obj: int, kind: str, points: list[list[float]], positive: bool) -> dict[str, Any]:
+        from medimg.interactive import InteractiveSession
+
+        prompts = self._prompts(kind, points, positive)
+        with self.lock:
+            if obj not in self.names and not np.any(self.labels == obj):
+                raise NotFoundError(f"No object {obj} in this image; create one with POST .../objects first.")
+            t0 = time.perf_counter()
+            sess = self.sessions.get(obj)
+            if sess is None:
+                sess = InteractiveSession(self._float_image(), "learned", self.store.promptable_model())
+                self.sessions[obj] = sess
+            prev = sess.mask
+            new = sess.add_many(prompts)
+            box = _bbox(prev != new)
+            if box is None:
+                pts = np.asarray([list(p)[: self.labels.ndim] for p in _prompt_points(prompts)], int)
+                box = tuple(slice(int(a), int(b) + 1) for a, b in zip(pts.min(0), pts.max(0), strict=True))
+                self.undo_stack.append(Change(box, self.labels[box].copy(), self.labels[box].copy(), obj, prompts))
+                self.redo_stack.clear()
+            else:
+                cur = self.labels[box]
+                after = cur.copy()
+                pn, nn = prev[box], new[box]
+                after[nn & ~pn & ((cur == 0) | (cur == obj))] = obj
+                after[pn & ~nn & (cur == obj)] = 0
+                self._commit(Change(box, cur.copy(), after, obj, prompts))
+            voxels = int(np.count_nonzero(self.labels == obj))
+            return {"bbox": _bbox3(box), "voxels": voxels, "ms": round(1000 * (time.perf_counter() - t0), 1)}
+
+    def _prompts(self, kind: str, points: list[list[float]], positive: bool) -> list[Any]:
+        from medimg.interactive import Box, Click, PromptError, Scribble
+
+        nd = self.labels.ndim
+        if not points:
+            raise PromptError("A prompt needs at least one point.")
+        pts = []
+        for p in points:
+            q = [round(float(v)) for v in p]
+            if nd == 2 and len(q) == 3:
+                if q[2] != 0:
+                    raise PromptError(f"Point {p}: this image is 2D, so z must be 0.")
+                q = q[:2]
+            if len(q) != nd:
+                raise PromptError(f"Point {p} has {len(q)} coordinates; this image has {nd} dimensions.")
+            pts.append(tuple(q))
+        if kind == "click":
+            return [Click(p, positive) for p in pts]
+        if kind == "scribble":
+            return [Scribble(tuple(pts), positive)]
+        if kind in ("box", "lasso"):  # a lasso is used through its bounding box on its slice
+            a = np.asarray(pts)
+            if kind == "box" and len(pts) != 2:
+                raise PromptError("A box needs two points: [[x0, y0, z0], [x1, y1, z1]].")
+            return [Box(tuple(int(v) for v in a.min(0)), tuple(int(v) for v in a.max(0)))]
+        raise PromptError(f"Unknown prompt type {kind!r}: click, box, scribble or lasso.")
+
+    def undo(self) -> int:
+        with self.lock:
+            if not self.undo_stack:
+                return 0
+            ch = self.undo_stack.pop()
+            n = int(np.count_nonzero(self.labels[ch.box] != ch.before))
+            self.labels[ch.box] = ch.before
+            if ch.names_after:
+                self.names = dict(ch.names_before)
+            if ch.prompts is not None and ch.obj in self.sessions:
+                self.sessions[ch.obj].undo()
+            self.redo_stack.append(ch)
+            self.changed()
+            return n
+
+    def redo(self) -> int:
+        with self.lock:
+            if not self.redo_stack:
+                return 0
+            ch = self.redo_stack.pop()
+            n = int(np.count_nonzero(self.labels[ch.box] != ch.after))
+            self.labels[ch.box] = ch.after
+            if ch.names_after:
+                self.names = dict(ch.names_after)
+            if ch.prompts is not None and ch.obj in self.sessions:
+                self.sessions[ch.obj].add_many(ch.prompts)  # the session's state follows the label map
+            self.undo_stack.append(ch)
+            self.changed()
+            return n
+
+    def replace(self, arr: np.ndarray, names: dict[int, str] | None = None) -> int:
+        """Replace the whole label map (an upload or an automatic segmentation) as one undoable change; returns
+        the number of changed voxels."""
+        if tuple(arr.shape) != tuple(self.labels.shape):
+            raise MedimgError(
+                f"The label map has shape {list(arr.shape)}; this image has shape {list(self.labels.shape)}."
+            )
+        if arr.size and (not np.issubdtype(arr.dtype, np.integer) and np.any(arr != np.round(arr))):
+            raise MedimgError("The label map has non-integer values.")
+        if arr.size and arr.min() < 0:
+            raise MedimgError("The label map has negative values.")
+        with self.lock:
+            top = int(arr.max()) if arr.size else 0
+            self._ensure_value(top)
+            new = arr.astype(self.labels.dtype)
+            box = _bbox(new != self.labels)
+            before_names = dict(self.names)
+            after_names = dict(names) if names is not None else dict(self.names)
+            if box is None and after_names == before_names:
+                return 0
+            box = box or tuple(slice(0, 0) for _ in self.labels.shape)
+            n = int(np.count_nonzero(new[box] != self.labels[box]))
+            self._commit(Change(box, self.labels[box].copy(), new[box].copy(), None, None, before_names, after_names))
+            for obj in list(self.sessions):  # sessions continue from their own masks; drop stale ones
+                if not np.any(self.labels == obj):
+                    del self.sessions[obj]
+            return n
+
+
+def _prompt_points(prompts: list[Any]) -> list[tuple[int, ...]]:
+    out: list[tuple[int, ...]] = []
+    for p in prompts:
+        if hasattr(p, "point"):
+            out.append(p.point)
+        elif hasattr(p, "points"):
+            out += list(p.points)
+        else:
+            out += [p.lo, p.hi]
+    return out
+
+
+class Store:
+    """Every open :class:`ImageSession`, the served roots, the worklist files and the autosave thread."""
+
+    def __init__(self, roots: Sequence[Path], files: Sequence[Path] | None = None) -> None:
+        self.roots = [Path(r).resolve() for r in roots]
+        for r in self.roots:
+            if not r.is_dir():
+                raise MedimgError(f"Served folder {str(r)!r} does not exist or is not a folder.")
+        self.files = [Path(f).resolve() for f in files] if files else None
+        self.sessions: dict[str, ImageSession] = {}
+        self._lock = threading.Lock()
+        self._wl_lock = threading.Lock()
+        self._model: Any = None
+        self._model_lock = threading.Lock()
+        self._dirty: dict[str, ImageSession] = {}
+        self._cv = threading.Condition()
+        self._busy = False
+        self._stop = False
+        self._thread = threading.Thread(target=self._autosave_loop, name="medimg-autosave", daemon=True)
+        self._thread.start()
+
+    # ------------------------------------------------------------------ paths
+    def resolve(self, path: str) -> Path:
+        """A requested path confined to the roots (relative: the first root where it exists); 403 / 404."""
+        p = Path(path)
+        if not p.is_absolute():
+            for r in self.roots:
+                if (r / p).exists() or (r / p).is_symlink():
+                    return confine(r / p, self.roots)
+        rp = confine(p, self.roots)
+        if not rp.exists():
+            raise NotFoundError(f"{path!r} does not exist under the served folders.")
+        return rp
+
+    def root_of(self, p: Path) -> Path:
+        for r in self.roots:
+            if p == r or r in p.parents:
+                return r
+        raise PathNotAllowedError(f"{str(p)!r} is outside the served folders.")
+
+    def rel(self, p: Path) -> str:
+        r = self.root_of(p)
+        return p.relative_to(r).as_posix() if p != r else "."
+
+    # ------------------------------------------------------------------ the promptable model (loaded once)
+    def promptable_model(self) -> Any:
+        with self._model_lock:
+            if self._model is None:
+                from medimg.interactive.promptable import PromptableModel
+
+                self._model = PromptableModel.load(None)
+            return self._model
+
+    # ------------------------------------------------------------------ sessions
+    def open(self, path: str, labels: str | None = None) -> ImageSession:
+        p = self.resolve(path)
+        sid = hashlib.sha1(str(p).encode()).hexdigest()[:12]
+        with self._lock:
+            s = self.sessions.get(sid)
+            if s is None:
+                image = medimg.read(p)
+                if image.ndim not in (2, 3):
+                    raise MedimgError(f"{p.name!r} is {image.ndim}D; the workbench shows 2D and 3D images.")
+                s = ImageSession(sid, p, self.root_of(p), self.rel(p), image, self)
+                s.restore()
+                self.sessions[sid] = s
+        if labels:
+            lab = medimg.read_labels(self.resolve(labels))
+            s.replace(lab.array, {**s.names, **lab.names})
+        return s
+
+    def get(self, sid: str) -> ImageSession:
+        s = self.sessions.get(sid)
+        if s is None:
+            raise NotFoundError(f"No open image {sid!r}; open it with POST /api/images first.")
+        return s
+
+    # ------------------------------------------------------------------ autosave
+    def autosave(self, s: ImageSession) -> None:
+        with self._cv:
+            self._dirty[s.id] = s
+            self._cv.notify_all()
+
+    def _autosave_loop(self) -> None:
+        while True:
+            with self._cv:
+                while not self._dirty and not self._stop:
+                    self._cv.wait()
+                if self._stop and not self._dirty:
+                    return
+                sid, s = next(iter(self._dirty.items()))
+                del self._dirty[sid]
+                self._busy = True
+            try:
+                self._write_sidecar(s)
+            except Exception as e:  # keep serving; the next change retries
+                print(f"medimg serve: autosave of {s.name} failed: {e}")
+            finally:
+                with self._cv:
+                    self._busy = False
+                    self._cv.notify_all()
+
+    def _write_sidecar(self, s: ImageSession) -> None:
+        with s.lock:
+            lab = s.label_map()
+            names = s.all_names()
+        s.sidecar_dir.mkdir(exist_ok=True)
+        medimg.write(lab, s.sidecar)
+        tmp = s.sidecar_names.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps({"names": {str(k): v for k, v in names.items()}}, indent=1))
+        os.replace(tmp, s.sidecar_names)
+
+    def flush(self, timeout: float = 30.0) -> None:
+        """Wait until every pending autosave is written."""
+        end = time.monotonic() + timeout
+        with self._cv:
+            while (self._dirty or self._busy) and time.monotonic() < end:
+                self._cv.wait(0.05)
+
+    def close(self) -> None:
+        self.flush()
+        with self._cv:
+            self._stop = True
+            self._cv.notify_all()
+
+    # ------------------------------------------------------------------ worklist
+    def _wl_path(self, root: Path) -> Path:
+        return root / SIDECAR / "worklist.json"
+
+    def _wl_read(self, root: Path) -> dict[str, Any]:
+        p = self._wl_path(root)
+        try:
+            return dict(json.loads(p.read_text())) if p.exists() else {}
+        except ValueError:
+            return {}
+
+    def set_status(self, root: Path, rel: str, status: str, only_if_new: bool = False) -> dict[str, Any]:
+        if status not in STATUSES:
+            raise MedimgError(f"Unknown status {status!r}: {', '.join(STATUSES)}.")
+        with self._wl_lock:
+            wl = self._wl_read(root)
+            cur = wl.get(rel, {}).get("status", "new")
+            if only_if_new and cur != "new":
+                return dict(wl[rel])
+            try:
+                who = getpass.getuser()
+            except (KeyError, OSError):
+                who = "unknown"
+            wl[rel] = {"status": status, "by": who, "at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+            p = self._wl_path(root)
+            p.parent.mkdir(exist_ok=True)
+            tmp = p.with_suffix(".json.tmp")
+            tmp.write_text(json.dumps(wl, indent=1, sort_keys=True))
+            os.replace(tmp, p)
+            return dict(wl[rel])
+
+    def worklist(self) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        for root in self.roots:
+            images, label_files = self._scan(root)
+            wl = self._wl_read(root)
+            for rel in images:
+                if self.files is not None and (root / rel).resolve() not in self.files:
+                    continue
+                st = wl.get(rel.as_posix(), {})
+                out.append(
+                    {
+                        "path": rel.as_posix(),
+                        "name": rel.name,
+                        "status": st.get("status", "new"),
+                        "by": st.get("by"),
+                        "at": st.get("at"),
+                        "labels": [lf.as_posix() for lf in label_files if _belongs(lf, rel)],
+                    }
+                )
+        return out
+
+    def _scan(self, root: Path) -> tuple[list[Path], list[Path]]:
+        images: list[Path] = []
+        labels: list[Path] = []
+        n = 0
+        for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            here = Path(dirpath).relative_to(root)
+            dicoms = [f for f in filenames if f.lower().endswith((".dcm", ".dicom"))]
+            if dicoms and len(dicoms) >= 2 and not _is_label_name(here / "x"):
+                images.append(here)  # a DICOM series folder
+                filenames = [f for f in filenames if f not in dicoms]
+            for f in sorted(filenames):
+                if f.startswith(".") or not _ext(f):
+                    continue
+                n += 1
+                if n > _MAX_WORKLIST:
+                    return images, labels
+                rel = here / f
+                (labels if _is_label_name(rel) else images).append(rel)
+        return images, labels
+
+
+def _belongs(label: Path, image: Path) -> bool:
+    """Whether a label file lies beside an image: same folder and its name starts with the image's base name, or
+    in a sibling ``labels*`` folder with the same (base) name."""
+    istem, lstem = _stem(image.name), _stem(label.name)
+    if lstem.lower().endswith(".seg"):
+        lstem = lstem[:-4]
+    base = _base(istem)
+    if label.parent == image.parent:
+        return lstem != istem and lstem.startswith(base)
+    if label.parent.parent == image.parent.parent:
+        return lstem in (istem, base) or _base(lstem) == base
+    return False

@@ -1,0 +1,261 @@
+"""The workbench HTTP API (medimg.web) end to end with FastAPI's TestClient on copies of the hippocampus cases."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import shutil
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fastapi.testclient import TestClient
+
+import medimg
+from medimg.interactive.simulate import next_click
+from medimg.web import create_app
+
+DATA = Path(__file__).parent / "data" / "hippocampus"
+CASE = "hippocampus_003.nii.gz"
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    r = tmp_path_factory.mktemp("served")
+    for sub in ("imagesTr", "labelsTr"):
+        (r / sub).mkdir()
+        for f in ("hippocampus_001.nii.gz", CASE):
+            shutil.copyfile(DATA / sub / f, r / sub / f)
+    img = medimg.read(DATA / "imagesTr" / CASE)
+    medimg.write(img, r / "case.nrrd")
+    medimg.write(img, r / "case.mha")
+    return r
+
+
+@pytest.fixture(scope="module")
+def client(root: Path):  # type: ignore[no-untyped-def]
+    with TestClient(create_app([root])) as c:
+        yield c
+
+
+def _open(client: TestClient, path: str) -> dict:  # type: ignore[type-arg]
+    r = client.post("/api/images", json={"path": path})
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def _labels(client: TestClient, sid: str, tmp: Path) -> np.ndarray:
+    r = client.get(f"/api/images/{sid}/labels")
+    assert r.status_code == 200
+    p = tmp / f"l{time.perf_counter_ns()}.nii.gz"
+    p.write_bytes(r.content)
+    return medimg.read_labels(p).array
+
+
+def dice(a: np.ndarray, b: np.ndarray) -> float:
+    return float(2 * np.sum(a & b) / (a.sum() + b.sum()))
+
+
+def test_health_and_worklist(client: TestClient) -> None:
+    r = client.get("/api/health")
+    assert r.json() == {"status": "ok", "version": medimg.__version__}
+    wl = {e["path"]: e for e in client.get("/api/worklist").json()}
+    assert f"imagesTr/{CASE}" in wl and "case.nrrd" in wl and "case.mha" in wl
+    assert not any(p.startswith("labelsTr") for p in wl)
+    assert wl[f"imagesTr/{CASE}"]["labels"] == [f"labelsTr/{CASE}"]
+    assert wl[f"imagesTr/{CASE}"]["status"] == "new"
+    r = client.post("/api/worklist/status", json={"path": "case.mha", "status": "done"})
+    assert r.status_code == 200 and r.json()["status"] == "done"
+    assert {e["path"]: e for e in client.get("/api/worklist").json()}["case.mha"]["status"] == "done"
+    assert client.get("/openapi.json").status_code == 200
+
+
+@pytest.mark.parametrize("name", [f"imagesTr/{CASE}", "case.nrrd", "case.mha"])
+def test_open_and_volume_geometry(client: TestClient, name: str, tmp_path: Path, root: Path) -> None:
+    info = _open(client, name)
+    img = medimg.read(root / name)
+    assert info["shape"] == list(img.shape)
+    np.testing.assert_allclose(info["spacing"], img.spacing)
+    np.testing.assert_allclose(info["origin"], img.origin, atol=1e-5)
+    np.testing.assert_allclose(info["direction"], img.direction, atol=1e-6)
+    r = client.get(f"/api/images/{info['id']}/volume")
+    assert r.status_code == 200 and r.headers["content-type"] == "application/octet-stream"
+    assert r.content[:2] == b"\x1f\x8b"
+    p = tmp_path / "v.nii.gz"
+    p.write_bytes(r.content)
+    back = medimg.read(p)
+    np.testing.assert_array_equal(back.array, img.array)  # NIfTI voxel (i, j, k) == medimg (x, y, z)
+    np.testing.assert_allclose(back.origin, img.origin, atol=1e-4)
+    np.testing.assert_allclose(back.direction, img.direction, atol=1e-6)
+    import nibabel as nib
+
+    assert gzip.decompress(r.content)[:4] == (348).to_bytes(4, "little")
+    assert nib.load(p).shape == img.shape
+
+
+def test_prompts_objects_undo_redo_save(client: TestClient, root: Path, tmp_path: Path) -> None:
+    info = _open(client, f"imagesTr/{CASE}")
+    sid = info["id"]
+    ref = medimg.read_labels(root / "labelsTr" / CASE).array
+    gt = ref == 1
+    obj = client.post(f"/api/images/{sid}/objects", json={"name": "anterior"}).json()["object"]
+    assert obj == 1
+    c = [int(v) for v in np.argwhere(gt).mean(0).round()]
+    assert gt[tuple(c)]
+    times = []
+    t0 = time.perf_counter()
+    r = client.post(f"/api/images/{sid}/objects/{obj}/prompts", json={"type": "click", "points": [c], "positive": True})
+    times.append(time.perf_counter() - t0)
+    assert r.status_code == 200, r.text
+    out = r.json()
+    assert out["voxels"] > 0 and len(out["bbox"]) == 2 and out["ms"] > 0
+    mask = _labels(client, sid, tmp_path) == obj
+    assert int(mask.sum()) == out["voxels"]
+    lo, hi = np.array(out["bbox"])
+    inside = np.zeros_like(mask)
+    inside[lo[0] : hi[0] + 1, lo[1] : hi[1] + 1, lo[2] : hi[2] + 1] = True
+    assert not np.any(mask & ~inside)  # the first prompt's changes lie in its box
+    scores = [dice(mask, gt)]
+    for _ in range(3):  # corrective clicks, simulated as a user would place them
+        if scores[-1] >= 0.7:
+            break
+        nc = next_click(mask, gt)
+        assert nc is not None
+        body = {"type": "click", "points": [list(nc.point)], "positive": nc.positive}
+        t0 = time.perf_counter()
+        assert client.post(f"/api/images/{sid}/objects/{obj}/prompts", json=body).status_code == 200
+        times.append(time.perf_counter() - t0)
+        mask = _labels(client, sid, tmp_path) == obj
+        scores.append(dice(mask, gt))
+    print(f"\nclick Dice {[round(s, 3) for s in scores]}; round trips {[round(1000 * t) for t in times]} ms")
+    assert scores[-1] >= 0.7
+
+    # a second object never overwrites the first
+    before = _labels(client, sid, tmp_path)
+    obj2 = client.post(f"/api/images/{sid}/objects", json={"name": "posterior"}).json()["object"]
+    assert obj2 == 2
+    far = [n - 1 for n in info["shape"]]
+    box = {"type": "box", "points": [[0, 0, 0], far]}  # the whole volume: overlaps object 1
+    assert client.post(f"/api/images/{sid}/objects/{obj2}/prompts", json=box).status_code == 200
+    after = _labels(client, sid, tmp_path)
+    np.testing.assert_array_equal(after == 1, before == 1)
+    assert np.any(after == 2)
+    # 2D scribble on one slice, then undo / redo
+    z = c[2]
+    scr = {"type": "scribble", "points": [[c[0] - 2, c[1], z], [c[0] + 2, c[1], z]], "positive": False}
+    assert client.post(f"/api/images/{sid}/objects/{obj}/prompts", json=scr).status_code == 200
+    with_scribble = _labels(client, sid, tmp_path)
+    n = client.post(f"/api/images/{sid}/undo").json()["voxels"]
+    assert n == int(np.sum(with_scribble != after))
+    np.testing.assert_array_equal(_labels(client, sid, tmp_path), after)
+    assert client.post(f"/api/images/{sid}/redo").json()["voxels"] == n
+    np.testing.assert_array_equal(_labels(client, sid, tmp_path), with_scribble)
+    assert client.post(f"/api/images/{sid}/undo").status_code == 200
+    vols = client.get(f"/api/images/{sid}/volumes").json()
+    assert vols["names"] == {"1": "anterior", "2": "posterior"}
+    assert vols["volumes_ml"]["1"] == pytest.approx(np.sum(after == 1) * 1e-3)
+    # region of the changed box, raw (x fastest)
+    r = client.get(f"/api/images/{sid}/labels/region", params={"bbox": ",".join(map(str, [0, 0, 0, *far]))})
+    assert r.headers["x-shape"] == ",".join(map(str, info["shape"]))
+    reg = np.frombuffer(r.content, r.headers["x-dtype"]).reshape(info["shape"], order="F")
+    np.testing.assert_array_equal(reg, after)
+
+    # save: NIfTI and Slicer seg.nrrd with the image's exact geometry
+    img = medimg.read(root / "imagesTr" / CASE)
+    for name in ("out/anno.nii.gz", "out/anno.seg.nrrd"):
+        (root / "out").mkdir(exist_ok=True)
+        r = client.post(f"/api/images/{sid}/save", json={"path": name})
+        assert r.status_code == 200, r.text
+        back = medimg.read_labels(root / name)
+        np.testing.assert_array_equal(back.array, after)
+        assert back.spacing == img.spacing
+        np.testing.assert_allclose(back.origin, img.origin, atol=1e-6)
+        np.testing.assert_allclose(back.direction, img.direction, atol=1e-6)
+    assert medimg.read_labels(root / "out/anno.seg.nrrd").names[1] == "anterior"
+    assert client.post(f"/api/images/{sid}/save", json={"path": f"imagesTr/{CASE}"}).status_code == 403
+    assert client.post(f"/api/images/{sid}/save", json={"path": "nope/x.nii.gz"}).status_code == 404
+    assert client.post(f"/api/images/{sid}/save", json={"path": "out/x.xyz"}).status_code == 422
+
+    # autosave: a new server on the same folder restores the label map and names
+    client.app.state.store.flush()  # type: ignore[attr-defined]
+    assert (root / "imagesTr" / ".medimg" / f"{CASE}.labels.nii.gz").exists()
+    assert {e["path"]: e for e in client.get("/api/worklist").json()}[f"imagesTr/{CASE}"]["status"] == "in progress"
+    with TestClient(create_app([root])) as c2:
+        info2 = c2.post("/api/images", json={"path": f"imagesTr/{CASE}"}).json()
+        assert info2["restored"] and info2["labels"] == {"1": "anterior", "2": "posterior"}
+        np.testing.assert_array_equal(_labels(c2, info2["id"], tmp_path), after)
+
+
+def test_put_labels_segment_and_errors(client: TestClient, root: Path, tmp_path: Path) -> None:
+    sid = _open(client, "imagesTr/hippocampus_001.nii.gz")["id"]
+    ref = medimg.read_labels(root / "labelsTr" / "hippocampus_001.nii.gz")
+    r = client.put(f"/api/images/{sid}/labels", content=(root / "labelsTr" / "hippocampus_001.nii.gz").read_bytes())
+    assert r.status_code == 200, r.text
+    assert r.json()["volumes_ml"] == pytest.approx({str(k): v for k, v in ref.volumes_ml().items()})
+    np.testing.assert_array_equal(_labels(client, sid, tmp_path), ref.array)
+    bad = medimg.LabelMap(np.zeros((4, 4, 4), np.uint8))
+    medimg.write(bad, tmp_path / "bad.nii")
+    assert client.put(f"/api/images/{sid}/labels", content=(tmp_path / "bad.nii").read_bytes()).status_code == 422
+    r = client.post(f"/api/images/{sid}/segment", json={"model": "hippocampus"})
+    assert r.status_code == 200, r.text
+    seg = r.json()
+    assert set(seg["labels"]) == {"1", "2"} and seg["volumes_ml"]["1"] > 0 and seg["ms"] > 0
+    got = _labels(client, sid, tmp_path)
+    assert dice(got > 0, ref.array > 0) > 0.7
+    assert client.post(f"/api/images/{sid}/undo").json()["voxels"] > 0  # back to the uploaded labels
+    np.testing.assert_array_equal(_labels(client, sid, tmp_path), ref.array)
+    assert client.post(f"/api/images/{sid}/segment", json={"model": "/etc"}).status_code == 403
+    assert (
+        client.post(f"/api/images/{sid}/objects/9/prompts", json={"type": "click", "points": [[1, 1, 1]]}).status_code
+        == 404
+    )
+    obj = client.post(f"/api/images/{sid}/objects", json={"name": "x"}).json()["object"]
+    out = client.post(f"/api/images/{sid}/objects/{obj}/prompts", json={"type": "click", "points": [[99, 1, 1]]})
+    assert out.status_code == 422 and "outside" in out.json()["detail"]
+    assert client.get("/api/images/nope/volume").status_code == 404
+
+
+def test_path_safety(client: TestClient, root: Path, tmp_path: Path) -> None:
+    outside = tmp_path / "outside.nii.gz"
+    shutil.copyfile(DATA / "imagesTr" / CASE, outside)
+    os.symlink(outside, root / "escape.nii.gz")
+    try:
+        for p in ("../outside.nii.gz", str(outside), "escape.nii.gz", "imagesTr/../../x.nii.gz", "/etc/passwd"):
+            assert client.post("/api/images", json={"path": p}).status_code == 403, p
+        assert client.post("/api/images", json={"path": "missing.nii.gz"}).status_code == 404
+        sid = _open(client, f"imagesTr/{CASE}")["id"]
+        for p in ("../evil.nii.gz", str(tmp_path / "evil.nii.gz"), "escape.nii.gz"):
+            assert client.post(f"/api/images/{sid}/save", json={"path": p}).status_code == 403, p
+        assert not (tmp_path / "evil.nii.gz").exists()
+        assert client.get("/api/health", headers={"Origin": "http://evil.example"}).status_code == 403
+    finally:
+        (root / "escape.nii.gz").unlink()
+
+
+def test_token_and_limits(root: Path) -> None:
+    with TestClient(create_app([root], token="s3cret", max_upload_bytes=1000)) as c:
+        assert c.get("/api/health").status_code == 401
+        assert c.get("/api/health", headers={"Authorization": "Bearer wrong"}).status_code == 401
+        h = {"Authorization": "Bearer s3cret"}
+        assert c.get("/api/health", headers=h).status_code == 200
+        sid = c.post("/api/images", json={"path": f"imagesTr/{CASE}"}, headers=h).json()["id"]
+        assert c.put(f"/api/images/{sid}/labels", content=b"x" * 2000, headers=h).status_code == 413
+        big = {"path": "x" * (5 * 1024 * 1024)}
+        assert c.post("/api/images", json=big, headers=h).status_code == 413
+
+        def chunks():  # type: ignore[no-untyped-def]
+            for _ in range(4):
+                yield b"y" * 400
+
+        assert c.put(f"/api/images/{sid}/labels", content=chunks(), headers=h).status_code == 413
+
+
+def test_concurrent_requests(client: TestClient) -> None:
+    sid = _open(client, f"imagesTr/{CASE}")["id"]
+    urls = ["/api/health"] * 25 + [f"/api/images/{sid}/volume"] * 25
+    with ThreadPoolExecutor(50) as ex:
+        codes = list(ex.map(lambda u: client.get(u).status_code, urls))
+    assert codes == [200] * 50
