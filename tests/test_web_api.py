@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from fastapi.testclient import TestClient
 
 import medimg
@@ -36,12 +35,12 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def client(root: Path):  # type: ignore[no-untyped-def]
+def client(root: Path):
     with TestClient(create_app([root])) as c:
         yield c
 
 
-def _open(client: TestClient, path: str) -> dict:  # type: ignore[type-arg]
+def _open(client: TestClient, path: str) -> dict:
     r = client.post("/api/images", json={"path": path})
     assert r.status_code == 200, r.text
     return r.json()
@@ -90,10 +89,7 @@ def test_open_and_volume_geometry(client: TestClient, name: str, tmp_path: Path,
     np.testing.assert_array_equal(back.array, img.array)  # NIfTI voxel (i, j, k) == medimg (x, y, z)
     np.testing.assert_allclose(back.origin, img.origin, atol=1e-4)
     np.testing.assert_allclose(back.direction, img.direction, atol=1e-6)
-    import nibabel as nib
-
-    assert gzip.decompress(r.content)[:4] == (348).to_bytes(4, "little")
-    assert nib.load(p).shape == img.shape
+    assert gzip.decompress(r.content)[:4] == (348).to_bytes(4, "little")  # NIfTI-1 header
 
 
 def test_prompts_objects_undo_redo_save(client: TestClient, root: Path, tmp_path: Path) -> None:
@@ -246,7 +242,7 @@ def test_token_and_limits(root: Path) -> None:
         big = {"path": "x" * (5 * 1024 * 1024)}
         assert c.post("/api/images", json=big, headers=h).status_code == 413
 
-        def chunks():  # type: ignore[no-untyped-def]
+        def chunks():
             for _ in range(4):
                 yield b"y" * 400
 

@@ -89,6 +89,9 @@ def serve_cmd(
             tok = secrets.token_urlsafe(24)
             console.print(f"Bound to {host} (not loopback): API token [bold]{tok}[/] (Authorization: Bearer ...)")
         web = create_app(roots, tok, files=files)
+        import threading
+
+        threading.Thread(target=web.state.store.warm_up, daemon=True).start()  # the first prompt answers fast
         url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}/"
         if tok:
             url += f"#token={tok}"

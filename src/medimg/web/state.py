@@ -441,6 +441,12 @@ class Store:
                 self._model = PromptableModel.load(None)
             return self._model
 
+    def warm_up(self) -> None:
+        """Load the promptable model and the random walker's libraries before the first prompt."""
+        import skimage.segmentation  # noqa: F401
+
+        self.promptable_model()
+
     # ------------------------------------------------------------------ sessions
     def open(self, path: str, labels: str | None = None) -> ImageSession:
         p = self.resolve(path)
