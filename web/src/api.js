@@ -1,5 +1,6 @@
-// The HTTP API client. A token (when the server requires one) comes from `?token=` in the page URL once and is
-// kept for the tab in sessionStorage; it is sent as `Authorization: Bearer ...`.
+// The HTTP API client. A token (when the server requires one) comes once from the page URL (`#token=...` as
+// `medimg serve` opens it, or `?token=...`), is kept for the tab in sessionStorage, removed from the address bar,
+// and sent as `Authorization: Bearer ...`.
 
 export class ApiError extends Error {
   constructor(status, message) {
@@ -9,11 +10,14 @@ export class ApiError extends Error {
 }
 
 function token() {
-  const fromUrl = new URLSearchParams(window.location.search).get("token");
+  const url = new URL(window.location.href);
+  const hash = new URLSearchParams(url.hash.replace(/^#/, ""));
+  const fromUrl = hash.get("token") || url.searchParams.get("token");
   if (fromUrl) {
     sessionStorage.setItem("medimg-token", fromUrl);
-    const url = new URL(window.location.href);
+    hash.delete("token");
     url.searchParams.delete("token");
+    url.hash = hash.toString();
     window.history.replaceState(null, "", url.toString());
     return fromUrl;
   }

@@ -25,11 +25,16 @@ const state = {
   busy: false,
   lastPrompt: null, // {voxel, positive, ms, roundTripMs, voxels}
   location: null, // {voxel, lps, value, label}
+  opsDone: 0, // finished server operations (scripts and tests wait on it)
 };
 
 const nv = new Niivue({
   backColor: [0.07, 0.07, 0.09, 1],
   show3Dcrosshair: true,
+  crosshairColor: [1, 0.85, 0.2, 0.8],
+  crosshairWidth: 1,
+  crosshairWidthUnit: "mm",
+  crosshairGap: 3,
   isColorbar: false,
   dragAndDropEnabled: false,
   multiplanarShowRender: SHOW_RENDER.ALWAYS,
@@ -182,7 +187,7 @@ async function openImage(path) {
   document.querySelectorAll("#worklist li").forEach((li) => li.classList.toggle("active", li.dataset.path === path));
   $("image-title").textContent = `${info.name || path} · ${info.shape.join("×")} · ${info.spacing.map((s) => +s.toFixed(3)).join("×")} mm`;
   $("save-path").value = defaultSavePath(path);
-  for (const id of ["segment", "new-object", "undo", "redo", "save", "brush", "eraser"]) $(id).disabled = false;
+  for (const id of ["segment", "new-object", "prompt-mode", "undo", "redo", "save", "brush", "eraser"]) $(id).disabled = false;
   updateObjectInfo();
   const ms = Math.round(performance.now() - t0);
   setStatus(`opened ${path} in ${ms} ms`);
@@ -328,7 +333,7 @@ async function autoSegment() {
 function updateObjectInfo() {
   const o = state.object;
   const p = state.lastPrompt;
-  $("object-info").textContent = o === null ? "no object: press New object (N)" : `object ${o} ${state.labelNames[o] || ""}`;
+  $("object-info").textContent = o === null ? "no object: press New object (N)" : `object ${o}: ${state.labelNames[o] || "unnamed"}`;
   $("latency").textContent = p
     ? `last ${p.positive ? "+" : "−"} click (${p.voxel.join(", ")}): ${p.voxels} voxels, server ${Math.round(p.ms)} ms, round trip ${Math.round(p.roundTripMs)} ms`
     : "";
@@ -389,13 +394,19 @@ async function save() {
   const path = $("save-path").value.trim();
   if (!path) throw new Error("enter a path to save to");
   if (state.drawing) await applyDrawing();
-  const res = await api.post(`/api/images/${state.image.id}/save`, { path });
-  setStatus(`saved ${res.path}`);
-  return res;
+  setBusy(true, `saving ${path}…`);
+  try {
+    const res = await api.post(`/api/images/${state.image.id}/save`, { path });
+    setStatus(`saved ${res.path}`);
+    return res;
+  } finally {
+    setBusy(false);
+  }
 }
 
 function setBusy(on, text) {
   state.busy = on;
+  if (!on) state.opsDone += 1;
   document.body.dataset.busy = on ? "1" : "0";
   if (text) setStatus(text);
 }
