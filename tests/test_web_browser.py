@@ -6,6 +6,7 @@ back with the image's exact geometry."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import shutil
@@ -49,18 +50,16 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.fixture
-def served(tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    """The real server (create_app on a temporary root holding one hippocampus case) on a free port."""
+@contextlib.contextmanager
+def _serve(root: Path, token: str | None = None) -> Iterator[str]:
+    """The real server (create_app on ``root``) on a free port, in a thread."""
     import uvicorn
 
     from medimg.web.server import create_app
 
-    root = tmp_path / "cases"
-    root.mkdir()
-    shutil.copy(DATA / "imagesTr" / f"{CASE}.nii.gz", root / f"{CASE}.nii.gz")
     port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app([root]), host="127.0.0.1", port=port, log_level="warning"))
+    app = create_app([root], token)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 20
@@ -68,10 +67,25 @@ def served(tmp_path: Path) -> Iterator[tuple[str, Path]]:
         assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
         time.sleep(0.05)
     try:
-        yield f"http://127.0.0.1:{port}", root
+        yield f"http://127.0.0.1:{port}"
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+@pytest.fixture
+def case_root(tmp_path: Path) -> Path:
+    """A served folder holding one hippocampus case (its reference label stays outside)."""
+    root = tmp_path / "cases"
+    root.mkdir()
+    shutil.copy(DATA / "imagesTr" / f"{CASE}.nii.gz", root / f"{CASE}.nii.gz")
+    return root
+
+
+@pytest.fixture
+def served(case_root: Path) -> Iterator[tuple[str, Path]]:
+    with _serve(case_root) as base:
+        yield base, case_root
 
 
 def _labels(base: str, image_id: str, tmp: Path) -> np.ndarray:
@@ -199,3 +213,53 @@ def test_browser_session(served: tuple[str, Path], tmp_path: Path) -> None:
     np.testing.assert_allclose(saved.direction, image.direction)
     assert _dice(np.asarray(saved.array) == obj, gt) >= 0.7
     assert time.monotonic() - t_start < 60
+
+
+def test_browser_token_and_brush(case_root: Path, tmp_path: Path) -> None:
+    """With a token the app takes it from `#token=` (as `medimg serve` opens it) and sends it; a brush stroke in
+    NiiVue's drawing is PUT back as NIfTI and becomes the label map, on the image's grid."""
+    import httpx
+    from playwright.sync_api import sync_playwright
+
+    token = "s3cret-token"
+    with _serve(case_root, token) as base, sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=LAUNCH_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1100, "height": 700})
+            page.goto(base + "/")  # no token: the API refuses, the app says so
+            page.wait_for_function("document.body.dataset.ready === '1'", timeout=20000)
+            assert "401" in page.locator("#status").inner_text()
+            assert page.locator("#worklist li.item").count() == 0
+            page.close()
+            page = browser.new_page(viewport={"width": 1100, "height": 700})
+            page.goto(base + "/#token=" + token)
+            page.wait_for_function("document.body.dataset.ready === '1'", timeout=20000)
+            assert "token" not in page.url  # taken out of the address bar
+            page.locator("#worklist li.item", has_text=CASE).click()
+            page.wait_for_function("document.body.dataset.imageId !== undefined", timeout=20000)
+            image_id = page.evaluate("document.body.dataset.imageId")
+
+            # Brush: a horizontal stroke through voxel (17, 30, 15) on the axial tile, then Apply edits (PUT).
+            vox = [17, 30, 15]
+            page.locator("#brush").click()
+            a = page.evaluate("v => { workbench.moveCrosshairToVoxel(v); return workbench.voxelToClient(v); }", vox)
+            b = page.evaluate("v => workbench.voxelToClient(v)", [vox[0] + 3, vox[1], vox[2]])
+            page.mouse.move(a["x"], a["y"])
+            page.mouse.down()
+            page.mouse.move(b["x"], b["y"], steps=8)
+            page.mouse.up()
+            done = page.evaluate("workbench.state.opsDone")
+            page.locator("#apply-drawing").click()
+            page.wait_for_function(f"workbench.state.opsDone > {done} || !workbench.state.drawing", timeout=20000)
+            page.wait_for_function("document.body.dataset.busy !== '1'", timeout=20000)
+            r = httpx.get(f"{base}/api/images/{image_id}/labels", headers={"Authorization": f"Bearer {token}"})
+            r.raise_for_status()
+            (tmp_path / "l.nii.gz").write_bytes(r.content)
+            labels = np.asarray(medimg.read(tmp_path / "l.nii.gz").array)
+            row = labels[:, vox[1], vox[2]] > 0
+            assert row[vox[0]] and row[vox[0] : vox[0] + 4].sum() >= 3, row  # the stroke, on the right voxels
+            assert not row[: vox[0] - 1].any() and not row[vox[0] + 5 :].any(), row
+            assert labels.shape == medimg.read(case_root / f"{CASE}.nii.gz").shape
+            assert 0 < (labels > 0).sum() < 200  # a stroke, not a flood
+        finally:
+            browser.close()

@@ -456,12 +456,17 @@ function stopDrawing() {
 async function applyDrawing() {
   const bytes = await nv.saveImage({ filename: "", isSaveDrawing: true });
   if (!bytes) throw new Error("no drawing to apply");
-  const res = await api.put(`/api/images/${state.image.id}/labels`, bytes);
-  stopDrawing();
-  await reloadLabels();
-  renderVolumes(res.volumes_ml || {});
-  setStatus("edits applied");
-  return res;
+  setBusy(true, "applying edits…");
+  try {
+    const res = await api.put(`/api/images/${state.image.id}/labels`, bytes);
+    stopDrawing();
+    await reloadLabels();
+    await refreshVolumes();
+    setStatus("edits applied");
+    return res;
+  } finally {
+    setBusy(false);
+  }
 }
 
 // ---------------------------------------------------------------- wiring
