@@ -164,6 +164,7 @@ def test_browser_session(served: tuple[str, Path], tmp_path: Path) -> None:
                 clicks += 1
                 mask = _labels(base, image_id, tmp_path) == obj
                 dice = _dice(mask, gt)
+            print(f"browser session: Dice {dice:.3f} after {clicks} click(s)")
             assert dice >= 0.7, f"Dice {dice:.3f} after {clicks} clicks"
             before_undo = mask.copy()
             latency = page.locator("#latency").inner_text()
