@@ -102,3 +102,27 @@ def test_cli_interact(tmp_path: Path) -> None:
     assert m.array.sum() > 20 and dice(m.array > 0, m.array > 0) == 1.0
     r = runner.invoke(app, ["interact", str(src), "--click", "500,1,1", "-o", str(out)])
     assert r.exit_code == 2 and "outside the image" in r.output
+
+
+@pytest.mark.parametrize("method", ["learned", "random_walker", "region_growing"])
+def test_session_refines_an_initial_mask_and_undo_returns_to_it(hippo: tuple, method: str) -> None:
+    from scipy import ndimage
+
+    img, gt = hippo
+    s = InteractiveSession(img, method, initial_mask=gt.astype(np.uint8) * 3)  # nonzero = foreground
+    np.testing.assert_array_equal(s.mask, gt)
+    core = tuple(int(v) for v in np.unravel_index(np.argmax(ndimage.distance_transform_edt(gt)), gt.shape))
+    cut = s.add_click(core, positive=False).copy()
+    removed, added = gt & ~cut, cut & ~gt
+    assert not cut[core] and removed.sum() > 0 and added.sum() <= removed.sum() // 4
+    assert cut.sum() > 0.5 * gt.sum()  # a negative click trims the mask, it does not clear it
+    np.testing.assert_array_equal(s.undo(), gt)  # undo returns to the initial mask exactly
+    np.testing.assert_array_equal(s.undo(), gt)  # and never past it
+    ring = ndimage.binary_dilation(gt, iterations=2) & ~gt
+    out = tuple(int(v) for v in np.argwhere(ring)[len(np.argwhere(ring)) // 2])
+    grown = s.add_click(out).copy()
+    assert grown[out] and grown.sum() > gt.sum() and (gt & ~grown).sum() < 0.1 * gt.sum()
+    s.set_mask(np.zeros_like(gt))  # an empty mask: a fresh session
+    assert not s.mask.any() and s.prompts == [] and s.initial_mask is None
+    with pytest.raises(medimg.MedimgError, match="initial mask has shape"):
+        s.set_mask(gt[:-1])

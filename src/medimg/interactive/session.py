@@ -5,6 +5,10 @@ and zero-training baselines behind one API.
 s.add_click((x, y), positive=False); s.mask; s.undo()`` — 2D images and 3D volumes (a prompt on one slice gives a
 3D result; a correction anywhere updates the volume).
 
+An existing mask (from a segmentation model, a file, a brush) can be the starting point:
+``InteractiveSession(image, initial_mask=mask)`` or ``s.set_mask(mask)``; prompts then refine it (a negative
+click removes part of it, a positive one grows it) and undo returns to it exactly.
+
 The learned method segments prompted slices with the network and propagates through the volume; on
 near-isotropic volumes a 3D random walker then refines that result (:func:`refine_3d`).
 
@@ -142,14 +146,21 @@ def is_near_isotropic(volume: np.ndarray, spacing: tuple[float, ...], max_ratio:
 
 
 def refine_3d(
-    volume: np.ndarray, learned: np.ndarray, prompts: list[Prompt], band: int = 3, max_voxels: int = 400_000
+    volume: np.ndarray,
+    learned: np.ndarray,
+    prompts: list[Prompt],
+    band: int = 3,
+    max_voxels: int = 400_000,
+    fixed: np.ndarray | None = None,
 ) -> np.ndarray:
     """A 3D random walker on the learned mask's neighbourhood: seeds are the user's prompts (as for the
     ``random_walker`` method), the learned mask eroded by one voxel (foreground) and everything beyond two voxels
     of it (background) on every slice the user prompted, and background beyond ``band`` voxels of the learned
     mask everywhere. Propagated slices are not seeded, so a correction on one slice reshapes its neighbours.
     Skipped (the learned mask is returned) when the mask's bounding box plus ``band``, or the walker's crop around
-    the foreground seeds, exceeds ``max_voxels``: it would then take over a second per interaction on 2 cores."""
+    the foreground seeds, exceeds ``max_voxels``: it would then take over a second per interaction on 2 cores.
+    ``fixed`` (boolean, the volume's shape): voxels whose value in ``learned`` is kept as it is (seeded
+    foreground or background), e.g. the slices of a session's initial mask that the interaction left unchanged."""
     from scipy import ndimage
 
     if not learned.any():
@@ -172,6 +183,8 @@ def refine_3d(
     box = tuple(slice(max(0, a - band), b + band + 1) for a, b in zip(idx.min(0), idx.max(0), strict=True))
     near[box] = ndimage.binary_dilation(learned[box], iterations=band)
     seeds[(seeds == 0) & ~near] = 2
+    if fixed is not None:
+        seeds[fixed & (seeds == 0)] = np.where(learned[fixed & (seeds == 0)], 1, 2)
     if not np.any(seeds == 1) or np.prod([c.stop - c.start for c in _walker_crop(seeds, RW_MARGIN)]) > max_voxels:
         return learned  # the walker's crop would be too large to answer within a second
     return segment_random_walker(volume, seeds, margin=RW_MARGIN)
@@ -202,6 +215,101 @@ def segment_region_growing(image: np.ndarray, seeds: np.ndarray, box: Any = None
     return mask
 
 
+EDIT_RADIUS = RW_MARGIN  # at most this many voxels around the prompts are re-decided on an initial mask
+
+
+def edit_radius(base: np.ndarray) -> float:
+    """How far from the prompts the baselines re-decide an initial mask: half the mask's equivalent radius (of a
+    disk in 2D, a ball in 3D), between 3 and ``EDIT_RADIUS`` voxels — so that one click edits part of a structure,
+    not all of it."""
+    n = float(np.count_nonzero(base))
+    r = np.sqrt(n / np.pi) if base.ndim == 2 else (3 * n / (4 * np.pi)) ** (1 / 3)
+    return float(np.clip(r / 2, 3.0, EDIT_RADIUS))
+
+
+def prompt_neighbourhood(prompts: list[Prompt], shape: tuple[int, ...], radius: float = EDIT_RADIUS) -> np.ndarray:
+    """Voxels within ``radius`` of a click or scribble point, and inside a box: what the baselines re-decide when
+    a session starts from an initial mask (the rest keeps the mask)."""
+    from scipy import ndimage
+
+    near = np.zeros(shape, bool)
+    for p in prompts:
+        if isinstance(p, Click):
+            near[p.point] = True
+        elif isinstance(p, Scribble):
+            near[tuple(rasterize_scribble(p, shape).T)] = True
+        elif isinstance(p, Box):
+            near[box_slices(p, shape)] = True
+    if not near.any():
+        return near
+    return np.asarray(ndimage.distance_transform_edt(~near) <= radius)
+
+
+def seeds_with_mask(prompts: list[Prompt], shape: tuple[int, ...], base: np.ndarray) -> tuple[np.ndarray, Any]:
+    """Seeds for the baselines on an initial mask ``base``: the prompts' seeds (:func:`seeds_from_prompts`), and
+    away from the prompts (:func:`prompt_neighbourhood`) the mask itself (foreground where it is set, background
+    elsewhere), so that only the neighbourhood of the prompts is re-decided."""
+    seeds, box = seeds_from_prompts(prompts, shape)
+    keep = ~prompt_neighbourhood(prompts, shape, edit_radius(base)) & (seeds == 0)
+    seeds[keep] = np.where(base[keep], 1, 2)
+    return seeds, box
+
+
+def edit_mask(image: np.ndarray, prompts: list[Prompt], base: np.ndarray, method: str) -> np.ndarray:
+    """A baseline's result on an initial mask ``base``: only the voxels near the prompts
+    (:func:`prompt_neighbourhood` with :func:`edit_radius`) are re-decided, on their bounding box plus one voxel.
+
+    ``random_walker``: seeded by the prompts and, away from them, by the mask itself (:func:`seeds_with_mask`).
+    ``region_growing``: the mask's voxels near the prompts that are closer to a negative prompt than to a positive
+    one or to the mask's part away from the prompts are removed, and the region grown from the positive prompts
+    (within the neighbourhood) is added."""
+    from scipy import ndimage
+
+    shape = base.shape
+    near = prompt_neighbourhood(prompts, shape, edit_radius(base))
+    sl = _bbox_slices(near, 1)
+    out = base.copy()
+    if sl is None:
+        return out
+    if method == "random_walker":
+        seeds, _ = seeds_with_mask(prompts, shape, base)
+        out[sl] = segment_random_walker(image[sl], seeds[sl])
+        return out
+    seeds, box = seeds_from_prompts(prompts, shape)
+    nb, b, sd = near[sl], base[sl], seeds[sl]
+    neg = (sd == 2) & nb
+    keep = (b & ~nb) | (sd == 1)
+    if neg.any():
+        d_neg = ndimage.distance_transform_edt(~neg)
+        d_keep = ndimage.distance_transform_edt(~keep) if keep.any() else np.full(b.shape, np.inf)
+        b = b & ~(nb & (d_neg < d_keep))
+    if np.any(seeds == 1):
+        b = b | (segment_region_growing(image, seeds, box)[sl] & nb)
+    b[neg] = False
+    out[sl] = b
+    return out
+
+
+def _bbox_slices(mask: np.ndarray, pad: int = 0) -> tuple[slice, ...] | None:
+    if not mask.any():
+        return None
+    idx = np.argwhere(mask)
+    lo = np.maximum(0, idx.min(0) - pad)
+    hi = np.minimum(np.array(mask.shape), idx.max(0) + pad + 1)
+    return tuple(slice(int(a), int(c)) for a, c in zip(lo, hi, strict=True))
+
+
+def _as_mask(mask: Any, shape: tuple[int, ...]) -> np.ndarray | None:
+    """A mask argument (array, Image or LabelMap; nonzero = foreground) as a boolean array; None when empty."""
+    arr = np.asarray(mask.array if isinstance(mask, Image) else mask)
+    if arr.ndim == len(shape) + 1 and arr.shape[-1] == 1:
+        arr = arr[..., 0]
+    if tuple(arr.shape) != tuple(shape):
+        raise MedimgError(f"The initial mask has shape {list(arr.shape)}; the image has shape {list(shape)}.")
+    out = np.ascontiguousarray(arr != 0)
+    return out if out.any() else None
+
+
 class InteractiveSession:
     """An annotation session on one image (2D or 3D): add prompts, read ``mask``, ``undo``.
 
@@ -213,10 +321,24 @@ class InteractiveSession:
     ``refine_3d`` (learned method, 3D): after each interaction, a 3D random walker (:func:`refine_3d`) re-decides
     the voxels near the propagated mask from the user's prompts and the learned masks of the prompted slices, so
     that a correction acts in 3D. None (default) = on for volumes that are not strongly anisotropic
-    (:func:`is_near_isotropic`); on thick-slice volumes (e.g. cine cardiac MRI) slice propagation alone is better."""
+    (:func:`is_near_isotropic`); on thick-slice volumes (e.g. cine cardiac MRI) slice propagation alone is better.
+
+    ``initial_mask`` (array, Image or LabelMap on the image grid; nonzero = foreground), or later
+    :meth:`set_mask`: an existing mask to refine (a model's segmentation, a file, a manual edit). It is the
+    session's state before any prompt: ``mask`` returns it, the learned method takes it as its previous mask (a
+    negative click trims it, a positive one grows it; in 3D the slices the interaction did not change keep it
+    exactly through the 3D refinement; a negative click never clears the whole structure, see
+    :meth:`_implied_clicks`) and the baselines re-decide only the voxels near the prompts (:func:`edit_radius`),
+    keeping the mask elsewhere. ``undo`` never goes past it: undoing every interaction returns it
+    exactly."""
 
     def __init__(
-        self, image: Image | np.ndarray, method: str = "learned", model: Any = None, refine_3d: bool | None = None
+        self,
+        image: Image | np.ndarray,
+        method: str = "learned",
+        model: Any = None,
+        refine_3d: bool | None = None,
+        initial_mask: Any = None,
     ) -> None:
         if method not in METHODS:
             raise MedimgError(f"Unknown interactive method {method!r}; choose {', '.join(METHODS)}.")
@@ -252,7 +374,28 @@ class InteractiveSession:
         )
         self._groups: list[int] = []  # number of prompts added by each interaction
         self._mask: np.ndarray | None = None
+        self._base: np.ndarray | None = None  # the initial mask (set_mask), None when the session starts empty
         self.latencies: list[float] = []
+        if initial_mask is not None:
+            self.set_mask(initial_mask)
+
+    def set_mask(self, mask: Any) -> np.ndarray:
+        """Make ``mask`` (array, Image or LabelMap on the image grid; nonzero = foreground) the session's current
+        state and start over from it: the prompts and the undo history are cleared, the next prompt refines this
+        mask, and undo returns to it exactly. An empty mask is a fresh session. Returns the mask (boolean)."""
+        base = _as_mask(mask, self.shape)
+        self.prompts = []
+        self._groups = []
+        self._history = [] if base is None else [base]
+        self._shown = [] if base is None else [base]
+        self._base = base
+        self._mask = None
+        return self.mask
+
+    @property
+    def initial_mask(self) -> np.ndarray | None:
+        """The mask the session started from (:meth:`set_mask`), or None."""
+        return None if self._base is None else self._base.copy()
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -273,7 +416,7 @@ class InteractiveSession:
             t0 = time.perf_counter()
             try:
                 raw = self._learned(prompts)
-                shown = refine_3d(self.array, raw, self.prompts) if self.refine_3d else raw
+                shown = refine_3d(self.array, raw, self.prompts, fixed=self._kept(raw)) if self.refine_3d else raw
                 self._history.append(raw)
                 self._shown.append(shown)
             except Exception:  # keep the session consistent: the interaction did not happen
@@ -283,6 +426,16 @@ class InteractiveSession:
             self.latencies.append(time.perf_counter() - t0)
         return self.mask
 
+    def _kept(self, raw: np.ndarray) -> np.ndarray | None:
+        """With an initial mask: the slices (last axis) where the learned result still equals it and no prompt
+        lies — the 3D refinement keeps them as they are, so the parts of the mask a prompt did not reach stay
+        exactly."""
+        if self._base is None:
+            return None
+        same = np.all(raw == self._base, axis=(0, 1))
+        same[sorted(prompted_slices(self.prompts))] = False
+        return np.broadcast_to(same, raw.shape)
+
     def _learned(self, new: list[Prompt]) -> np.ndarray:
         from medimg.interactive.promptable import prompts_2d
 
@@ -291,7 +444,37 @@ class InteractiveSession:
             return np.asarray(self.model.segment_slice(self.array, prompts_2d(self.prompts, self.shape), prev))
         changed = prompted_slices(new)
         spacing = tuple(float(v) for v in self.image.spacing)
-        return np.asarray(self.model.segment_volume(self.array, self.prompts, prev, changed or None, spacing))
+        prompts = self.prompts + self._implied_clicks(new, prev)
+        return np.asarray(self.model.segment_volume(self.array, prompts, prev, changed or None, spacing))
+
+    def _implied_clicks(self, new: list[Prompt], prev: np.ndarray | None) -> list[Prompt]:
+        """With an initial mask (3D, no box): a slice whose prompts are all negative and whose negative clicks hit
+        the core of the only part of the mask there would be cleared — and the structure beyond it with it (the
+        learned method's "not here" rule for a mask the user built). A mask the session was given is refined
+        instead: a positive click is implied at its deepest point away from the negative prompts, so the click
+        trims it. Not added to the session's prompts."""
+        from scipy import ndimage
+
+        from medimg.interactive.promptable import _implicit_positive, _without_hit, slice_prompts
+
+        if self._base is None or prev is None or any(isinstance(p, Box) for p in self.prompts):
+            return []
+        per, _ = slice_prompts(self.prompts, self.shape)
+        out: list[Prompt] = []
+        for z in sorted(prompted_slices(new)):
+            sp, before = per.get(z), prev[:, :, z]
+            if sp is None or len(sp.pos_clicks) or len(sp.pos_strokes) or not before.any():
+                continue
+            if _implicit_positive(sp, before) is not None or _without_hit(before, sp).any():
+                continue  # the learned method trims here, or removes one part of several
+            negs = np.concatenate([sp.neg_clicks, sp.neg_strokes]).reshape(-1, 2).round().astype(int)
+            depth = ndimage.distance_transform_edt(np.pad(before, 1))[1:-1, 1:-1]
+            away = np.ones(before.shape, bool)
+            away[negs[:, 0], negs[:, 1]] = False
+            score = np.where(before, np.minimum(depth, ndimage.distance_transform_edt(away) / 2), -1)
+            x, y = np.unravel_index(int(np.argmax(score)), before.shape)
+            out.append(Click((int(x), int(y), int(z)), True))
+        return out
 
     def _add(self, p: Prompt) -> np.ndarray:
         return self.add_many([p])
@@ -309,10 +492,11 @@ class InteractiveSession:
         return self._add(prompt)
 
     def undo(self) -> np.ndarray:
-        """Take back the last interaction (its prompts and, for the learned method, its mask)."""
+        """Take back the last interaction (its prompts and, for the learned method, its mask); with nothing left to
+        undo, the session is at its initial mask (or empty)."""
         if self._groups:
             del self.prompts[len(self.prompts) - self._groups.pop() :]
-            if self._history:
+            if len(self._history) > (self._base is not None):
                 self._history.pop()
                 self._shown.pop()
         self._mask = None
@@ -323,6 +507,12 @@ class InteractiveSession:
         """Boolean mask on the image grid (array order)."""
         if self.method == "learned":
             return self._shown[-1] if self._shown else np.zeros(self.shape, bool)
+        if self._mask is None and self._base is not None and not self.prompts:
+            self._mask = self._base.copy()
+        if self._mask is None and self._base is not None:
+            t0 = time.perf_counter()
+            self._mask = edit_mask(self.array, self.prompts, self._base, self.method)
+            self.latencies.append(time.perf_counter() - t0)
         if self._mask is None:
             t0 = time.perf_counter()
             seeds, box = seeds_from_prompts(self.prompts, self.shape)
