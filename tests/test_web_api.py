@@ -255,3 +255,110 @@ def test_concurrent_requests(client: TestClient) -> None:
     with ThreadPoolExecutor(50) as ex:
         codes = list(ex.map(lambda u: client.get(u).status_code, urls))
     assert codes == [200] * 50
+
+
+def test_prompts_refine_a_segmented_object(client: TestClient, root: Path, tmp_path: Path) -> None:
+    from scipy import ndimage
+
+    (root / "refine").mkdir(exist_ok=True)
+    shutil.copyfile(DATA / "imagesTr" / CASE, root / "refine" / CASE)
+    sid = _open(client, f"refine/{CASE}")["id"]
+    assert client.post(f"/api/images/{sid}/segment", json={"model": "hippocampus"}).status_code == 200
+    seg = _labels(client, sid, tmp_path)
+    one = seg == 1
+    assert one.any() and np.any(seg == 2)
+    url = f"/api/images/{sid}/objects/1/prompts"
+    # a negative click at the core of object 1: it trims object 1, object 2 is untouched
+    core = [int(v) for v in np.unravel_index(np.argmax(ndimage.distance_transform_edt(one)), one.shape)]
+    r = client.post(url, json={"type": "click", "points": [core], "positive": False})
+    assert r.status_code == 200, r.text
+    cut = _labels(client, sid, tmp_path)
+    assert r.json()["voxels"] == int(np.sum(cut == 1))
+    assert cut[tuple(core)] == 0 and 0.5 * one.sum() < np.sum(cut == 1) < one.sum()
+    np.testing.assert_array_equal(cut == 2, seg == 2)
+    removed, added = int(np.sum(one & (cut != 1))), int(np.sum((cut == 1) & ~one))
+    print(f"\nnegative click in a segmented object: {removed} voxels removed, {added} added of {int(one.sum())}")
+    assert removed > 3 * added  # mostly removals (the model may reshape the edge a little)
+    assert client.post(f"/api/images/{sid}/undo").json()["voxels"] == int(np.sum(cut != seg))
+    np.testing.assert_array_equal(_labels(client, sid, tmp_path), seg)  # exactly the segmented mask
+    # a positive click just outside object 1 (in background) grows it
+    ring = ndimage.binary_dilation(one, iterations=2) & (seg == 0)
+    out = [int(v) for v in np.argwhere(ring)[len(np.argwhere(ring)) // 2]]
+    r = client.post(url, json={"type": "click", "points": [out], "positive": True})
+    assert r.status_code == 200, r.text
+    grown = _labels(client, sid, tmp_path)
+    assert grown[tuple(out)] == 1 and np.sum(grown == 1) > one.sum()
+    np.testing.assert_array_equal(grown == 2, seg == 2)
+    assert client.post(f"/api/images/{sid}/undo").status_code == 200
+    np.testing.assert_array_equal(_labels(client, sid, tmp_path), seg)
+    assert client.post(f"/api/images/{sid}/redo").status_code == 200  # the session follows the label map
+    np.testing.assert_array_equal(_labels(client, sid, tmp_path), grown)
+
+
+def _eroded(path: Path) -> medimg.LabelMap:
+    from scipy import ndimage
+
+    lab = medimg.read_labels(path)
+    arr = np.zeros_like(lab.array)
+    for k in (1, 2):
+        arr[ndimage.binary_erosion(lab.array == k)] = k
+    return medimg.LabelMap(arr, lab.spacing, lab.origin, lab.direction, names=lab.names)
+
+
+def test_review_difference_and_evaluate_report(client: TestClient, root: Path, tmp_path: Path) -> None:
+    from urllib.parse import quote
+
+    (root / "preds").mkdir(exist_ok=True)
+    for f in ("hippocampus_001.nii.gz", CASE):  # predictions: the reference labels eroded by one voxel
+        medimg.write(_eroded(root / "labelsTr" / f), root / "preds" / f)
+    ref = medimg.read_labels(root / "labelsTr" / CASE).array
+    pred = medimg.read_labels(root / "preds" / CASE).array
+    r = client.post("/api/review", json={"prediction": f"preds/{CASE}", "reference": f"labelsTr/{CASE}"})
+    assert r.status_code == 200, r.text
+    rv = r.json()
+    assert rv["image"] == f"imagesTr/{CASE}"  # the image the reference lies beside
+    m = {x["label"]: x for x in rv["metrics"]}
+    for k in (1, 2):
+        d = 2 * np.sum((pred == k) & (ref == k)) / (np.sum(pred == k) + np.sum(ref == k))
+        assert m[k]["dice"] == pytest.approx(d) and 0.3 < d < 1 and m[k]["hd95_mm"] > 0
+    vox = rv["difference"]["voxels"]
+    assert vox == {"1": int(np.sum(pred > 0)), "2": 0, "3": int(np.sum((ref > 0) & (pred == 0)))}
+    assert rv["difference"]["names"]["3"] == "reference only (false negative)"
+    assert rv["urls"]["labels"] == f"/api/images/{rv['id']}/labels"
+    diff = _labels(client, rv["id"], tmp_path)
+    np.testing.assert_array_equal(diff, np.where(pred > 0, 1, np.where(ref > 0, 3, 0)))
+    p = tmp_path / "vol.nii.gz"
+    p.write_bytes(client.get(rv["urls"]["volume"]).content)
+    np.testing.assert_array_equal(medimg.read(p).array, medimg.read(root / "imagesTr" / CASE).array)
+    # one label, the swapped pair (false positives), another grid, and the path rules
+    one = client.post(
+        "/api/review", json={"prediction": f"labelsTr/{CASE}", "reference": f"preds/{CASE}", "label": 2}
+    ).json()
+    assert [x["label"] for x in one["metrics"]] == [2]
+    assert one["difference"]["voxels"]["2"] == int(np.sum((ref == 2) & (pred != 2)))
+    medimg.write(medimg.LabelMap(ref[:-2].copy()), root / "preds" / "small.nii.gz")
+    r = client.post("/api/review", json={"prediction": "preds/small.nii.gz", "reference": f"labelsTr/{CASE}"})
+    assert r.status_code == 422 and "same voxel grid" in r.json()["detail"]
+    for bad, code in (("../x.nii.gz", 403), ("/etc/passwd", 403), ("preds/missing.nii.gz", 404)):
+        assert client.post("/api/review", json={"prediction": bad, "reference": f"labelsTr/{CASE}"}).status_code == code
+    (root / "preds" / "small.nii.gz").unlink()
+
+    # evaluate a folder: summary + report, the report served read-only as HTML
+    body = {"predictions": "preds", "references": "labelsTr", "output_dir": "evaluation"}
+    r = client.post("/api/evaluate", json=body)
+    assert r.status_code == 200, r.text
+    ev = r.json()
+    assert ev["n_cases"] == 2 and ev["report"] == "evaluation/report.html"
+    assert ev["report_url"] == "/api/files?path=" + quote("evaluation/report.html", safe="")
+    dice_mean = ev["classes"]["1"]["dice"]["mean"]
+    assert 0.3 < dice_mean < 1
+    page = client.get(ev["report_url"])
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert page.headers["content-security-policy"] == "sandbox" and b"<html" in page.content.lower()
+    assert client.get("/api/files", params={"path": "evaluation/summary.json"}).json()["n_cases"] == 2
+    for bad, code in (("../x.html", 403), ("/etc/passwd", 403), ("evaluation", 404), ("evaluation/none.html", 404)):
+        assert client.get("/api/files", params={"path": bad}).status_code == code, bad
+    for out, code in ((str(tmp_path / "ev"), 403), ("preds/ev", 403), ("nope/ev", 404)):
+        assert client.post("/api/evaluate", json={**body, "output_dir": out}).status_code == code, out
+    assert not (tmp_path / "ev").exists()
+    assert client.post("/api/evaluate", json={**body, "predictions": "../x"}).status_code == 403

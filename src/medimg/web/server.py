@@ -10,16 +10,19 @@ from __future__ import annotations
 
 import hmac
 import json
+import math
 import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
+import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import FileResponse, JSONResponse, Response
 from pydantic import BaseModel, Field
 
 import medimg
@@ -130,6 +133,40 @@ class PromptRequest(BaseModel):
 
 class SaveRequest(BaseModel):
     path: str
+
+
+class ReviewRequest(BaseModel):
+    prediction: str = Field(description="Predicted label map under a served root.")
+    reference: str = Field(description="Reference label map on the same grid.")
+    image: str | None = Field(None, description="Image to show under the difference (default: found beside).")
+    label: int | None = Field(None, description="Compare this label only (default: every label).")
+
+
+class EvaluateRequest(BaseModel):
+    predictions: str = Field(description="Folder of predicted label maps under a served root.")
+    references: str = Field(description="Folder of reference label maps (same case names).")
+    output_dir: str = Field(description="Folder for per_case.csv, summary.json and report.html (created).")
+
+
+FILE_TYPES = {
+    ".html": "text/html; charset=utf-8",
+    ".json": "application/json",
+    ".csv": "text/csv; charset=utf-8",
+    ".txt": "text/plain; charset=utf-8",
+    ".svg": "image/svg+xml",
+    ".png": "image/png",
+}
+
+
+def _finite(v: Any) -> Any:
+    """JSON-safe: NaN and infinities (e.g. HD95 of an absent label) become null."""
+    if isinstance(v, float):
+        return v if math.isfinite(v) else None
+    if isinstance(v, dict):
+        return {str(k): _finite(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_finite(x) for x in v]
+    return v
 
 
 class StatusRequest(BaseModel):
@@ -291,6 +328,93 @@ def create_app(
         ref = s.path if out.name.lower().endswith(".dcm") else None
         medimg.write(lab, out, reference=ref)
         return {"path": req.path}
+
+    def shown(p: Path) -> str:
+        """A path as the API takes it back: relative to its root when that resolves to it, else absolute."""
+        rel = store.rel(p)
+        try:
+            return rel if store.resolve(rel) == p else str(p)
+        except MedimgError:
+            return str(p)
+
+    def output_path(path: str) -> Path:
+        from medimg.ops import confine
+
+        q = Path(path)
+        return confine((store.roots[0] / q) if not q.is_absolute() else q, store.roots)
+
+    @app.post("/api/review")
+    def review(req: ReviewRequest) -> dict[str, Any]:
+        from medimg import ops
+
+        pred, ref = store.resolve(req.prediction), store.resolve(req.reference)
+        image = store.resolve(req.image) if req.image else None
+        t0 = time.perf_counter()
+        s = store.review(pred, ref, image, req.label)  # same grid, or a GeometryError saying so (422)
+        res: Any = ops.run(
+            "overlap",
+            {"prediction": str(pred), "reference": str(ref), "labels": [req.label] if req.label else None},
+            ops.Context(roots=store.roots),
+        )
+        counts = np.bincount(s.labels.ravel(), minlength=4)
+        v = s.image.voxel_volume_mm3 / 1000.0
+        base = f"/api/images/{s.id}"
+        return {
+            "id": s.id,
+            "prediction": shown(pred),
+            "reference": shown(ref),
+            "image": shown(s.shown_image) if s.shown_image else None,
+            "metrics": _finite([m.model_dump() for m in res.labels]),
+            "difference": {
+                "names": {str(k): n for k, n in s.names.items()},
+                "voxels": {str(k): int(counts[k]) for k in (1, 2, 3)},
+                "volumes_ml": {str(k): float(counts[k] * v) for k in (1, 2, 3)},
+            },
+            "urls": {"info": base, "volume": f"{base}/volume", "labels": f"{base}/labels"},
+            "ms": round(1000 * (time.perf_counter() - t0), 1),
+        }
+
+    @app.post("/api/evaluate")
+    def evaluate(req: EvaluateRequest) -> dict[str, Any]:
+        from medimg import ops
+
+        preds, refs = store.resolve(req.predictions), store.resolve(req.references)
+        for d, what in ((preds, "predictions"), (refs, "references")):
+            if not d.is_dir():
+                raise MedimgError(f"{what} must be a folder of label maps; {shown(d)!r} is a file.")
+        out = output_path(req.output_dir)
+        if out in (preds, refs) or preds in out.parents or refs in out.parents:
+            raise PathNotAllowedError(f"{req.output_dir!r} is (inside) an input folder; choose another output_dir.")
+        if not out.parent.is_dir():
+            raise NotFoundError(f"The folder of {req.output_dir!r} does not exist under the served folders.")
+        t0 = time.perf_counter()
+        res: Any = ops.run(
+            "evaluate",
+            {"predictions": str(preds), "references": str(refs), "output_dir": str(out)},
+            ops.Context(roots=store.roots),
+        )
+        report = out / "report.html"
+        rep = shown(report) if report.exists() else None
+        return {
+            "n_cases": res.n_cases,
+            "classes": _finite(res.classes),
+            "output_dir": shown(out),
+            "files": [shown(Path(f)) for f in res.files],
+            "report": rep,
+            "report_url": f"/api/files?{urlencode({'path': rep})}" if rep else None,
+            "ms": round(1000 * (time.perf_counter() - t0), 1),
+        }
+
+    @app.get("/api/files")
+    def get_file(path: str) -> Response:
+        p = store.resolve(path)
+        if not p.is_file():
+            raise NotFoundError(f"{path!r} is not a file under the served folders.")
+        media = FILE_TYPES.get(p.suffix.lower(), "application/octet-stream")
+        # read-only, and a served page runs no script and gets no access to the app's origin
+        headers = {"Content-Security-Policy": "sandbox", "X-Content-Type-Options": "nosniff"}
+        headers["Cache-Control"] = "no-cache"
+        return FileResponse(p, media_type=media, headers=headers)
 
     if (STATIC_DIR / "index.html").exists():
         from fastapi.staticfiles import StaticFiles

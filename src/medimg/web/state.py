@@ -108,6 +108,12 @@ class Change:
     prompts: list[Any] | None = None
     names_before: dict[int, str] = field(default_factory=dict)
     names_after: dict[int, str] = field(default_factory=dict)
+    session: Any = None  # the object's interactive session the prompts went to
+
+    def objects(self) -> set[int]:
+        """Label values whose voxels this change touched."""
+        diff = self.before != self.after
+        return {int(v) for v in np.unique(np.concatenate([self.before[diff], self.after[diff]])) if v}
 
 
 class ImageSession:
@@ -129,6 +135,7 @@ class ImageSession:
         self.undo_stack: list[Change] = []
         self.redo_stack: list[Change] = []
         self.restored = False
+        self.shown_image: Path | None = None  # a review's image (None: the difference map itself)
         self._volume: dict[bool, bytes] = {}
         self._float: Image | None = None
 
@@ -269,8 +276,14 @@ class ImageSession:
                 raise NotFoundError(f"No object {obj} in this image; create one with POST .../objects first.")
             t0 = time.perf_counter()
             sess = self.sessions.get(obj)
-            if sess is None:
-                sess = InteractiveSession(self._float_image(), "learned", self.store.promptable_model())
+            if sess is None:  # an object with voxels (segmented, uploaded, edited) is refined from them
+                current = self.labels == obj
+                sess = InteractiveSession(
+                    self._float_image(),
+                    "learned",
+                    self.store.promptable_model(),
+                    initial_mask=current if current.any() else None,
+                )
                 self.sessions[obj] = sess
             prev = sess.mask
             new = sess.add_many(prompts)
@@ -278,7 +291,8 @@ class ImageSession:
             if box is None:
                 pts = np.asarray([list(p)[: self.labels.ndim] for p in _prompt_points(prompts)], int)
                 box = tuple(slice(int(a), int(b) + 1) for a, b in zip(pts.min(0), pts.max(0), strict=True))
-                self.undo_stack.append(Change(box, self.labels[box].copy(), self.labels[box].copy(), obj, prompts))
+                same = self.labels[box].copy()
+                self.undo_stack.append(Change(box, same, same.copy(), obj, prompts, session=sess))
                 self.redo_stack.clear()
             else:
                 cur = self.labels[box]
@@ -286,7 +300,7 @@ class ImageSession:
                 pn, nn = prev[box], new[box]
                 after[nn & ~pn & ((cur == 0) | (cur == obj))] = obj
                 after[pn & ~nn & (cur == obj)] = 0
-                self._commit(Change(box, cur.copy(), after, obj, prompts))
+                self._commit(Change(box, cur.copy(), after, obj, prompts, session=sess))
             voxels = int(np.count_nonzero(self.labels == obj))
             return {"bbox": _bbox3(box), "voxels": voxels, "ms": round(1000 * (time.perf_counter() - t0), 1)}
 
@@ -326,8 +340,7 @@ class ImageSession:
             self.labels[ch.box] = ch.before
             if ch.names_after:
                 self.names = dict(ch.names_before)
-            if ch.prompts is not None and ch.obj in self.sessions:
-                self.sessions[ch.obj].undo()
+            self._sync_sessions(ch, undo=True)
             self.redo_stack.append(ch)
             self.changed()
             return n
@@ -341,11 +354,25 @@ class ImageSession:
             self.labels[ch.box] = ch.after
             if ch.names_after:
                 self.names = dict(ch.names_after)
-            if ch.prompts is not None and ch.obj in self.sessions:
-                self.sessions[ch.obj].add_many(ch.prompts)  # the session's state follows the label map
+            self._sync_sessions(ch, undo=False)
             self.undo_stack.append(ch)
             self.changed()
             return n
+
+    def _sync_sessions(self, ch: Change, undo: bool) -> None:
+        """Keep interactive sessions in step with the label map after undo/redo of ``ch``: a prompt is taken back
+        from (or given again to) the session it went to; when that session is no longer the object's, or the
+        change was not a prompt (segmentation, upload, edit), the sessions of the objects it touched are dropped,
+        and the next prompt starts from the object's voxels."""
+        cur = self.sessions.get(ch.obj) if ch.obj is not None else None
+        if ch.prompts is not None and cur is not None and cur is ch.session:
+            if undo:
+                cur.undo()
+            else:
+                cur.add_many(ch.prompts)  # the session's state follows the label map
+            return
+        for obj in ch.objects() | ({ch.obj} if ch.obj is not None else set()):
+            self.sessions.pop(obj, None)
 
     def replace(self, arr: np.ndarray, names: dict[int, str] | None = None) -> int:
         """Replace the whole label map (an upload or an automatic segmentation) as one undoable change; returns
@@ -369,11 +396,38 @@ class ImageSession:
                 return 0
             box = box or tuple(slice(0, 0) for _ in self.labels.shape)
             n = int(np.count_nonzero(new[box] != self.labels[box]))
-            self._commit(Change(box, self.labels[box].copy(), new[box].copy(), None, None, before_names, after_names))
-            for obj in list(self.sessions):  # sessions continue from their own masks; drop stale ones
-                if not np.any(self.labels == obj):
-                    del self.sessions[obj]
+            ch = Change(box, self.labels[box].copy(), new[box].copy(), None, None, before_names, after_names)
+            self._commit(ch)
+            for obj in ch.objects():  # the next prompt on a changed object starts from its new voxels
+                self.sessions.pop(obj, None)
             return n
+
+
+DIFFERENCE_NAMES = {1: "both", 2: "prediction only (false positive)", 3: "reference only (false negative)"}
+
+
+def difference_map(pred: np.ndarray, ref: np.ndarray, label: int | None = None) -> np.ndarray:
+    """1 where both label the voxel alike, 2 where the prediction labels it and the reference does not with the
+    same value (a false positive, a wrong label included), 3 where only the reference labels it (a false
+    negative); with ``label``, that label against the rest."""
+    if label is not None:
+        pred, ref = pred == label, ref == label
+    out = np.zeros(pred.shape, np.uint8)
+    p, r = pred != 0, ref != 0
+    same = pred == ref
+    out[p & same] = 1
+    out[p & ~same] = 2
+    out[~p & r] = 3
+    return out
+
+
+class ReviewSession(ImageSession):
+    """A prediction against a reference on one grid: the difference map (:func:`difference_map`) as the working
+    labels, shown over ``image`` (the image the labels belong to) or, without one, over the difference map itself.
+    Kept in memory only: changes are neither autosaved nor put on the worklist."""
+
+    def changed(self) -> None:
+        pass
 
 
 def _prompt_points(prompts: list[Any]) -> list[tuple[int, ...]]:
@@ -464,6 +518,55 @@ class Store:
             lab = medimg.read_labels(self.resolve(labels))
             s.replace(lab.array, {**s.names, **lab.names})
         return s
+
+    def review(
+        self, prediction: Path, reference: Path, image: Path | None = None, label: int | None = None
+    ) -> ReviewSession:
+        """Register a :class:`ReviewSession` for two label maps on the same grid (paths already confined); the
+        image under them is ``image``, else the worklist image the reference (or prediction) belongs to when it is
+        on the same grid, else the difference map itself."""
+        from medimg.image import check_same_geometry
+
+        pred, ref = medimg.read_labels(prediction), medimg.read_labels(reference)
+        check_same_geometry(pred, ref, "prediction and reference")
+        diff = difference_map(pred.array, ref.array, label)
+        base: Image | None = None
+        shown = image
+        if image is not None:
+            base = medimg.read(image)
+            check_same_geometry(base, ref, "image and reference")
+        else:
+            for cand in self._images_of(reference, prediction):
+                try:
+                    im = medimg.read(cand)
+                    check_same_geometry(im, ref, "image and reference")
+                except MedimgError:
+                    continue
+                base, shown = im, cand
+                break
+        if base is None:
+            base = Image(diff.copy(), ref.spacing, ref.origin, ref.direction)
+        key = "\0".join(["review", str(prediction), str(reference), str(shown), str(label)])
+        sid = hashlib.sha1(key.encode()).hexdigest()[:12]
+        s = ReviewSession(sid, prediction, self.root_of(prediction), self.rel(prediction), base, self)
+        s.name = f"{prediction.name} vs {reference.name}"
+        s.labels = diff
+        s.names = dict(DIFFERENCE_NAMES)
+        s.shown_image = shown
+        with self._lock:
+            self.sessions[sid] = s
+        return s
+
+    def _images_of(self, *labels: Path) -> list[Path]:
+        """Worklist images that these label files lie beside (see :func:`_belongs`)."""
+        out = []
+        for root in self.roots:
+            rels = [lf.relative_to(root) for lf in labels if root in lf.parents]
+            if not rels:
+                continue
+            images, _ = self._scan(root)
+            out += [root / im for lf in rels for im in images if _belongs(lf, im) and root / im not in labels]
+        return out
 
     def get(self, sid: str) -> ImageSession:
         s = self.sessions.get(sid)
