@@ -57,4 +57,9 @@ export const api = {
   post: async (path, json) => (await request("POST", path, { json })).json(),
   put: async (path, bytes) => (await request("PUT", path, { body: bytes })).json(),
   bytes: async (path) => (await request("GET", path)).arrayBuffer(),
+  /** Raw bytes with the response headers (for `labels/region`: X-Shape, X-Dtype). */
+  raw: async (path) => {
+    const res = await request("GET", path);
+    return { buffer: await res.arrayBuffer(), headers: res.headers };
+  },
 };

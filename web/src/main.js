@@ -21,6 +21,9 @@ const state = {
   labelNames: {}, // value -> name
   object: null, // current object (label value) for prompts
   promptMode: false,
+  promptTool: "click", // click | box | scribble | lasso
+  stroke: null, // the box / scribble / lasso being drawn: {tool, axCorSag, ltwh, axis, slice, voxels, screen, positive}
+  labelUpdates: { region: 0, reload: 0 }, // how the overlay followed each prompt (changed box only, or a reload)
   drawing: null, // null | "brush" | "eraser"
   busy: false,
   lastPrompt: null, // {voxel, positive, ms, roundTripMs, voxels}
@@ -115,6 +118,44 @@ function voxelAtEvent(ev) {
   return inBounds(vox) ? vox : null;
 }
 
+/** Canvas (device) pixel position of a mouse event. */
+function canvasPos(ev) {
+  const rect = nv.canvas.getBoundingClientRect();
+  return [(ev.clientX - rect.left) * dpr(), (ev.clientY - rect.top) * dpr()];
+}
+
+/** The 2D tile under a canvas position: {axCorSag, ltwh}, or null (3D render tile, outside every tile). */
+function tileAt(pos) {
+  const i = nv.tileIndex(pos[0], pos[1]);
+  if (i < 0) return null;
+  const tile = nv.screenSlices[i];
+  return tile.axCorSag <= SLICE_TYPE.SAGITTAL ? { axCorSag: tile.axCorSag, ltwh: tile.leftTopWidthHeight } : null;
+}
+
+function clampToTile(pos, ltwh) {
+  return [
+    Math.min(Math.max(pos[0], ltwh[0] + 0.5), ltwh[0] + ltwh[2] - 0.5),
+    Math.min(Math.max(pos[1], ltwh[1] + 0.5), ltwh[1] + ltwh[3] - 0.5),
+  ];
+}
+
+/** The medimg voxel axis a 2D tile looks along (axial: the image axis closest to S, ...); 2 for 2D images. */
+function sliceAxis(axCorSag) {
+  if (state.image.shape.length < 3) return 2;
+  const perm = baseVolume().permRAS; // RAS axis r shows voxel axis |perm[r]| - 1
+  return Math.abs(perm[2 - axCorSag]) - 1;
+}
+
+/** Voxel under a canvas position kept inside one tile, clamped to the image, on the stroke's slice. */
+function strokeVoxel(pos, st) {
+  const frac = nv.canvasPos2frac(clampToTile(pos, st.ltwh));
+  if (!frac || frac[0] < -0.5) return null;
+  const shape = [...state.image.shape, 1, 1].slice(0, 3);
+  const vox = fracToVoxel(frac).map((v, i) => Math.min(Math.max(v, 0), shape[i] - 1));
+  if (st.slice !== undefined) vox[st.axis] = st.slice;
+  return vox;
+}
+
 /** Move the crosshair to a voxel (so the 2D tiles show its slices). */
 function moveCrosshairToVoxel(vox) {
   nv.scene.crosshairPos = voxelToFrac(vox);
@@ -188,6 +229,7 @@ async function openImage(path) {
   $("image-title").textContent = `${info.name || path} · ${info.shape.join("×")} · ${info.spacing.map((s) => +s.toFixed(3)).join("×")} mm`;
   $("save-path").value = defaultSavePath(path);
   for (const id of ["segment", "new-object", "prompt-mode", "undo", "redo", "save", "brush", "eraser"]) $(id).disabled = false;
+  for (const b of document.querySelectorAll("#prompt-tools button")) b.disabled = false;
   updateObjectInfo();
   const ms = Math.round(performance.now() - t0);
   setStatus(`opened ${path} in ${ms} ms`);
@@ -328,14 +370,232 @@ async function autoSegment() {
   }
 }
 
+// ---------------------------------------------------------------- labels: only the changed box after a prompt
+
+const DTYPES = { uint8: Uint8Array, uint16: Uint16Array, uint32: Uint32Array, int16: Int16Array, int32: Int32Array };
+
+/** Write the server's labels of an inclusive box (`GET .../labels/region`: raw values, x fastest) into the label
+ * overlay's voxels in place (NiiVue keeps the file's native i, j, k order), then re-upload the textures. */
+async function applyLabelRegion(bbox) {
+  const lab = labelVolume();
+  if (!lab || !lab.img) throw new Error("no label overlay to update");
+  const q = [...bbox[0], ...bbox[1]].map((v) => Math.round(v)).join(",");
+  const { buffer, headers } = await api.raw(`/api/images/${state.image.id}/labels/region?bbox=${q}`);
+  const dtype = headers.get("X-Dtype");
+  const Ctor = DTYPES[dtype];
+  if (!Ctor || !(lab.img instanceof Ctor)) throw new Error(`region dtype ${dtype} differs from the overlay's`);
+  const shape = (headers.get("X-Shape") || "").split(",").map(Number);
+  const [sx, sy = 1, sz = 1] = shape;
+  const [x0, y0, z0 = 0] = bbox[0].map((v) => Math.max(0, Math.round(v)));
+  const dims = lab.hdr.dims;
+  const nx = dims[1], ny = dims[2] || 1, nz = dims[3] || 1;
+  const vals = new Ctor(buffer);
+  if (!shape.every((n) => n > 0) || vals.length !== sx * sy * sz || x0 + sx > nx || y0 + sy > ny || z0 + sz > nz) {
+    throw new Error(`region ${q} (shape ${shape}) does not fit the overlay (${nx}×${ny}×${nz})`);
+  }
+  let top = 0;
+  for (let i = 0; i < vals.length; i++) if (vals[i] > top) top = vals[i];
+  for (let z = 0; z < sz; z++) {
+    for (let y = 0; y < sy; y++) {
+      const src = (z * sy + y) * sx;
+      lab.img.set(vals.subarray(src, src + sx), ((z0 + z) * ny + (y0 + y)) * nx + x0);
+    }
+  }
+  if (top > (state.maxLabel || 0)) {
+    state.maxLabel = top;
+    lab.setColormapLabel(labelColormap(top));
+  }
+  nv.updateGLVolume();
+}
+
+/** After a prompt: load only the changed box; the whole label map if that fails. Returns "region" or "reload". */
+async function updateLabels(bbox) {
+  if (bbox && labelVolume()) {
+    try {
+      await applyLabelRegion(bbox);
+      state.labelUpdates.region += 1;
+      return "region";
+    } catch (err) {
+      console.warn("changed-box update failed; reloading the label map:", err);
+    }
+  }
+  await reloadLabels();
+  state.labelUpdates.reload += 1;
+  return "reload";
+}
+
+// ---------------------------------------------------------------- prompt tools: box, scribble, lasso
+
+const TOOL_NOTES = {
+  click: "click inside the structure; Shift+click = negative",
+  box: "drag a box around the structure on a 2D view",
+  scribble: "drag a stroke inside the structure; Shift+drag = negative stroke",
+  lasso: "drag a closed outline — for now the server uses the lasso as its bounding box on this slice (a box prompt on that slice only)",
+};
+
+function setTool(tool) {
+  if (!(tool in TOOL_NOTES)) throw new Error(`unknown prompt tool ${tool}`);
+  state.promptTool = tool;
+  state.stroke = null;
+  clearOverlay();
+  for (const b of document.querySelectorAll("#prompt-tools button")) b.setAttribute("aria-pressed", String(b.dataset.tool === tool));
+  $("tool-note").textContent = TOOL_NOTES[tool];
+  if (state.image) setPromptMode(true);
+}
+
+/** The two inclusive corners sent for a box drawn from voxel `a` to `b` on a slice across `axis`. In 3D the
+ * engine prompts the box's central slice and keeps the result inside the box, so the box gets a depth centred on
+ * the drawn slice: as deep (mm) as it is wide, unless "this slice only" (the engine's 3D box convention). */
+function boxCorners(a, b, axis) {
+  const lo = a.map((v, i) => Math.min(v, b[i]));
+  const hi = a.map((v, i) => Math.max(v, b[i]));
+  const shape = state.image.shape;
+  if (shape.length < 3) return [lo, hi];
+  const sliceOnly = $("box-depth").value === "slice" && axis === 2;
+  if (!sliceOnly) {
+    const sp = state.image.spacing;
+    const inPlane = [0, 1, 2].filter((i) => i !== axis);
+    const halfMm = inPlane.reduce((s, i) => s + ((hi[i] - lo[i] + 1) * sp[i]) / 2, 0) / inPlane.length;
+    const s = a[axis];
+    const k = Math.min(Math.round(halfMm / sp[axis]), s, shape[axis] - 1 - s); // symmetric: the drawn slice stays central
+    lo[axis] = s - k;
+    hi[axis] = s + k;
+  }
+  return [lo, hi];
+}
+
+function overlayContext() {
+  const cv = $("overlay");
+  const r = window.devicePixelRatio || 1;
+  const w = Math.round(cv.clientWidth * r), h = Math.round(cv.clientHeight * r);
+  if (cv.width !== w || cv.height !== h) {
+    cv.width = w;
+    cv.height = h;
+  }
+  const ctx = cv.getContext("2d");
+  ctx.setTransform(1, 0, 0, 1, 0, 0);
+  ctx.clearRect(0, 0, w, h);
+  ctx.setTransform(r, 0, 0, r, 0, 0);
+  return ctx;
+}
+
+function clearOverlay() {
+  overlayContext();
+}
+
+/** Draw the box / scribble / lasso in progress over NiiVue's canvas (CSS pixels). */
+function drawOverlay() {
+  const ctx = overlayContext();
+  const st = state.stroke;
+  if (!st || st.screen.length === 0) return;
+  const colour = st.positive ? "rgba(80, 230, 120, 0.95)" : "rgba(255, 90, 90, 0.95)";
+  ctx.lineWidth = 2;
+  ctx.strokeStyle = st.tool === "box" ? "rgba(255, 220, 60, 0.95)" : colour;
+  const p = st.screen;
+  if (st.tool === "box") {
+    const [a, b] = [p[0], p[p.length - 1]];
+    ctx.strokeRect(Math.min(a[0], b[0]), Math.min(a[1], b[1]), Math.abs(b[0] - a[0]), Math.abs(b[1] - a[1]));
+    return;
+  }
+  ctx.beginPath();
+  ctx.moveTo(p[0][0], p[0][1]);
+  for (const q of p.slice(1)) ctx.lineTo(q[0], q[1]);
+  if (st.tool === "lasso") {
+    ctx.closePath();
+    ctx.fillStyle = "rgba(80, 230, 120, 0.15)";
+    ctx.fill();
+  }
+  ctx.stroke();
+}
+
+function cssPos(pos) {
+  return [pos[0] / dpr(), pos[1] / dpr()];
+}
+
+function onStrokeStart(ev) {
+  if (!state.promptMode || state.promptTool === "click" || ev.button !== 0 || !state.image || state.busy) return;
+  const pos = canvasPos(ev);
+  const tile = tileAt(pos);
+  if (!tile) return;
+  ev.stopPropagation(); // NiiVue neither moves the crosshair nor drags
+  ev.preventDefault();
+  const st = { tool: state.promptTool, axCorSag: tile.axCorSag, ltwh: tile.ltwh, positive: !ev.shiftKey };
+  st.axis = sliceAxis(tile.axCorSag);
+  const vox = strokeVoxel(pos, st);
+  if (!vox) return;
+  st.slice = vox[st.axis];
+  st.voxels = [vox];
+  st.screen = [cssPos(clampToTile(pos, tile.ltwh))];
+  state.stroke = st;
+  drawOverlay();
+}
+
+function onStrokeMove(ev) {
+  const st = state.stroke;
+  if (!st) return;
+  ev.stopPropagation();
+  ev.preventDefault();
+  const pos = canvasPos(ev);
+  const vox = strokeVoxel(pos, st);
+  if (!vox) return;
+  const xy = cssPos(clampToTile(pos, st.ltwh));
+  if (st.tool === "box") {
+    st.voxels = [st.voxels[0], vox];
+    st.screen = [st.screen[0], xy];
+  } else {
+    const last = st.voxels[st.voxels.length - 1];
+    if (vox.some((v, i) => v !== last[i])) st.voxels.push(vox); // one point per voxel crossed (no repeats)
+    st.screen.push(xy);
+  }
+  drawOverlay();
+}
+
+function onStrokeEnd(ev) {
+  const st = state.stroke;
+  if (!st) return;
+  ev.stopPropagation();
+  ev.preventDefault();
+  onStrokeMove(ev);
+  state.stroke = null; // the shape stays on the overlay until the prompt returns
+  let prompt = null;
+  if (st.tool === "box") {
+    const [a, b] = [st.voxels[0], st.voxels[st.voxels.length - 1]];
+    const flat = [0, 1, 2].filter((i) => i !== st.axis && i < state.image.shape.length).some((i) => a[i] === b[i]);
+    if (flat) setStatus("box too small: drag across at least two voxels each way");
+    else prompt = ["box", boxCorners(a, b, st.axis), true];
+  } else if (st.tool === "scribble") {
+    prompt = ["scribble", st.voxels, st.positive];
+  } else if (st.voxels.length < 3) {
+    setStatus("lasso too small: draw a closed outline");
+  } else {
+    prompt = ["lasso", st.voxels, true];
+  }
+  if (!prompt || state.busy) {
+    clearOverlay();
+    return;
+  }
+  sendPrompt(...prompt)
+    .catch(fail)
+    .finally(() => {
+      if (!state.stroke) clearOverlay();
+    });
+}
+
 // ---------------------------------------------------------------- interactive prompts
 
 function updateObjectInfo() {
   const o = state.object;
   const p = state.lastPrompt;
   $("object-info").textContent = o === null ? "no object: press New object (N)" : `object ${o}: ${state.labelNames[o] || "unnamed"}`;
+  let what = "";
+  if (p) {
+    const sign = p.positive ? "+" : "−";
+    if (p.type === "click") what = `${sign} click (${p.voxel.join(", ")})`;
+    else if (p.type === "box") what = `box (${p.points[0].join(", ")})–(${p.points[1].join(", ")})`;
+    else what = `${p.type === "scribble" ? sign + " " : ""}${p.type} (${p.points.length} points)`;
+  }
   $("latency").textContent = p
-    ? `last ${p.positive ? "+" : "−"} click (${p.voxel.join(", ")}): ${p.voxels} voxels, server ${Math.round(p.ms)} ms, round trip ${Math.round(p.roundTripMs)} ms`
+    ? `last ${what}: ${p.voxels} voxels, server ${Math.round(p.ms)} ms, round trip ${Math.round(p.roundTripMs)} ms (${p.update === "region" ? "changed box loaded" : "labels reloaded"})`
     : "";
 }
 
@@ -356,25 +616,31 @@ function setPromptMode(on) {
   $("viewer").classList.toggle("prompt", on);
 }
 
-async function sendClick(voxel, positive) {
+/** One prompt (click, box, scribble or lasso) on the current object; then only the changed box of the labels is
+ * loaded into the overlay. The round trip is request + server + changed-box transfer (the volumes table after). */
+async function sendPrompt(type, points, positive = true) {
   if (state.object === null) await newObject();
   const t0 = performance.now();
-  setBusy(true, `prompt at (${voxel.join(", ")})…`);
+  setBusy(true, `${type} prompt…`);
   try {
-    const res = await api.post(`/api/images/${state.image.id}/objects/${state.object}/prompts`, {
-      type: "click",
-      points: [voxel],
-      positive,
-    });
-    await reloadLabels();
+    const res = await api.post(`/api/images/${state.image.id}/objects/${state.object}/prompts`, { type, points, positive });
+    const update = await updateLabels(res.bbox);
+    const roundTripMs = performance.now() - t0;
+    state.lastPrompt = {
+      type, points, positive, voxel: type === "click" ? points[0] : null,
+      ms: res.ms, voxels: res.voxels, bbox: res.bbox, update, roundTripMs,
+    };
     await refreshVolumes();
-    state.lastPrompt = { voxel, positive, ms: res.ms, voxels: res.voxels, roundTripMs: performance.now() - t0 };
     updateObjectInfo();
-    setStatus(`prompt done: ${res.voxels} voxels changed`);
+    setStatus(`${type} prompt done: object has ${res.voxels} voxels`);
     return res;
   } finally {
     setBusy(false);
   }
+}
+
+function sendClick(voxel, positive) {
+  return sendPrompt("click", [voxel], positive);
 }
 
 async function undoRedo(which) {
@@ -471,6 +737,8 @@ async function applyDrawing() {
 
 // ---------------------------------------------------------------- wiring
 
+const TOOL_KEYS = { c: "click", b: "box", s: "scribble", l: "lasso" };
+
 function guard(fn) {
   return (...args) => {
     if (state.busy || !state.image) return;
@@ -492,17 +760,24 @@ function wire() {
   $("eraser").addEventListener("click", () => state.image && (state.drawing === "eraser" ? stopDrawing() : startDrawing("eraser")));
   $("apply-drawing").addEventListener("click", guard(applyDrawing));
 
-  // Prompts: in prompt mode a left click on a 2D tile is a click prompt at the voxel under the mouse
-  // (NiiVue still moves its crosshair there); Shift+click is a negative click.
+  // Prompts: in prompt mode with the click tool a left click on a 2D tile is a click prompt at the voxel under the
+  // mouse (NiiVue still moves its crosshair there); Shift+click is a negative click.
   nv.canvas.addEventListener(
     "pointerdown",
     (ev) => {
-      if (!state.promptMode || ev.button !== 0 || !state.image || state.busy) return;
+      if (!state.promptMode || state.promptTool !== "click" || ev.button !== 0 || !state.image || state.busy) return;
       const vox = voxelAtEvent(ev);
       if (vox) guard(sendClick)(vox, !ev.shiftKey);
     },
     true,
   );
+  // Box / scribble / lasso: a drag on a 2D tile, caught before NiiVue's own mouse handlers (capture phase on the
+  // canvas's parent), drawn on the overlay canvas while in progress.
+  $("stage").addEventListener("mousedown", onStrokeStart, true);
+  window.addEventListener("mousemove", onStrokeMove, true);
+  window.addEventListener("mouseup", onStrokeEnd, true);
+  for (const b of document.querySelectorAll("#prompt-tools button")) b.addEventListener("click", () => setTool(b.dataset.tool));
+  window.addEventListener("resize", () => (state.stroke ? drawOverlay() : clearOverlay()));
 
   document.addEventListener("keydown", (ev) => {
     if (ev.target instanceof HTMLInputElement || ev.target instanceof HTMLSelectElement) return;
@@ -515,8 +790,13 @@ function wire() {
       guard(() => undoRedo("redo"))();
     } else if (!ev.ctrlKey && !ev.metaKey && !ev.altKey && key === "n") {
       guard(() => newObject())();
+    } else if (!ev.ctrlKey && !ev.metaKey && !ev.altKey && key in TOOL_KEYS) {
+      setTool(TOOL_KEYS[key]);
     } else if (key === "escape") {
-      setPromptMode(false);
+      if (state.stroke) {
+        state.stroke = null;
+        clearOverlay();
+      } else setPromptMode(false);
     }
   });
 }
@@ -525,6 +805,7 @@ async function main() {
   await nv.attachTo("gl");
   applyLayout($("layout").value);
   wire();
+  $("tool-note").textContent = TOOL_NOTES[state.promptTool];
   try {
     const health = await api.get("/api/health");
     setStatus(`medimg ${health.version}`);
@@ -537,7 +818,8 @@ async function main() {
 
 // For scripts and the browser tests: the app's own functions (no second implementation in tests).
 window.workbench = {
-  nv, state, openImage, newObject, sendClick, undoRedo, save, reloadLabels, refreshVolumes,
+  nv, state, openImage, newObject, sendClick, sendPrompt, setTool, boxCorners, updateLabels, undoRedo, save,
+  reloadLabels, refreshVolumes,
   moveCrosshairToVoxel, voxelToClient, voxelToLps, setPromptMode, applyWindow, applyLayout,
   startDrawing, stopDrawing, applyDrawing,
 };
