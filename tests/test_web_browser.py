@@ -34,6 +34,7 @@ pytestmark = pytest.mark.skipif(
 DATA = Path(__file__).parent / "data" / "hippocampus"
 CASE = "hippocampus_006"
 SCREENSHOT = Path(__file__).parent.parent / "docs" / "images" / "workbench.png"
+BOX_SCREENSHOT = SCREENSHOT.with_name("workbench_box.png")
 LAUNCH_ARGS = [
     "--headless=new",
     "--no-sandbox",
@@ -310,7 +311,7 @@ def test_browser_box_and_scribble(served: tuple[str, Path], tmp_path: Path) -> N
             page.wait_for_function("workbench.state.object !== null", timeout=10000)
             obj = int(page.evaluate("workbench.state.object"))
 
-            def drag(a: list[int], b: list[int], shift: bool = False) -> dict[str, Any]:
+            def drag(a: list[int], b: list[int], shift: bool = False, shot: Path | None = None) -> dict[str, Any]:
                 """Show a's slices, then drag from a's centre to b's on the axial tile with the real mouse."""
                 xa = page.evaluate("v => { workbench.moveCrosshairToVoxel(v); return workbench.voxelToClient(v); }", a)
                 xb = page.evaluate("v => workbench.voxelToClient(v)", b)
@@ -326,6 +327,8 @@ def test_browser_box_and_scribble(served: tuple[str, Path], tmp_path: Path) -> N
                     " for (let i = 3; i < d.length; i += 4) n += d[i] > 0; return n; }"
                 )
                 assert drawn > 20, "the shape in progress is not drawn over the canvas"
+                if shot is not None and os.environ.get("MEDIMG_UPDATE_SCREENSHOTS"):
+                    page.screenshot(path=str(shot))
                 page.mouse.up()
                 if shift:
                     page.keyboard.up("Shift")
@@ -344,7 +347,8 @@ def test_browser_box_and_scribble(served: tuple[str, Path], tmp_path: Path) -> N
             z = int(gt.sum(axis=(0, 1)).argmax())
             inside = np.argwhere(gt[:, :, z])
             lo, hi = (inside.min(0) - 1).tolist(), (inside.max(0) + 1).tolist()
-            sent = drag([lo[0], lo[1], z], [hi[0], hi[1], z])
+            sent = drag([lo[0], lo[1], z], [hi[0], hi[1], z], shot=BOX_SCREENSHOT)
+            box_ms = (sent["ms"], sent["roundTripMs"])
             k = min(round(((hi[0] - lo[0] + 1) / 2 + (hi[1] - lo[1] + 1) / 2) / 2), z, gt.shape[2] - 1 - z)  # 1 mm
             assert sent["type"] == "box"
             assert sent["points"] == [[lo[0], lo[1], z - k], [hi[0], hi[1], z + k]]  # exact voxels, depth centred
@@ -393,8 +397,10 @@ def test_browser_box_and_scribble(served: tuple[str, Path], tmp_path: Path) -> N
             labels = page_matches_server()
             assert (labels == obj + 1).any()
             print(
-                f"browser box: Dice {box_dice:.3f}, after the negative scribble {scribble_dice:.3f}; lasso "
-                f"{int((labels == obj + 1).sum())} voxels; {time.monotonic() - t_start:.1f} s"
+                f"browser box: Dice {box_dice:.3f} (server {box_ms[0]:.0f} ms, round trip {box_ms[1]:.0f} ms), after "
+                f"the negative scribble {scribble_dice:.3f}; lasso {int((labels == obj + 1).sum())} voxels (server "
+                f"{sent['ms']:.0f} ms, round trip with a full reload {sent['roundTripMs']:.0f} ms); "
+                f"{time.monotonic() - t_start:.1f} s"
             )
             assert not errors, errors
         finally:

@@ -490,7 +490,7 @@ function drawOverlay() {
   if (!st || st.screen.length === 0) return;
   const colour = st.positive ? "rgba(80, 230, 120, 0.95)" : "rgba(255, 90, 90, 0.95)";
   ctx.lineWidth = 2;
-  ctx.strokeStyle = st.tool === "box" ? "rgba(255, 220, 60, 0.95)" : colour;
+  ctx.strokeStyle = st.tool === "box" ? "rgba(60, 220, 255, 0.95)" : colour;
   const p = st.screen;
   if (st.tool === "box") {
     const [a, b] = [p[0], p[p.length - 1]];
@@ -605,7 +605,7 @@ async function newObject(name) {
   state.labelNames[res.object] = name || state.labelNames[res.object] || `object ${res.object}`;
   setPromptMode(true);
   updateObjectInfo();
-  setStatus(`new object ${res.object}: click inside it (Shift+click = negative)`);
+  setStatus(`new object ${res.object}: ${TOOL_NOTES[state.promptTool]}`);
   return res.object;
 }
 
