@@ -22,6 +22,9 @@ warmed up in the background as ``medimg serve`` does) and measures
    and a new object is started on the next structure. Goals: 3D <= 500 ms, 2D <= 100 ms. Server-side timing
    wrappers (around the promptable model's segment_volume/segment_slice and the 3D random-walker ``refine_3d``)
    say which part of the server's time dominates.
+   Diagnosis of a miss: the same open of the synthetic CT averaged over 4 x 4 x 4 blocks (what a downsampled
+   first image would cost; the app does not do this), and in-process timings of the server's part (reading,
+   gzip vs raw vs ISA-L NIfTI bytes, the open session's summary / volumes / label-map bytes).
 3. 50 concurrent API requests (25 ``GET /api/health`` + 25 ``GET .../volume`` of the CT): all must be 200 with the
    same bytes; total wall time.
 
