@@ -361,11 +361,16 @@ class LabelMap(Image):
     @property
     def labels(self) -> list[int]:
         """Sorted non-zero label values present in the array."""
-        return [int(v) for v in np.unique(self.array) if v != 0]
+        return sorted(self.voxel_counts())
 
     def voxel_counts(self) -> dict[int, int]:
-        """Number of voxels per non-zero label present."""
-        counts = np.bincount(self.array.ravel().astype(np.int64))
+        """Number of voxels per non-zero label present (only the non-zero voxels are counted: a mostly empty
+        512 x 512 x 300 map costs milliseconds, not a full int64 copy)."""
+        flat = self.array.ravel()
+        nz = flat[np.flatnonzero(flat)]
+        if nz.size == 0:
+            return {}
+        counts = np.bincount(nz.astype(np.int64))
         return {int(i): int(c) for i, c in enumerate(counts) if i != 0 and c > 0}
 
     def volumes_ml(self) -> dict[int, float]:
