@@ -92,6 +92,35 @@ def test_open_and_volume_geometry(client: TestClient, name: str, tmp_path: Path,
     assert gzip.decompress(r.content)[:4] == (348).to_bytes(4, "little")  # NIfTI-1 header
 
 
+def test_downsampled_volume_geometry(tmp_path: Path) -> None:
+    """``?downsample=2``: shape halved, spacing doubled, same direction, voxel (0,0,0) at the world centre of the
+    first 2x2x2 block (an oblique direction, so a wrong origin shift shows), values the block means."""
+    img = medimg.read(DATA / "imagesTr" / CASE)
+    c, s = np.cos(0.3), np.sin(0.3)
+    rot = np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
+    img = medimg.Image(img.array.astype(np.int16), (0.8, 0.9, 1.3), (10.0, -20.0, 5.0), rot)
+    medimg.write(img, tmp_path / "oblique.nii.gz")
+    with TestClient(create_app([tmp_path])) as c2:
+        sid = _open(c2, "oblique.nii.gz")["id"]
+        r = c2.get(f"/api/images/{sid}/volume?downsample=2&gz=false")
+        assert r.status_code == 200 and r.content[:4] == (348).to_bytes(4, "little")
+        assert c2.get(f"/api/images/{sid}/volume?downsample=2&gz=false").content == r.content  # cached
+        assert c2.get(f"/api/images/{sid}/volume?downsample=0").status_code == 422
+        assert c2.get(f"/api/images/{sid}/volume?downsample=x").status_code == 422
+    p = tmp_path / "ds.nii"
+    p.write_bytes(r.content)
+    ds = medimg.read(p)
+    assert list(ds.shape) == [n // 2 for n in img.shape]
+    np.testing.assert_allclose(ds.spacing, np.asarray(img.spacing) * 2, rtol=1e-5)
+    np.testing.assert_allclose(ds.direction, img.direction, atol=1e-5)
+    corners = np.array([[i, j, k] for i in (0, 1) for j in (0, 1) for k in (0, 1)])
+    np.testing.assert_allclose(ds.index_to_world((0, 0, 0)), img.index_to_world(corners).mean(axis=0), atol=1e-3)
+    far = np.array(ds.shape) - 1  # and the last block, so spacing and direction act together
+    np.testing.assert_allclose(ds.index_to_world(far), img.index_to_world(2 * far + corners).mean(axis=0), atol=1e-3)
+    block = img.array[:2, :2, :2].astype(float).mean()
+    assert abs(int(ds.array[0, 0, 0]) - block) <= 0.5
+
+
 def test_prompts_objects_undo_redo_save(client: TestClient, root: Path, tmp_path: Path) -> None:
     info = _open(client, f"imagesTr/{CASE}")
     sid = info["id"]

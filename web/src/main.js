@@ -208,8 +208,48 @@ function defaultSavePath(path) {
   return `${dir}${base}_seg.nii.gz`;
 }
 
+// Images over PREVIEW_OVER voxels first show a block-averaged preview of at most ~PREVIEW_MAX voxels
+// (`volume?downsample=K`), then the full volume replaces it when it has loaded (docs/web.md, Speed).
+const PREVIEW_OVER = 16e6;
+const PREVIEW_MAX = 2e6;
+const EDIT_CONTROLS = ["segment", "new-object", "prompt-mode", "undo", "redo", "save", "brush", "eraser"];
+
+/** The downsampling factor of the first image (1: no preview). */
+function previewFactor(shape) {
+  const n = shape.reduce((a, b) => a * b, 1);
+  if (n <= PREVIEW_OVER) return 1;
+  let k = 2;
+  while (n / k ** shape.length > PREVIEW_MAX) k += 1;
+  return k;
+}
+
+function setEditing(on) {
+  for (const id of EDIT_CONTROLS) $(id).disabled = !on;
+  for (const b of document.querySelectorAll("#prompt-tools button")) b.disabled = !on;
+}
+
+async function fetchVolume(info, downsample) {
+  const q = downsample > 1 ? `downsample=${downsample}&gz=false` : "gz=false";
+  const bytes = await api.bytes(`/api/images/${info.id}/volume?${q}`);
+  return NVImage.loadFromUrl({ url: "image.nii", name: `${info.name || "image"}.nii`, buffer: bytes });
+}
+
+function showBase(vol) {
+  while (nv.volumes.length > 0) nv.removeVolume(nv.volumes[0]);
+  nv.addVolume(vol);
+  applyWindow($("window-preset").value);
+}
+
+/** Load the label overlay only when the label map has labels (an empty one is created on the first prompt). */
+async function loadLabelsIfAny() {
+  const res = await refreshVolumes();
+  if (Object.values(res.volumes_ml || {}).some((v) => v > 0)) await reloadLabels();
+  else state.maxLabel = 0;
+}
+
 async function openImage(path) {
   const t0 = performance.now();
+  const ticket = (state.openTicket = (state.openTicket || 0) + 1);
   setStatus(`opening ${path}…`);
   const info = await api.post("/api/images", { path });
   state.image = info;
@@ -218,22 +258,38 @@ async function openImage(path) {
   state.object = null;
   state.lastPrompt = null;
   if (state.drawing) stopDrawing();
-  const bytes = await api.bytes(`/api/images/${info.id}/volume`);
-  while (nv.volumes.length > 0) nv.removeVolume(nv.volumes[0]);
-  const vol = await NVImage.loadFromUrl({ url: "image.nii.gz", name: `${info.name || "image"}.nii.gz`, buffer: bytes });
-  nv.addVolume(vol);
-  applyWindow($("window-preset").value);
-  await reloadLabels();
-  await refreshVolumes();
+  const k = previewFactor(info.shape);
+  if (k > 1) setPromptMode(false);
+  setEditing(false);
+  state.preview = k > 1 ? k : 0;
+  document.body.dataset.fullRes = k > 1 ? "0" : "1";
+  document.body.dataset.imageId = info.id;
   document.querySelectorAll("#worklist li").forEach((li) => li.classList.toggle("active", li.dataset.path === path));
   $("image-title").textContent = `${info.name || path} · ${info.shape.join("×")} · ${info.spacing.map((s) => +s.toFixed(3)).join("×")} mm`;
   $("save-path").value = defaultSavePath(path);
-  for (const id of ["segment", "new-object", "prompt-mode", "undo", "redo", "save", "brush", "eraser"]) $(id).disabled = false;
-  for (const b of document.querySelectorAll("#prompt-tools button")) b.disabled = false;
+  const finish = async (vol) => {
+    if (ticket !== state.openTicket) return; // another image was opened meanwhile
+    showBase(vol);
+    await loadLabelsIfAny();
+    state.preview = 0;
+    setEditing(true);
+    updateObjectInfo();
+    document.body.dataset.fullRes = "1";
+    setStatus(`opened ${path} in ${Math.round(performance.now() - t0)} ms${k > 1 ? " (full resolution)" : ""}`);
+  };
+  if (k === 1) {
+    await finish(await fetchVolume(info, 1));
+    return info;
+  }
+  // A large image: the 1/k preview first (view only), the full volume in the background.
+  const full = fetchVolume(info, 1);
+  full.catch(() => {}); // reported below
+  showBase(await fetchVolume(info, k));
   updateObjectInfo();
-  const ms = Math.round(performance.now() - t0);
-  setStatus(`opened ${path} in ${ms} ms`);
-  document.body.dataset.imageId = info.id;
+  setStatus(`preview at 1/${k} resolution in ${Math.round(performance.now() - t0)} ms; loading full resolution… (editing and prompts wait for it)`);
+  state.fullLoad = full.then(finish).catch((err) => {
+    if (ticket === state.openTicket) fail(err);
+  });
   return info;
 }
 
@@ -377,11 +433,11 @@ const DTYPES = { uint8: Uint8Array, uint16: Uint16Array, uint32: Uint32Array, in
 /** Write the server's labels of an inclusive box (`GET .../labels/region`: raw values, x fastest) into the label
  * overlay's voxels in place (NiiVue keeps the file's native i, j, k order), then re-upload the textures. */
 async function applyLabelRegion(bbox) {
-  const lab = labelVolume();
-  if (!lab || !lab.img) throw new Error("no label overlay to update");
   const q = [...bbox[0], ...bbox[1]].map((v) => Math.round(v)).join(",");
   const { buffer, headers } = await api.raw(`/api/images/${state.image.id}/labels/region?bbox=${q}`);
   const dtype = headers.get("X-Dtype");
+  const lab = labelVolume() || (dtype === "uint8" ? emptyLabelOverlay() : null);
+  if (!lab || !lab.img) throw new Error("no label overlay to update");
   const Ctor = DTYPES[dtype];
   if (!Ctor || !(lab.img instanceof Ctor)) throw new Error(`region dtype ${dtype} differs from the overlay's`);
   const shape = (headers.get("X-Shape") || "").split(",").map(Number);
@@ -408,9 +464,21 @@ async function applyLabelRegion(bbox) {
   nv.updateGLVolume();
 }
 
+/** An all-zero uint8 label overlay on the image's grid (the label map was empty when the image was opened). */
+function emptyLabelOverlay() {
+  const lab = NVImage.zerosLike(baseVolume(), "uint8");
+  lab.name = "labels.nii";
+  lab.hdr.scl_slope = 1;
+  lab.hdr.scl_inter = 0;
+  lab.setColormapLabel(labelColormap(state.maxLabel || 1));
+  lab.opacity = state.drawing ? 0 : Number($("label-opacity").value);
+  nv.addVolume(lab);
+  return lab;
+}
+
 /** After a prompt: load only the changed box; the whole label map if that fails. Returns "region" or "reload". */
 async function updateLabels(bbox) {
-  if (bbox && labelVolume()) {
+  if (bbox && !state.preview) {
     try {
       await applyLabelRegion(bbox);
       state.labelUpdates.region += 1;
@@ -513,7 +581,7 @@ function cssPos(pos) {
 }
 
 function onStrokeStart(ev) {
-  if (!state.promptMode || state.promptTool === "click" || ev.button !== 0 || !state.image || state.busy) return;
+  if (!state.promptMode || state.promptTool === "click" || ev.button !== 0 || !state.image || state.busy || state.preview) return;
   const pos = canvasPos(ev);
   const tile = tileAt(pos);
   if (!tile) return;
@@ -741,7 +809,7 @@ const TOOL_KEYS = { c: "click", b: "box", s: "scribble", l: "lasso" };
 
 function guard(fn) {
   return (...args) => {
-    if (state.busy || !state.image) return;
+    if (state.busy || !state.image || state.preview) return;
     Promise.resolve(fn(...args)).catch(fail);
   };
 }
@@ -752,12 +820,12 @@ function wire() {
   $("label-opacity").addEventListener("input", (e) => setLabelOpacity(Number(e.target.value)));
   $("segment").addEventListener("click", guard(autoSegment));
   $("new-object").addEventListener("click", guard(() => newObject()));
-  $("prompt-mode").addEventListener("click", () => state.image && setPromptMode(!state.promptMode));
+  $("prompt-mode").addEventListener("click", () => state.image && !state.preview && setPromptMode(!state.promptMode));
   $("undo").addEventListener("click", guard(() => undoRedo("undo")));
   $("redo").addEventListener("click", guard(() => undoRedo("redo")));
   $("save").addEventListener("click", guard(save));
-  $("brush").addEventListener("click", () => state.image && (state.drawing === "brush" ? stopDrawing() : startDrawing("brush")));
-  $("eraser").addEventListener("click", () => state.image && (state.drawing === "eraser" ? stopDrawing() : startDrawing("eraser")));
+  $("brush").addEventListener("click", () => state.image && !state.preview && (state.drawing === "brush" ? stopDrawing() : startDrawing("brush")));
+  $("eraser").addEventListener("click", () => state.image && !state.preview && (state.drawing === "eraser" ? stopDrawing() : startDrawing("eraser")));
   $("apply-drawing").addEventListener("click", guard(applyDrawing));
 
   // Prompts: in prompt mode with the click tool a left click on a 2D tile is a click prompt at the voxel under the
@@ -765,7 +833,7 @@ function wire() {
   nv.canvas.addEventListener(
     "pointerdown",
     (ev) => {
-      if (!state.promptMode || state.promptTool !== "click" || ev.button !== 0 || !state.image || state.busy) return;
+      if (!state.promptMode || state.promptTool !== "click" || ev.button !== 0 || !state.image || state.busy || state.preview) return;
       const vox = voxelAtEvent(ev);
       if (vox) guard(sendClick)(vox, !ev.shiftKey);
     },

@@ -230,11 +230,16 @@ def create_app(
             return s.summary()
 
     @app.get("/api/images/{sid}/volume")
-    def volume(sid: str, gz: bool = True) -> Response:
+    def volume(sid: str, gz: bool = True, downsample: int = 1) -> Response:
         s = store.get(sid)
-        name = f"{s.id}.nii.gz" if gz else f"{s.id}.nii"
+        if downsample < 1:
+            raise MedimgError(f"downsample must be an integer >= 1, got {downsample}.")
+        tag = f".ds{downsample}" if downsample > 1 else ""
+        name = f"{s.id}{tag}.nii.gz" if gz else f"{s.id}{tag}.nii"
         return Response(
-            s.volume_bytes(gz), media_type=NIFTI, headers={"Content-Disposition": f'attachment; filename="{name}"'}
+            s.volume_bytes(gz, downsample),
+            media_type=NIFTI,
+            headers={"Content-Disposition": f'attachment; filename="{name}"'},
         )
 
     @app.post("/api/images/{sid}/segment")

@@ -96,6 +96,32 @@ def nifti_bytes(image: Image, gz: bool = True) -> bytes:
         return p.read_bytes()
 
 
+def downsample_image(image: Image, factor: int) -> Image:
+    """A preview of ``image``: the mean of each ``factor``-wide block of voxels along every axis (an axis shorter
+    than ``factor`` is averaged whole; a last partial block is dropped). The geometry follows so that the preview
+    lies in the same place in the world: spacing times the block width, origin at the centre of the first block,
+    same direction. Integer images stay in their dtype (rounded means); others become float32."""
+    if factor < 1:
+        raise MedimgError(f"downsample must be an integer >= 1, got {factor}.")
+    a = image.array
+    f = [min(factor, n) for n in a.shape]
+    out: np.ndarray = a
+    for ax, fa in enumerate(f):
+        n = out.shape[ax] // fa
+        cut = out[(slice(None),) * ax + (slice(0, n * fa),)]
+        shape = (*out.shape[:ax], n, fa, *out.shape[ax + 1 :])
+        out = np.ascontiguousarray(cut).reshape(shape).sum(axis=ax + 1, dtype=np.float32)
+    out = out / np.float32(np.prod(f))
+    if np.issubdtype(a.dtype, np.integer):
+        info = np.iinfo(a.dtype)
+        out = np.clip(np.rint(out), info.min, info.max).astype(a.dtype)
+    else:
+        out = out.astype(np.float32)
+    sp = np.asarray(image.spacing, float)
+    shift = np.asarray(image.direction, float) @ (sp * (np.asarray(f, float) - 1) / 2)
+    return Image(out, tuple(sp * f), tuple(np.asarray(image.origin, float) + shift), image.direction)
+
+
 @dataclass
 class Change:
     """One undoable change: the box it touched, the labels there before and after, and for a prompt the object
@@ -136,7 +162,7 @@ class ImageSession:
         self.redo_stack: list[Change] = []
         self.restored = False
         self.shown_image: Path | None = None  # a review's image (None: the difference map itself)
-        self._volume: dict[bool, bytes] = {}
+        self._volume: dict[tuple[bool, int], bytes] = {}
         self._float: Image | None = None
 
     # ------------------------------------------------------------------ files beside the image
@@ -199,11 +225,14 @@ class ImageSession:
             "restored": self.restored,
         }
 
-    def volume_bytes(self, gz: bool = True) -> bytes:
+    def volume_bytes(self, gz: bool = True, downsample: int = 1) -> bytes:
+        """The image as NIfTI bytes (cached per gzip and downsampling factor); see :func:`downsample_image`."""
         with self.lock:
-            if gz not in self._volume:
-                self._volume[gz] = nifti_bytes(self.image, gz)
-            return self._volume[gz]
+            key = (gz, downsample)
+            if key not in self._volume:
+                im = self.image if downsample == 1 else downsample_image(self.image, downsample)
+                self._volume[key] = nifti_bytes(im, gz)
+            return self._volume[key]
 
     def labels_bytes(self, gz: bool = True) -> bytes:
         with self.lock:
