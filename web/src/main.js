@@ -281,13 +281,12 @@ async function openImage(path) {
     await finish(await fetchVolume(info, 1));
     return info;
   }
-  // A large image: the 1/k preview first (view only), the full volume in the background.
-  const full = fetchVolume(info, 1);
-  full.catch(() => {}); // reported below
+  // A large image: the 1/k preview first (view only), then the full volume in the background.
   showBase(await fetchVolume(info, k));
   updateObjectInfo();
   setStatus(`preview at 1/${k} resolution in ${Math.round(performance.now() - t0)} ms; loading full resolution… (editing and prompts wait for it)`);
-  state.fullLoad = full.then(finish).catch((err) => {
+  await new Promise((resolve) => requestAnimationFrame(resolve)); // let the preview reach the screen first
+  state.fullLoad = fetchVolume(info, 1).then(finish).catch((err) => {
     if (ticket === state.openTicket) fail(err);
   });
   return info;

@@ -105,12 +105,10 @@ def downsample_image(image: Image, factor: int) -> Image:
         raise MedimgError(f"downsample must be an integer >= 1, got {factor}.")
     a = image.array
     f = [min(factor, n) for n in a.shape]
-    out: np.ndarray = a
-    for ax, fa in enumerate(f):
-        n = out.shape[ax] // fa
-        cut = out[(slice(None),) * ax + (slice(0, n * fa),)]
-        shape = (*out.shape[:ax], n, fa, *out.shape[ax + 1 :])
-        out = np.ascontiguousarray(cut).reshape(shape).sum(axis=ax + 1, dtype=np.float32)
+    n = [size // fa for size, fa in zip(a.shape, f, strict=True)]
+    out = np.zeros(n, np.float32, order="F" if a.flags.f_contiguous else "C")
+    for offset in np.ndindex(*f):  # strided views: no copy of the whole array, whatever its memory order
+        out += a[tuple(slice(o, o + k * fa, fa) for o, k, fa in zip(offset, n, f, strict=True))]
     out = out / np.float32(np.prod(f))
     if np.issubdtype(a.dtype, np.integer):
         info = np.iinfo(a.dtype)
