@@ -27,27 +27,11 @@ ClassesOpt = Annotated[str | None, typer.Option("--classes", help="Class names i
 def _load_for_model(data: Path, split: str, labels_csv: Path | None, channel: str | None) -> Any:
     """Images to classify, with ``--channel`` applied (an index, or 'grey' for RGB(A) -> luminance)."""
     from medimg.classify.data import load_images
-    from medimg.errors import DimensionError
-    from medimg.transforms.intensity import LUMA_WEIGHTS
+    from medimg.transforms.intensity import select_channel_array
 
     d = load_images(data, split, labels_csv)
-    if channel is None:
-        return d
-    a = d.images
-    if channel.lower() in ("grey", "gray"):
-        if a.shape[1] in (3, 4):
-            w = np.asarray(LUMA_WEIGHTS, np.float32).reshape(1, 3, *([1] * (a.ndim - 2)))
-            d.images = np.ascontiguousarray((a[:, :3] * w).sum(1, keepdims=True, dtype=np.float32))
-        elif a.shape[1] != 1:
-            raise DimensionError(f"'grey' converts RGB(A) images; these have {a.shape[1]} channels: use --channel 0.")
-        return d
-    try:
-        c = int(channel)
-    except ValueError:
-        raise DimensionError(f"--channel takes an index (0, 1, ...) or 'grey'; got {channel!r}.") from None
-    if not -a.shape[1] <= c < a.shape[1]:
-        raise DimensionError(f"--channel {c} is out of range: the images have {a.shape[1]} channel(s).")
-    d.images = np.ascontiguousarray(a[:, c : c + 1])
+    if channel is not None:
+        d.images = select_channel_array(d.images, channel, axis=1)
     return d
 
 

@@ -570,10 +570,9 @@ def classify(p: ClassifyParams, ctx: Context) -> ClassifyResult:
     m = ClassifierModel(p.model)
     d = load_images(p.images, p.split)
     if m.info["channels"] == 1 and d.images.shape[1] in (3, 4):
-        from medimg.transforms.intensity import LUMA_WEIGHTS
+        from medimg.transforms.intensity import select_channel_array
 
-        w = np.asarray(LUMA_WEIGHTS, np.float32).reshape(1, 3, *([1] * (d.images.ndim - 2)))
-        d.images = (d.images[:, :3] * w).sum(1, keepdims=True, dtype=np.float32)
+        d.images = select_channel_array(d.images, "grey", axis=1)
         ctx.notes.append("RGB images were converted to grey (luminance) for a one-channel model.")
     probs = m.predict_proba(d.images, force=p.force, ids=d.ids)
     return ClassifyResult(

@@ -85,25 +85,36 @@ def to_uint8(image: Image, lower: float = 0.0, upper: float = 100.0) -> Image:
 LUMA_WEIGHTS = (0.299, 0.587, 0.114)
 
 
-def select_channel(image: Image, channel: int | str) -> Image:
-    """One channel of a multi-channel image as a scalar image.
+def select_channel_array(a: np.ndarray, channel: int | str, axis: int = -1) -> np.ndarray:
+    """One channel of an array whose ``axis`` holds channels, keeping that axis with size 1.
 
-    ``channel`` is an index (0-based; negative counts from the end) or ``"grey"`` / ``"gray"``: the BT.601 luma
-    of an RGB or RGBA image (alpha ignored). A single-channel image is returned unchanged for 0 and ``"grey"``.
+    ``channel`` is an index (0-based; negative counts from the end; a digit string is accepted) or ``"grey"`` /
+    ``"gray"``: the BT.601 luma of RGB or RGBA channels (alpha ignored) as float32. One channel stays as it is.
     """
+    n = a.shape[axis]
     if isinstance(channel, str) and channel.lower() in ("grey", "gray"):
-        if not image.is_multichannel:
-            return image
-        if image.n_channels not in (3, 4):
+        if n == 1:
+            return a
+        if n not in (3, 4):
             raise DimensionError(
-                f"'grey' converts RGB(A) images; this one has {image.n_channels} channels. Pick one with an index "
-                "(CLI: --channel 0)."
+                f"'grey' converts RGB(A) images; this one has {n} channels. Pick one with an index (CLI: --channel 0)."
             )
-        a = np.asarray(image.array[..., :3], dtype=np.float32) @ np.asarray(LUMA_WEIGHTS, dtype=np.float32)
-        return image.with_array(a)
+        rgb = np.moveaxis(np.asarray(a, dtype=np.float32), axis, -1)[..., :3]
+        return np.ascontiguousarray(np.moveaxis((rgb @ np.asarray(LUMA_WEIGHTS, np.float32))[..., None], -1, axis))
     if isinstance(channel, str):
         try:
             channel = int(channel)
         except ValueError:
             raise DimensionError(f"--channel takes an index (0, 1, ...) or 'grey'; got {channel!r}.") from None
-    return image.channel(channel)
+    if not -n <= channel < n:
+        raise DimensionError(f"Channel {channel} is out of range: the image has {n} channel(s).")
+    return np.ascontiguousarray(np.take(a, [channel], axis=axis))
+
+
+def select_channel(image: Image, channel: int | str) -> Image:
+    """One channel of a multi-channel image as a scalar image (see :func:`select_channel_array`; a
+    single-channel image is returned unchanged for 0 and ``"grey"``)."""
+    if not image.is_multichannel:
+        select_channel_array(np.zeros((1,)), channel)  # validates the choice against one channel
+        return image
+    return image.with_array(select_channel_array(image.array, channel, -1)[..., 0])
