@@ -8,7 +8,8 @@ from typing import Annotated
 import typer
 
 from medimg.cli._common import IrregularOpt, _run, console
-from medimg.cli.predict import ChannelOpt, FillNonfiniteOpt, load_input
+from medimg.cli.predict import ChannelOpt, FillNonfiniteOpt
+from medimg.ops.segmentation import load_input
 
 
 def interact_cmd(

@@ -26,7 +26,6 @@ from medimg.cli._common import (
 )
 from medimg.errors import MedimgError, OutOfDomainError
 from medimg.ops.segmentation import group_cases, output_ext, predict_case
-from medimg.ops.segmentation import load_input as _load
 
 ForceOpt = Annotated[
     bool,
@@ -47,24 +46,6 @@ FillNonfiniteOpt = Annotated[
     float | None,
     typer.Option("--fill-nonfinite", metavar="VALUE", help="Replace NaN/Inf voxels with VALUE before predicting."),
 ]
-
-
-def load_input(
-    path: Path,
-    channel: str | None = None,
-    fill_nonfinite: float | None = None,
-    allow_irregular: bool = False,
-    input_spacing: str | None = None,
-) -> Any:
-    """:func:`medimg.ops.segmentation.load_input` with ``--input-spacing`` text parsed (mm, comma-separated)."""
-    sp = _floats(input_spacing, "--input-spacing")
-    return _load(path, channel, fill_nonfinite, allow_irregular, sp)
-
-
-def _predict_case(pred: Any, srcs: list[Path], dst: Path, *, read_kw: dict[str, Any], **kw: Any) -> Any:
-    read = dict(read_kw)
-    read["input_spacing_mm"] = _floats(read.pop("input_spacing", None), "--input-spacing")
-    return predict_case(pred, srcs, dst, read_kw=read, **kw)
 
 
 def _volumes_line(lab: Any) -> str:
@@ -112,7 +93,7 @@ def predict(
             "channel": channel,
             "fill_nonfinite": fill_nonfinite,
             "allow_irregular": allow_irregular,
-            "input_spacing": input_spacing,
+            "input_spacing_mm": _floats(input_spacing, "--input-spacing"),
         }
         if inp.is_dir() and not _is_dicom_dir(inp):
             files = [p for p in sorted(inp.iterdir()) if not p.name.startswith(".") and p.is_file()]
@@ -125,7 +106,7 @@ def predict(
                 dst = out / (case + output_ext(srcs[0], ext))
                 t0 = time.perf_counter()
                 try:
-                    lab = _predict_case(
+                    lab = predict_case(
                         pred,
                         srcs,
                         dst,
@@ -165,7 +146,7 @@ def _predict_file(
     read_kw: dict[str, Any],
 ) -> None:
     """Segment one image (file or DICOM folder), write it, print its volumes."""
-    lab = _predict_case(
+    lab = predict_case(
         pred, [src], out, tta=tta, reference=reference, probabilities=probabilities, force=force, read_kw=read_kw
     )
     _warn_forced(lab)
@@ -218,7 +199,7 @@ def segment(
             "channel": channel,
             "fill_nonfinite": fill_nonfinite,
             "allow_irregular": allow_irregular,
-            "input_spacing": input_spacing,
+            "input_spacing_mm": _floats(input_spacing, "--input-spacing"),
         }
         _predict_file(pred, image, out, tta, image if out.suffix == ".dcm" else None, False, force, read_kw)
 

@@ -8,7 +8,8 @@ from typing import Annotated, Any
 import typer
 
 from medimg.cli._common import _run, console
-from medimg.cli.predict import FillNonfiniteOpt, load_input
+from medimg.cli.predict import FillNonfiniteOpt
+from medimg.ops.segmentation import load_input
 
 MAX_VOXELS = 300_000  # medimg.register.deformable.MAX_VOXELS (not imported here: that module loads torch)
 

@@ -145,7 +145,8 @@ def _paths(value: Any) -> list[str]:
     return [str(value)]
 
 
-def _sha256(path: Path) -> str | None:
+def sha256_of(path: Path) -> str | None:
+    """SHA-256 of a file's bytes (hex), read in 1 MiB blocks; None for a folder or a missing path."""
     if not path.is_file():
         return None
     h = hashlib.sha256()
@@ -204,7 +205,7 @@ def run(name: str, params: BaseModel | dict[str, Any], ctx: Context | None = Non
     result.provenance = Provenance(
         operation=name,
         parameters=p.model_dump(mode="json"),
-        inputs=[InputRecord(path=str(q), sha256=_sha256(q)) for q in inputs],
+        inputs=[InputRecord(path=str(q), sha256=sha256_of(q)) for q in inputs],
         outputs=list(result.files),
         models=_models_of(result),
         medimg_version=medimg.__version__,

@@ -37,9 +37,9 @@ from medimg.ops.base import (
     OpResult,
     PathNotAllowedError,
     Provenance,
-    _sha256,
     confine,
     operation,
+    sha256_of,
 )
 
 #: Report formats by output extension.
@@ -200,7 +200,7 @@ class _Report:
         prov = Provenance(
             operation=name,
             parameters=params,
-            inputs=[InputRecord(path=str(q), sha256=_sha256(q)) for q in inputs],
+            inputs=[InputRecord(path=str(q), sha256=sha256_of(q)) for q in inputs],
             medimg_version=medimg.__version__,
             time=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             seconds=0.0,

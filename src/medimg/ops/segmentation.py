@@ -121,13 +121,10 @@ def predict_case(
 
 def input_record(path: Path) -> dict[str, Any]:
     """An input's path and, for a file, its SHA-256 (provenance)."""
-    import hashlib
+    from medimg.ops.base import sha256_of
 
     rec: dict[str, Any] = {"path": str(path)}
-    if path.is_file():
-        h = hashlib.sha256()
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
-        rec["sha256"] = h.hexdigest()
+    digest = sha256_of(path)
+    if digest is not None:
+        rec["sha256"] = digest
     return rec
