@@ -37,9 +37,9 @@ def _read(f: Path) -> Any:
 
 def _slices2d(img: Any, fractions: tuple[float, ...] = (0.3, 0.5, 0.7)) -> list[np.ndarray]:
     """Grey 2D arrays (rows, cols): axial slices at the given fractions of a volume, or the picture itself."""
-    a = np.asarray(img.array, dtype=np.float32)
-    if img.is_multichannel:
-        a = a[..., :3] @ np.array([0.299, 0.587, 0.114], np.float32)
+    from medimg.transforms import select_channel
+
+    a = np.asarray(select_channel(img, "grey").array, dtype=np.float32)  # RGB(A) -> luma; grey stays
     if img.ndim == 2 or a.ndim == 2:
         return [np.ascontiguousarray(a.reshape(a.shape[:2]).T)]
     if a.shape[2] == 1:
@@ -48,7 +48,7 @@ def _slices2d(img: Any, fractions: tuple[float, ...] = (0.3, 0.5, 0.7)) -> list[
 
 
 def families(shared: Path) -> dict[str, list[Path]]:
-    """Out-of-domain inputs per family (more files than the test uses)."""
+    """Out-of-domain inputs per family from ../shared/data (a few to 40 files each)."""
 
     def g(pat: str, n: int) -> list[Path]:
         return [Path(p) for p in sorted(glob.glob(str(shared / pat)))[:n]]

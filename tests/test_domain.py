@@ -204,13 +204,13 @@ def test_every_shared_out_of_domain_volume_is_refused() -> None:
     import sys
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-    from domain_data import volumes
+    from domain_guard import families
 
     dom = Predictor(resolve_model("hippocampus")).domain
     assert dom is not None
     accepted = []
     n = 0
-    for family, files in volumes(SHARED).items():
+    for family, files in families(SHARED).items():
         for f in files:
             img = medimg.read(f, **({"key": "image"} if f.suffix == ".h5" else {}))
             n += 1
