@@ -104,3 +104,11 @@ def test_classify_through_ops() -> None:
         ]
     )
     assert acc > 0.85
+
+
+def test_volume_change_refuses_2d_label_maps(tmp_path: Path) -> None:
+    """2D label maps have areas, not volumes: a change of 0 mL would be silently wrong."""
+    lab = medimg.read_labels(DATA / "Image_01L_1stHO.png")
+    a = medimg.write(lab, tmp_path / "a.png")
+    with pytest.raises(medimg.errors.MedimgError, match="compares 3D volumes"):
+        ops.run("volume_change", {"before": str(a), "after": str(a)})

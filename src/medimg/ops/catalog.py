@@ -412,6 +412,11 @@ class ChangeResult(OpResult):
 )
 def volume_change(p: ChangeParams, ctx: Context) -> ChangeResult:
     a, b = measure_labels(Path(p.before)), measure_labels(Path(p.after))
+    if a.dims != 3 or b.dims != 3:
+        raise MedimgError(
+            "volume_change compares 3D volumes in mL; these label maps are "
+            f"{a.dims}D and {b.dims}D. For 2D label maps compare their areas (mm²) from the volumes operation."
+        )
     va = {s.label: s for s in a.structures}
     vb = {s.label: s for s in b.structures}
     labels = p.labels or sorted(set(va) | set(vb))
@@ -419,11 +424,11 @@ def volume_change(p: ChangeParams, ctx: Context) -> ChangeResult:
     for k in labels:
         x = va[k].volume_ml or 0.0 if k in va else 0.0
         y = vb[k].volume_ml or 0.0 if k in vb else 0.0
-        name = (va.get(k) or vb.get(k)).name if (k in va or k in vb) else f"label {k}"  # type: ignore[union-attr]
+        named = va.get(k) or vb.get(k)
         out.append(
             StructureChange(
                 label=k,
-                name=name,
+                name=named.name if named else f"label {k}",
                 before_ml=x,
                 after_ml=y,
                 change_ml=y - x,
