@@ -27,7 +27,7 @@ import numpy as np
 
 import medimg
 from medimg.errors import MedimgError
-from medimg.image import Image, LabelMap
+from medimg.image import Image, LabelMap, label_voxel_counts
 from medimg.io import EXTENSIONS
 from medimg.ops import PathNotAllowedError, confine
 
@@ -192,20 +192,17 @@ class ImageSession:
     # ------------------------------------------------------------------ views
     def label_map(self) -> LabelMap:
         im = self.image
-        present = {int(v) for v in np.unique(self.labels) if v}
-        names = {k: self.names.get(k, f"label {k}") for k in sorted(present | set(self.names))}
-        return LabelMap(self.labels.copy(), im.spacing, im.origin, im.direction, names=names)
+        return LabelMap(self.labels.copy(), im.spacing, im.origin, im.direction, names=self.all_names())
 
     def volumes_ml(self) -> dict[int, float]:
-        counts = np.bincount(self.labels.ravel().astype(np.int64))
         v = self.image.voxel_volume_mm3 / 1000.0
-        out = {int(k): float(c * v) for k, c in enumerate(counts) if k and c}
+        out = {k: float(c * v) for k, c in label_voxel_counts(self.labels).items()}
         for k in self.names:
             out.setdefault(k, 0.0)
         return dict(sorted(out.items()))
 
     def all_names(self) -> dict[int, str]:
-        present = {int(v) for v in np.unique(self.labels) if v}
+        present = set(label_voxel_counts(self.labels))
         return {k: self.names.get(k, f"label {k}") for k in sorted(present | set(self.names))}
 
     def summary(self) -> dict[str, Any]:
@@ -273,7 +270,7 @@ class ImageSession:
 
     def new_object(self, name: str) -> int:
         with self.lock:
-            used = {int(v) for v in np.unique(self.labels)} | set(self.names)
+            used = set(label_voxel_counts(self.labels)) | set(self.names)
             value = max(used | {0}) + 1
             self._ensure_value(value)
             before = dict(self.names)
