@@ -296,3 +296,20 @@ def test_structure_present_labels_from_segmentation(tmp_path: Path) -> None:
     info = train_classifier(d, tmp_path / "m3d", 3, val=d, config={"batch_size": 5, "precision": "fp32"})
     p = ClassifierModel(tmp_path / "m3d").predict_proba(d.images)
     assert info["dims"] == 3 and p.shape == (5, 2) and np.all((p >= 0) & (p <= 1))
+
+
+def test_model_without_recorded_domain_gives_per_image_records(tmp_path: Path, val: ClassificationData) -> None:
+    """A classifier folder from before domains were recorded: predictions run, and every image gets an
+    unchecked domain record (not the previous call's records)."""
+    import shutil
+
+    from medimg.classify.predict import BUNDLED_DIR
+
+    folder = tmp_path / "old"
+    shutil.copytree(BUNDLED_DIR / "pneumoniamnist", folder)
+    (folder / "domain.json").unlink()
+    (folder / "domain.npz").unlink()
+    m = ClassifierModel(folder)
+    assert m.domain is None
+    m.predict_proba(val.images[:3])
+    assert len(m.last_domain) == 3 and not any(r["checked"] for r in m.last_domain)

@@ -59,8 +59,9 @@ class ClassifierModel:
         from medimg.errors import OutOfDomainError
 
         a = self.check(images)
-        if self.domain is None:
-            return [domain_record([], False, checked=False) for _ in range(len(a))]
+        if self.domain is None:  # a model folder from before domains were recorded
+            self.last_domain = [domain_record([], False, checked=False) for _ in range(len(a))]
+            return self.last_domain
         assessed = self.domain.assess(domain_features(self.net, a, self.input_size), dark_fractions(a, self.input_size))
         ids = list(ids) if ids is not None else [str(i) for i in range(len(a))]
         recs = [{**domain_record(reasons, force), "score": score} for score, reasons in assessed]
@@ -115,9 +116,10 @@ class ClassifierModel:
 
         Images outside the model's training domain raise OutOfDomainError unless ``force``; the per-image domain
         records of the last call are in ``self.last_domain``."""
-        self.check_domain(images, self.force if force is None else force, ids)
+        a = self.check(images)
+        self.check_domain(a, self.force if force is None else force, ids)
         t = self.temperature if calibrated else 1.0
-        return probabilities(self.logits(images), self.multilabel, t)
+        return probabilities(predict_logits(self.net, a, self.input_size), self.multilabel, t)
 
 
 def write_probabilities_csv(
