@@ -292,6 +292,7 @@ def segment(p: SegmentParams, ctx: Context) -> SegmentResult:
     from medimg.seg import Predictor, resolve_model
 
     pred = Predictor(resolve_model(p.model), force=p.force)
+    pred.progress = ctx.progress
     out = Path(p.output)
     read_kw = {
         "channel": p.channel,
@@ -632,3 +633,4 @@ def evaluate(p: EvaluateParams, ctx: Context) -> EvaluateResult:
 
 
 from medimg.ops import report_op  # noqa: E402,F401
+from medimg.ops import fuse_op  # noqa: E402,F401
