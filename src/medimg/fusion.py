@@ -293,6 +293,35 @@ def _multi_staple(maps: Sequence[LabelMap], labels: Sequence[int]) -> tuple[np.n
     return fused, quality, int(np.count_nonzero(undecided_mask))
 
 
+# ------------------------------------------------------------------------------------------------ simulation
+
+
+def simulate_raters(
+    truth: LabelMap,
+    sensitivities: Sequence[float],
+    specificities: Sequence[float],
+    seed: int = 0,
+) -> list[LabelMap]:
+    """Synthetic raters of a known truth with planted error rates (for tests and benchmarks).
+
+    Rater ``i`` keeps each voxel of a structure (any non-zero label) with probability ``sensitivities[i]``
+    (missed voxels become background) and marks each background voxel with probability
+    ``1 - specificities[i]`` (as the first label of the truth), independently per voxel: exactly the model
+    STAPLE assumes. The maps keep the truth's geometry."""
+    if len(sensitivities) != len(specificities):
+        raise MedimgError("Give one specificity per sensitivity (one pair per rater).")
+    rng = np.random.default_rng(seed)
+    t = truth.array
+    fg = t > 0
+    fp_label = truth.labels[0] if truth.labels else 1
+    out = []
+    for s, q in zip(sensitivities, specificities, strict=True):
+        u = rng.random(t.shape)
+        arr = np.where(fg, np.where(u < s, t, 0), np.where(u < 1 - q, fp_label, 0)).astype(t.dtype)
+        out.append(truth.with_array(arr))
+    return out
+
+
 # ------------------------------------------------------------------------------------------------------- fuse
 
 
