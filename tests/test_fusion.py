@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from tests.conftest import DATA
 from typer.testing import CliRunner
 
 import medimg
@@ -20,6 +19,8 @@ from medimg.fusion import fuse, majority_vote, simulate_raters, staple_binary
 from medimg.image import LabelMap
 from medimg.interop import to_sitk
 from medimg.ops import run
+
+from conftest import DATA
 
 runner = CliRunner()
 CHASE = [DATA / "Image_01L_1stHO.png", DATA / "Image_01L_2ndHO.png"]
