@@ -633,4 +633,5 @@ def evaluate(p: EvaluateParams, ctx: Context) -> EvaluateResult:
 
 
 from medimg.ops import report_op  # noqa: E402,F401
+from medimg.ops import deid_op  # noqa: E402,F401
 from medimg.ops import fuse_op  # noqa: E402,F401
