@@ -174,3 +174,112 @@ def parse_scribble(text: str, ndim: int) -> Scribble:
         raise PromptError(f"Scribble {text!r} has no points; write x,y;x,y;... (add ;neg for background).")
     pts = tuple(parse_click(p, ndim).point for p in parts)
     return Scribble(pts, positive)
+
+
+def lasso_slice_axis(points: np.ndarray, shape: tuple[int, ...]) -> int | None:
+    """The axis a lasso was drawn across (all its points share that coordinate): ``None`` for a 2D image; for a 3D
+    image z (2) first, then y, then x when several are constant."""
+    if len(shape) == 2:
+        return None
+    for axis in (2, 1, 0):
+        if np.all(points[:, axis] == points[0, axis]):
+            return axis
+    raise PromptError(
+        "A lasso is drawn on one slice: all its points must share one coordinate (x, y or z); "
+        "draw it on a single 2D view."
+    )
+
+
+def lasso_region(points: Any, shape: tuple[int, ...]) -> tuple[np.ndarray, int | None]:
+    """The voxels inside a lasso (a closed polygon through ``points``, outline included) as a boolean mask of the
+    lasso's slice (the in-plane axes in index order), and the slice axis (``None`` in 2D)."""
+    from skimage.draw import line, polygon
+
+    pts = np.asarray(points, dtype=np.int64)
+    if pts.ndim != 2 or pts.shape[1] != len(shape):
+        raise PromptError(f"A lasso's points need {len(shape)} coordinates each (this image is {len(shape)}D).")
+    if len(pts) < 3:
+        raise PromptError("A lasso needs at least 3 points (a closed outline).")
+    for p in pts:
+        check_point(tuple(int(v) for v in p), shape)
+    axis = lasso_slice_axis(pts, shape)
+    plane = [a for a in range(len(shape)) if a != axis]
+    size = tuple(shape[a] for a in plane)
+    region = np.zeros(size, bool)
+    r, c = polygon(pts[:, plane[0]], pts[:, plane[1]], shape=size)
+    region[r, c] = True
+    ring = np.vstack([pts, pts[:1]])[:, plane]
+    for (i0, j0), (i1, j1) in itertools.pairwise(ring):  # the outline itself
+        r, c = line(int(i0), int(j0), int(i1), int(j1))
+        region[r, c] = True
+    return region, axis
+
+
+def _runs(mask2d: np.ndarray, step: int) -> list[tuple[tuple[int, int], tuple[int, int]]]:
+    """Horizontal runs ``((i, j0), (i, j1))`` of ``mask2d`` on every ``step``-th row (and the row through the
+    region's centre, so a thin region still gets one)."""
+    rows = np.flatnonzero(mask2d.any(1))
+    if rows.size == 0:
+        return []
+    chosen = set(range(int(rows[0]) + step // 2, int(rows[-1]) + 1, step)) | {int(rows[rows.size // 2])}
+    out = []
+    for i in sorted(chosen):
+        line = np.concatenate([[False], mask2d[i], [False]]).astype(np.int8)
+        d = np.diff(line)
+        for j0, j1 in zip(np.flatnonzero(d == 1), np.flatnonzero(d == -1) - 1, strict=True):
+            out.append(((i, int(j0)), (i, int(j1))))
+    return out
+
+
+def lasso_prompts(points: Any, shape: tuple[int, ...], positive: bool = True, step: int = 3) -> list[Prompt]:
+    """A lasso — a closed outline drawn on one slice — as prompts the engines take.
+
+    Positive: "the object on this slice is what the outline encloses": positive scribbles fill its interior (runs
+    every ``step`` rows, kept 2 voxels inside the outline so the seeds' disks do not cross it) and a negative
+    scribble follows the outline 2 voxels outside it. The learned engine carries the object to the neighbouring
+    slices as for any prompt. Negative: "none of this": negative scribbles fill the interior. Pair it with
+    :func:`lasso_constraint` as the interaction's ``within`` to make the outline exact on its slice.
+    ``points``: voxel indices ``(x, y[, z])``; on a 3D image all share the slice's coordinate."""
+    from scipy import ndimage
+    from skimage.measure import find_contours
+
+    region, axis = lasso_region(points, shape)
+    plane = [a for a in range(len(shape)) if a != axis]
+    fixed = int(np.asarray(points)[0][axis]) if axis is not None else None
+
+    def voxel(i: int, j: int) -> tuple[int, ...]:
+        v = [0] * len(shape)
+        v[plane[0]], v[plane[1]] = i, j
+        if axis is not None and fixed is not None:
+            v[axis] = fixed
+        return tuple(v)
+
+    depth = ndimage.distance_transform_edt(np.pad(region, 1))[1:-1, 1:-1]
+    inner = depth >= 3
+    if not inner.any():  # a thin outline: its medial voxels
+        inner = depth >= depth.max()
+    out: list[Prompt] = [Scribble((voxel(*a), voxel(*b)), positive) for a, b in _runs(inner, step)]
+    if positive:
+        grown = ndimage.binary_dilation(region, ndimage.generate_binary_structure(2, 1), iterations=2)
+        for contour in find_contours(np.pad(grown, 1).astype(np.float32), 0.5):
+            q = np.clip(np.round(contour).astype(int) - 1, 0, np.array(region.shape) - 1)
+            q = q[np.r_[True, np.any(np.diff(q, axis=0) != 0, axis=1)]]  # no repeated points
+            keep = ~region[q[:, 0], q[:, 1]]  # clipped at the image border onto the region: leave those out
+            if keep.sum() >= 2:
+                pts = tuple(voxel(int(i), int(j)) for i, j in q[keep])
+                out.append(Scribble(pts, False))
+    return out
+
+
+def lasso_constraint(points: Any, shape: tuple[int, ...], positive: bool = True) -> np.ndarray:
+    """Where an object may be after a lasso (``InteractiveSession.add_many(..., within=)``): on the lasso's slice,
+    inside the outline (positive) or outside it (negative); everywhere else, unconstrained."""
+    region, axis = lasso_region(points, shape)
+    allowed = region if positive else ~region
+    out = np.ones(shape, bool)
+    if axis is None:
+        return allowed
+    index: list[Any] = [slice(None)] * len(shape)
+    index[axis] = int(np.asarray(points)[0][axis])
+    out[tuple(index)] = allowed
+    return out

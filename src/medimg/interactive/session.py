@@ -401,8 +401,18 @@ class InteractiveSession:
     def shape(self) -> tuple[int, ...]:
         return tuple(self.array.shape)
 
-    def add_many(self, prompts: list[Prompt]) -> np.ndarray:
-        """Apply several prompts as one interaction (e.g. the strokes of one broken scribble)."""
+    def add_many(self, prompts: list[Prompt], within: np.ndarray | None = None) -> np.ndarray:
+        """Apply several prompts as one interaction (e.g. the strokes of one broken scribble, or the prompts of a
+        lasso: :func:`~medimg.interactive.prompts.lasso_prompts`).
+
+        ``within`` (boolean, image shape; learned method): a hard constraint of this interaction — the result keeps
+        no voxel where it is False (a lasso: outside the outline on its slice); later interactions start from the
+        constrained mask."""
+        if within is not None:
+            if self.method != "learned":
+                raise MedimgError("A hard region constraint (within=) needs the learned method.")
+            if tuple(np.shape(within)) != self.shape:
+                raise PromptError(f"The constraint has shape {list(np.shape(within))}; the image {list(self.shape)}.")
         n = len(self.prompts)
         self.prompts.extend(prompts)
         try:
@@ -417,6 +427,8 @@ class InteractiveSession:
             try:
                 raw = self._learned(prompts)
                 shown = refine_3d(self.array, raw, self.prompts, fixed=self._kept(raw)) if self.refine_3d else raw
+                if within is not None:
+                    raw, shown = raw & within, shown & within
                 self._history.append(raw)
                 self._shown.append(shown)
             except Exception:  # keep the session consistent: the interaction did not happen

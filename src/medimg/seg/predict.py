@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 import json
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,19 @@ from scipy import ndimage
 from medimg.errors import MedimgError
 from medimg.image import Image, LabelMap
 from medimg.seg.plan import preprocess_image
+
+SW_BATCH = 2  # windows per network call
+
+
+def window_count(shape: Sequence[int], patch: Sequence[int], overlap: float) -> int:
+    """How many windows MONAI's sliding window visits on an image of ``shape`` with ``patch`` windows overlapping
+    by ``overlap`` (its scan interval and patch grid, the image padded up to the patch where smaller)."""
+    from monai.data.utils import dense_patch_slices
+    from monai.inferers.utils import _get_scan_interval
+
+    size = tuple(max(int(s), int(p)) for s, p in zip(shape, patch, strict=True))
+    roi = tuple(int(p) for p in patch)
+    return len(dense_patch_slices(size, roi, _get_scan_interval(size, roi, len(size), (overlap,) * len(size))))
 
 
 class Predictor:
@@ -53,6 +67,9 @@ class Predictor:
         self.names = {int(k): v for k, v in self.plan["labels"].items() if int(k) != 0}
         self.domain = load_image_domain(self.dir)
         self.force = force
+        # ``progress(items, description) -> iterable`` (the operations layer's convention): advanced once per
+        # network call of the sliding window (a batch of windows, each mirrored pass counted), when set.
+        self.progress: Callable[[Sequence[Any], str], Any] | None = None
 
     def check_domain(self, image: Image | list[Image], force: bool | None = None) -> dict[str, Any]:
         """Check the input against the model's training domain; raise OutOfDomainError unless forced.
@@ -86,21 +103,31 @@ class Predictor:
             [c for r in range(1, dims + 1) for c in itertools.combinations(range(2, dims + 2), r)] if use_tta else []
         )
         acc = None
+        overlap = inf.get("overlap", 0.5)
+        calls = len(combos) * -(-window_count(x.shape[2:], self.plan["patch_size"], overlap) // SW_BATCH)
+        ticks: Iterator[Any] = iter(self.progress(range(calls), "segmenting") if self.progress else ())
+
+        def net(batch: Any) -> Any:
+            next(ticks, None)
+            return self.net(batch)
+
         with t.no_grad(), t.autocast("cpu", dtype=t.bfloat16, enabled=self.precision == "bf16"):
             for axes in combos:
                 xi = x.flip(axes) if axes else x
                 out = sliding_window_inference(
                     xi,
                     self.plan["patch_size"],
-                    sw_batch_size=2,
-                    predictor=self.net,
-                    overlap=inf.get("overlap", 0.5),
+                    sw_batch_size=SW_BATCH,
+                    predictor=net,
+                    overlap=overlap,
                     mode="gaussian",
                 )
                 probs = t.softmax(t.as_tensor(out).float(), 1)
                 probs = probs.flip(axes) if axes else probs
                 acc = probs if acc is None else acc + probs
         assert acc is not None
+        for _ in ticks:  # finish the progress display (a count estimate that ran short)
+            pass
         return (acc / len(combos))[0].numpy(), grid
 
     def __call__(self, image: Image | list[Image], tta: bool | None = None, force: bool | None = None) -> LabelMap:

@@ -253,22 +253,35 @@ def create_app(
         if model not in {m.name for m in bundled("segmentation")}:
             model = str(store.resolve(model))  # a model folder: only under the served roots
         s.sidecar_dir.mkdir(exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=s.sidecar_dir, prefix="segment-") as d:
-            out = Path(d) / "labels.nii.gz"
-            res: Any = ops.run(
-                "segment",
-                {"image": str(s.path), "output": str(out), "model": model, "force": req.force},
-                ops.Context(roots=store.roots),
-            )
-            lab = medimg.read_labels(out)
+        s.task.start("segment", "loading the model and the image")
+        try:
+            with tempfile.TemporaryDirectory(dir=s.sidecar_dir, prefix="segment-") as d:
+                out = Path(d) / "labels.nii.gz"
+                res: Any = ops.run(
+                    "segment",
+                    {"image": str(s.path), "output": str(out), "model": model, "force": req.force},
+                    ops.Context(roots=store.roots, progress=s.task.iterate),
+                )
+                s.task.stage("loading the result")
+                lab = medimg.read_labels(out)
+        except Exception as e:
+            s.task.finish(error=str(e))
+            raise
         names = {st.label: st.name for st in res.structures}
         with s.lock:
             s.replace(lab.array, names)
+            s.task.finish()
             return {
                 "labels": {str(k): v for k, v in s.all_names().items()},
                 "volumes_ml": {str(k): v for k, v in s.volumes_ml().items()},
                 "ms": round(1000 * (time.perf_counter() - t0), 1),
             }
+
+    @app.get("/api/images/{sid}/progress")
+    def progress(sid: str) -> dict[str, Any]:
+        """Progress of the image's running (or last) long task: ``{"task", "stage", "done", "total", "running",
+        "elapsed_s", "error"}`` (``total`` 0: a stage without a count)."""
+        return store.get(sid).task.snapshot()
 
     @app.post("/api/images/{sid}/objects")
     def new_object(sid: str, req: ObjectRequest) -> dict[str, Any]:
@@ -280,11 +293,11 @@ def create_app(
 
     @app.post("/api/images/{sid}/undo")
     def undo(sid: str) -> dict[str, Any]:
-        return {"voxels": store.get(sid).undo()}
+        return store.get(sid).undo()
 
     @app.post("/api/images/{sid}/redo")
     def redo(sid: str) -> dict[str, Any]:
-        return {"voxels": store.get(sid).redo()}
+        return store.get(sid).redo()
 
     @app.get("/api/images/{sid}/labels")
     def get_labels(sid: str, gz: bool = True) -> Response:

@@ -133,11 +133,52 @@ class Change:
     names_before: dict[int, str] = field(default_factory=dict)
     names_after: dict[int, str] = field(default_factory=dict)
     session: Any = None  # the object's interactive session the prompts went to
+    within: np.ndarray | None = None  # the prompts' hard constraint (a lasso), given again on redo
 
     def objects(self) -> set[int]:
         """Label values whose voxels this change touched."""
         diff = self.before != self.after
         return {int(v) for v in np.unique(np.concatenate([self.before[diff], self.after[diff]])) if v}
+
+
+class TaskProgress:
+    """Progress of the long task running on an image (one at a time: segmentation), read by
+    ``GET /api/images/{id}/progress`` while the task's own request is still running."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._state: dict[str, Any] = {"task": None, "stage": "", "done": 0, "total": 0, "running": False}
+        self._t0 = 0.0
+        self._t1: float | None = None
+
+    def start(self, task: str, stage: str) -> None:
+        with self._lock:
+            self._state = {"task": task, "stage": stage, "done": 0, "total": 0, "running": True, "error": None}
+            self._t0, self._t1 = time.perf_counter(), None
+
+    def stage(self, stage: str) -> None:
+        with self._lock:
+            self._state.update(stage=stage, done=0, total=0)
+
+    def finish(self, error: str | None = None) -> None:
+        with self._lock:
+            self._state.update(running=False, stage="failed" if error else "done", error=error)
+            self._t1 = time.perf_counter()
+
+    def iterate(self, items: Sequence[Any], what: str) -> Any:
+        """The operations layer's ``progress(items, description)``: yields ``items``, counting them done."""
+        seq = list(items)
+        with self._lock:
+            self._state.update(stage=what, done=0, total=len(seq))
+        for i, item in enumerate(seq):
+            yield item
+            with self._lock:
+                self._state["done"] = i + 1
+
+    def snapshot(self) -> dict[str, Any]:
+        with self._lock:
+            end = self._t1 if self._t1 is not None else time.perf_counter()
+            return {**self._state, "elapsed_s": round(end - self._t0, 3) if self._state["task"] else 0.0}
 
 
 class ImageSession:
@@ -162,6 +203,7 @@ class ImageSession:
         self.shown_image: Path | None = None  # a review's image (None: the difference map itself)
         self._volume: dict[tuple[bool, int], bytes] = {}
         self._float: Image | None = None
+        self.task = TaskProgress()
 
     # ------------------------------------------------------------------ files beside the image
     @property
@@ -295,6 +337,11 @@ class ImageSession:
         from medimg.interactive import InteractiveSession
 
         prompts = self._prompts(kind, points, positive)
+        within = None
+        if kind == "lasso":
+            from medimg.interactive.prompts import lasso_constraint
+
+            within = lasso_constraint(_prompt_list(points, self.labels.ndim), tuple(self.labels.shape), positive)
         with self.lock:
             if obj not in self.names and not np.any(self.labels == obj):
                 raise NotFoundError(f"No object {obj} in this image; create one with POST .../objects first.")
@@ -310,13 +357,13 @@ class ImageSession:
                 )
                 self.sessions[obj] = sess
             prev = sess.mask
-            new = sess.add_many(prompts)
+            new = sess.add_many(prompts, within=within)
             box = _bbox(prev != new)
             if box is None:
                 pts = np.asarray([list(p)[: self.labels.ndim] for p in _prompt_points(prompts)], int)
                 box = tuple(slice(int(a), int(b) + 1) for a, b in zip(pts.min(0), pts.max(0), strict=True))
                 same = self.labels[box].copy()
-                self.undo_stack.append(Change(box, same, same.copy(), obj, prompts, session=sess))
+                self.undo_stack.append(Change(box, same, same.copy(), obj, prompts, session=sess, within=within))
                 self.redo_stack.clear()
             else:
                 cur = self.labels[box]
@@ -324,41 +371,33 @@ class ImageSession:
                 pn, nn = prev[box], new[box]
                 after[nn & ~pn & ((cur == 0) | (cur == obj))] = obj
                 after[pn & ~nn & (cur == obj)] = 0
-                self._commit(Change(box, cur.copy(), after, obj, prompts, session=sess))
+                self._commit(Change(box, cur.copy(), after, obj, prompts, session=sess, within=within))
             voxels = int(np.count_nonzero(self.labels == obj))
             return {"bbox": _bbox3(box), "voxels": voxels, "ms": round(1000 * (time.perf_counter() - t0), 1)}
 
     def _prompts(self, kind: str, points: list[list[float]], positive: bool) -> list[Any]:
-        from medimg.interactive import Box, Click, PromptError, Scribble
+        from medimg.interactive import Box, Click, PromptError, Scribble, lasso_prompts
 
-        nd = self.labels.ndim
-        if not points:
-            raise PromptError("A prompt needs at least one point.")
-        pts = []
-        for p in points:
-            q = [round(float(v)) for v in p]
-            if nd == 2 and len(q) == 3:
-                if q[2] != 0:
-                    raise PromptError(f"Point {p}: this image is 2D, so z must be 0.")
-                q = q[:2]
-            if len(q) != nd:
-                raise PromptError(f"Point {p} has {len(q)} coordinates; this image has {nd} dimensions.")
-            pts.append(tuple(q))
+        pts = _prompt_list(points, self.labels.ndim)
         if kind == "click":
             return [Click(p, positive) for p in pts]
         if kind == "scribble":
             return [Scribble(tuple(pts), positive)]
-        if kind in ("box", "lasso"):  # a lasso is used through its bounding box on its slice
+        if kind == "lasso":  # the enclosed region on its slice (medimg.interactive.lasso_prompts)
+            return lasso_prompts(pts, tuple(self.labels.shape), positive)
+        if kind == "box":
             a = np.asarray(pts)
-            if kind == "box" and len(pts) != 2:
+            if len(pts) != 2:
                 raise PromptError("A box needs two points: [[x0, y0, z0], [x1, y1, z1]].")
             return [Box(tuple(int(v) for v in a.min(0)), tuple(int(v) for v in a.max(0)))]
         raise PromptError(f"Unknown prompt type {kind!r}: click, box, scribble or lasso.")
 
-    def undo(self) -> int:
+    def undo(self) -> dict[str, Any]:
+        """Take back the last change: ``{"voxels": changed voxels, "bbox": inclusive corners of the changed box or
+        None}`` (the browser reloads only that box)."""
         with self.lock:
             if not self.undo_stack:
-                return 0
+                return {"voxels": 0, "bbox": None}
             ch = self.undo_stack.pop()
             n = int(np.count_nonzero(self.labels[ch.box] != ch.before))
             self.labels[ch.box] = ch.before
@@ -367,12 +406,13 @@ class ImageSession:
             self._sync_sessions(ch, undo=True)
             self.redo_stack.append(ch)
             self.changed()
-            return n
+            return {"voxels": n, "bbox": _bbox3(ch.box) if all(b.stop > b.start for b in ch.box) else None}
 
-    def redo(self) -> int:
+    def redo(self) -> dict[str, Any]:
+        """Apply the last undone change again (same answer as :meth:`undo`)."""
         with self.lock:
             if not self.redo_stack:
-                return 0
+                return {"voxels": 0, "bbox": None}
             ch = self.redo_stack.pop()
             n = int(np.count_nonzero(self.labels[ch.box] != ch.after))
             self.labels[ch.box] = ch.after
@@ -381,7 +421,7 @@ class ImageSession:
             self._sync_sessions(ch, undo=False)
             self.undo_stack.append(ch)
             self.changed()
-            return n
+            return {"voxels": n, "bbox": _bbox3(ch.box) if all(b.stop > b.start for b in ch.box) else None}
 
     def _sync_sessions(self, ch: Change, undo: bool) -> None:
         """Keep interactive sessions in step with the label map after undo/redo of ``ch``: a prompt is taken back
@@ -393,7 +433,7 @@ class ImageSession:
             if undo:
                 cur.undo()
             else:
-                cur.add_many(ch.prompts)  # the session's state follows the label map
+                cur.add_many(ch.prompts, within=ch.within)  # the session's state follows the label map
             return
         for obj in ch.objects() | ({ch.obj} if ch.obj is not None else set()):
             self.sessions.pop(obj, None)
@@ -452,6 +492,25 @@ class ReviewSession(ImageSession):
 
     def changed(self) -> None:
         pass
+
+
+def _prompt_list(points: list[list[float]], nd: int) -> list[tuple[int, ...]]:
+    """The API's points (``[x, y, z]``; z = 0 on a 2D image) as voxel index tuples of the image's dimension."""
+    from medimg.interactive import PromptError
+
+    if not points:
+        raise PromptError("A prompt needs at least one point.")
+    pts = []
+    for p in points:
+        q = [round(float(v)) for v in p]
+        if nd == 2 and len(q) == 3:
+            if q[2] != 0:
+                raise PromptError(f"Point {p}: this image is 2D, so z must be 0.")
+            q = q[:2]
+        if len(q) != nd:
+            raise PromptError(f"Point {p} has {len(q)} coordinates; this image has {nd} dimensions.")
+        pts.append(tuple(q))
+    return pts
 
 
 def _prompt_points(prompts: list[Any]) -> list[tuple[int, ...]]:
