@@ -19,6 +19,7 @@ import os
 import secrets
 import shutil
 import time
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -130,8 +131,16 @@ def _has_dicm(path: Path) -> bool:
 
 
 def _check_pixels(ds: Dataset, path: Path) -> None:
-    """A native-transfer-syntax PixelData shorter than Rows x Columns x Samples x Bits x Frames is a truncated file."""
-    if "PixelData" not in ds or "Rows" not in ds:
+    """Truncated image files: an image (Rows) without pixel data, or native-transfer-syntax PixelData shorter than
+    Rows x Columns x Samples x Bits x Frames. (pydicom stops silently at the end of a truncated file.)"""
+    if "Rows" not in ds:
+        return
+    if not any(k in ds for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
+        raise DeidError(
+            f"{str(path)!r} is a damaged DICOM file: it describes an image (Rows, Columns) but its pixel data is "
+            "missing (truncated?); remove or replace the file and run again (nothing was written)."
+        )
+    if "PixelData" not in ds:
         return
     ts = str(getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "") or "1.2.840.10008.1.2")
     if ts not in _NATIVE:
@@ -146,6 +155,30 @@ def _check_pixels(ds: Dataset, path: Path) -> None:
         )
 
 
+def _check_complete(ds: Dataset, path: Path) -> None:
+    """pydicom stops silently at the end of a truncated file; compare where the elements end with the file size:
+    a value running past the end, or a few stray bytes after the last element (a cut tag header), is damage."""
+    size = path.stat().st_size
+    last_end = None
+    for tag in ds.keys():
+        raw = ds.get_item(tag)
+        tell, length = getattr(raw, "value_tell", None), getattr(raw, "length", None)
+        if tell is None or length is None:
+            last_end = None
+            continue
+        if length == 0xFFFFFFFF:
+            last_end = None
+            continue
+        last_end = int(tell) + int(length)
+        if last_end > size:
+            break
+    if last_end is not None and (last_end > size or 0 < size - last_end < 8):
+        raise DeidError(
+            f"{str(path)!r} is a damaged DICOM file (truncated: it ends inside an element); remove or replace the "
+            "file and run again (nothing was written)."
+        )
+
+
 def read_dicom(path: Path) -> FileDataset | None:
     """Read a DICOM file completely; None when ``path`` is not DICOM (no ``DICM`` magic and no SOP Class UID when
     read without one). A DICOM file that cannot be parsed or is truncated raises :class:`DeidError`."""
@@ -154,9 +187,14 @@ def read_dicom(path: Path) -> FileDataset | None:
     except OSError as e:
         raise DeidError(f"Cannot read {str(path)!r}: {e.strerror or e}; fix its permissions or remove it.") from e
     try:
-        ds = pydicom.dcmread(path, force=not dicm)
-        for _ in ds.iterall():  # parse every element now: damage shows here, not half-way through writing
-            pass
+        with warnings.catch_warnings():
+            if not dicm:  # forced reading of a file that may not be DICOM: its complaints are not the user's
+                warnings.simplefilter("ignore")
+            ds = pydicom.dcmread(path, force=not dicm)
+            if dicm:
+                _check_complete(ds, path)
+            for _ in ds.iterall():  # parse every element now: damage shows here, not half-way through writing
+                pass
     except (InvalidDicomError, EOFError, ValueError, KeyError, TypeError, OverflowError, OSError, AttributeError) as e:
         if not dicm:
             return None
