@@ -160,7 +160,7 @@ def _check_complete(ds: Dataset, path: Path) -> None:
     a value running past the end, or a few stray bytes after the last element (a cut tag header), is damage."""
     size = path.stat().st_size
     last_end = None
-    for tag in ds.keys():
+    for tag in sorted(ds.keys()):  # tags, without converting the raw elements
         raw = ds.get_item(tag)
         tell, length = getattr(raw, "value_tell", None), getattr(raw, "length", None)
         if tell is None or length is None:
