@@ -19,6 +19,7 @@ import numpy as np
 from scipy import ndimage
 
 from medimg.errors import DimensionError, LabelError, MedimgError, NonFiniteError
+from medimg.radiomics import batch as B
 from medimg.radiomics import features as F
 from medimg.radiomics.discretize import bin_image
 from medimg.radiomics.filters import (
@@ -118,12 +119,16 @@ def class_features(
     spacing: Sequence[float],
     settings: RadiomicsSettings,
     binned: np.ndarray | None = None,
+    wanted: Sequence[str] | None = None,
 ) -> dict[str, float]:
-    """All features of class ``name`` on ``image`` inside ``mask``."""
+    """The features of class ``name`` on ``image`` inside ``mask`` (``wanted``: those needed, None: all; the
+    result may hold more)."""
     b = bin_image(image, mask, settings.bin_width) if binned is None else binned
     if name == "firstorder":
         return F.firstorder(image, mask, b, spacing, settings.voxel_array_shift)
-    fn = {"glcm": F.glcm, "glrlm": F.glrlm, "glszm": F.glszm, "ngtdm": F.ngtdm, "gldm": F.gldm}[name]
+    if name == "glcm":
+        return F.glcm(b, mask, settings.force2d, mcc=wanted is None or "MCC" in wanted)
+    fn = {"glrlm": F.glrlm, "glszm": F.glszm, "ngtdm": F.ngtdm, "gldm": F.gldm}[name]
     return fn(b, mask, settings.force2d)
 
 
@@ -177,12 +182,23 @@ def extract(
             images.extend(wavelet(img, settings.force2d))
         else:
             raise MedimgError(f"Unknown radiomics image type {kind!r}; use original, log or wavelet.")
-    for prefix, filtered in images:
-        fimg, fmask = crop_to_mask(filtered, mask, 0)
-        binned = bin_image(fimg, fmask, settings.bin_width)
+    crops = [(prefix, *crop_to_mask(filtered, mask, 0)) for prefix, filtered in images]
+    fmask = crops[0][2]
+    stack = np.stack([c[1] for c in crops])
+    binned = np.stack([bin_image(c[1], fmask, settings.bin_width) for c in crops])
+    per_class: dict[str, dict[str, np.ndarray]] = {}
+    for cls, wanted in settings.classes.items():
+        names = wanted if wanted is not None else F.CLASSES[cls]
+        if cls == "firstorder":
+            per_class[cls] = B.firstorder(stack, fmask, binned, sp, settings.voxel_array_shift)
+        elif cls in ("glcm", "glrlm", "glszm", "ngtdm"):
+            per_class[cls] = getattr(B, cls)(binned, fmask, settings.force2d)
+        if cls not in per_class or any(n not in per_class[cls] for n in names):  # GLDM, GLCM's MCC: one by one
+            rows = [class_features(cls, c[1], fmask, sp, settings, binned[k], names) for k, c in enumerate(crops)]
+            per_class[cls] = {n: np.array([r[n] for r in rows]) for n in names}
+    for k, (prefix, _, _) in enumerate(crops):
         for cls, wanted in settings.classes.items():
-            vals = class_features(cls, fimg, fmask, sp, settings, binned)
             names = wanted if wanted is not None else F.CLASSES[cls]
             for n in names:
-                out[f"{prefix}_{cls}_{n}"] = vals[n]
+                out[f"{prefix}_{cls}_{n}"] = float(per_class[cls][n][k])
     return out

@@ -19,10 +19,13 @@ Every function returns an ordered ``{feature name: value}`` dict with pyradiomic
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Sequence
 
 import numpy as np
 from scipy import ndimage
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
 
 EPS = float(np.spacing(1))
 
@@ -239,80 +242,102 @@ def glcm_matrix(binned: np.ndarray, mask: np.ndarray, force2d: bool) -> tuple[np
     return np.stack(mats, axis=-1), levels
 
 
-def glcm(binned: np.ndarray, mask: np.ndarray, force2d: bool = False) -> dict[str, float]:
-    """GLCM features (symmetrical, distance 1), each averaged over the directions."""
-    P, levels = glcm_matrix(binned, mask, force2d)
-    ng = float(levels.max())
-    gl = levels.astype(np.float64)
-    i = gl[:, None, None]
-    j = gl[None, :, None]
-    px = P.sum(1, keepdims=True)  # (n, 1, a)
-    py = P.sum(0, keepdims=True)  # (1, n, a)
-    ux = np.sum(i * P, (0, 1), keepdims=True)
-    uy = np.sum(j * P, (0, 1), keepdims=True)
-    ksum = (gl[:, None] + gl[None, :]).astype(np.int64)
-    kdiff = np.abs(gl[:, None] - gl[None, :]).astype(np.int64)
-    nmax = int(ng)
-    pxAddy = np.stack(
-        [np.bincount(ksum.ravel(), P[..., a].ravel(), minlength=2 * nmax + 1)[2:] for a in range(P.shape[2])], -1
-    )
-    pxSuby = np.stack(
-        [np.bincount(kdiff.ravel(), P[..., a].ravel(), minlength=nmax)[:nmax] for a in range(P.shape[2])], -1
-    )
-    kSum = np.arange(2, 2 * nmax + 1, dtype=np.float64)[:, None]
-    kDiff = np.arange(0, nmax, dtype=np.float64)[:, None]
-    HXY = -np.sum(P * np.log2(P + EPS), (0, 1))
-    sigx = np.sqrt(np.sum(P * (i - ux) ** 2, (0, 1)))
-    sigy = np.sqrt(np.sum(P * (j - uy) ** 2, (0, 1)))
-    corm = np.sum(P * (i - ux) * (j - uy), (0, 1))
-    corr = corm / (sigx * sigy + EPS)
-    corr[sigx * sigy == 0] = 1
-    HX = -np.sum(px * np.log2(px + EPS), (0, 1))
-    HY = -np.sum(py * np.log2(py + EPS), (0, 1))
-    HXY1 = -np.sum(P * np.log2(px * py + EPS), (0, 1))
-    HXY2 = -np.sum(px * py * np.log2(px * py + EPS), (0, 1))
-    div = np.fmax(HX, HY)
-    imc1 = np.where(div != 0, (HXY - HXY1) / np.where(div != 0, div, 1), 0.0)
-    with np.errstate(invalid="ignore"):
-        imc2 = np.sqrt(1 - np.exp(-2 * (HXY2 - HXY)))
-    imc2[HXY2 == HXY] = 0
-    diffavg = np.sum(kDiff * pxSuby, 0)
-    s = ux + uy
-    # MCC: second-largest eigenvalue of Q = sum_k P(i,k) P(j,k) / (px(i) py(k))
-    mcc = []
-    for a in range(P.shape[2]):
-        Pa, pxa, pya = P[..., a], px[:, 0, a], py[0, :, a]
-        Q = (Pa[:, None, :] * Pa[None, :, :] / (pxa[:, None, None] * pya[None, None, :] + EPS)).sum(-1)
-        ev = np.sort(np.linalg.eigvals(Q))
-        mcc.append(np.sqrt(ev[-2]) if ev.size >= 2 else 1.0)
-    mcc_v = complex(np.nanmean(np.array(mcc))).real if P.shape[0] >= 2 else 1.0
-
+def _glcm_angle(ga: np.ndarray, gb: np.ndarray, levels: np.ndarray) -> dict[str, float]:
+    """GLCM features of one direction from its voxel pairs (grey levels ``ga`` -> ``gb``), computed on the
+    non-zero entries of the symmetrical matrix only (sums over the dense matrix equal sums over its non-zeros)."""
+    ng = int(levels.max())
+    base = ng + 1
+    codes = np.concatenate([ga * base + gb, gb * base + ga])
+    uniq, cnt = np.unique(codes, return_counts=True)
+    i = (uniq // base).astype(np.float64)
+    j = (uniq % base).astype(np.float64)
+    p = cnt / cnt.sum()
+    px_full = np.bincount(uniq // base, p, minlength=base)
+    px = px_full[levels]
+    ux = float(np.sum(p * i))
+    uy = float(np.sum(p * j))
+    s = i + j - ux - uy
+    di = i - ux
+    dj = j - uy
+    sigx = math.sqrt(float(np.sum(p * di**2)))
+    sigy = math.sqrt(float(np.sum(p * dj**2)))
+    corm = float(np.sum(p * di * dj))
+    corr = 1.0 if sigx * sigy == 0 else corm / (sigx * sigy + EPS)
+    kd = np.abs(i - j).astype(np.int64)
+    pxSuby = np.bincount(kd, p, minlength=ng)[:ng]
+    pxAddy = np.bincount((i + j).astype(np.int64), p, minlength=2 * ng + 1)[2 : 2 * ng + 1]
+    kDiff = np.arange(ng, dtype=np.float64)
+    hxy = float(-np.sum(p * np.log2(p + EPS)))
+    hx = float(-np.sum(px * np.log2(px + EPS)))
+    pxpy_e = px_full[uniq // base] * px_full[uniq % base]
+    hxy1 = float(-np.sum(p * np.log2(pxpy_e + EPS)))
+    outer = np.outer(px, px)
+    hxy2 = float(-np.sum(outer * np.log2(outer + EPS)))
+    imc1 = (hxy - hxy1) / hx if hx != 0 else 0.0
+    imc2 = 0.0 if hxy2 == hxy else math.sqrt(max(1 - math.exp(-2 * (hxy2 - hxy)), 0.0))
+    if hxy2 != hxy and 1 - math.exp(-2 * (hxy2 - hxy)) < 0:
+        imc2 = float("nan")
+    diffavg = float(np.sum(kDiff * pxSuby))
     return {
-        "Autocorrelation": _avg(np.sum(P * i * j, (0, 1))),
-        "ClusterProminence": _avg(np.sum(P * (i + j - s) ** 4, (0, 1))),
-        "ClusterShade": _avg(np.sum(P * (i + j - s) ** 3, (0, 1))),
-        "ClusterTendency": _avg(np.sum(P * (i + j - s) ** 2, (0, 1))),
-        "Contrast": _avg(np.sum(P * (i - j) ** 2, (0, 1))),
-        "Correlation": _avg(corr),
-        "DifferenceAverage": _avg(diffavg),
-        "DifferenceEntropy": _avg(-np.sum(pxSuby * np.log2(pxSuby + EPS), 0)),
-        "DifferenceVariance": _avg(np.sum(pxSuby * (kDiff - diffavg[None, :]) ** 2, 0)),
-        "Id": _avg(np.sum(pxSuby / (1 + kDiff), 0)),
-        "Idm": _avg(np.sum(pxSuby / (1 + kDiff**2), 0)),
-        "Idmn": _avg(np.sum(pxSuby / (1 + kDiff**2 / ng**2), 0)),
-        "Idn": _avg(np.sum(pxSuby / (1 + kDiff / ng), 0)),
-        "Imc1": _avg(imc1),
-        "Imc2": _avg(imc2),
-        "InverseVariance": _avg(np.sum(pxSuby[1:] / kDiff[1:] ** 2, 0)),
-        "JointAverage": float(np.mean(ux)),
-        "JointEnergy": _avg(np.sum(P**2, (0, 1))),
-        "JointEntropy": _avg(HXY),
-        "MCC": float(mcc_v),
-        "MaximumProbability": _avg(P.max((0, 1))),
-        "SumAverage": _avg(np.sum(kSum * pxAddy, 0)),
-        "SumEntropy": _avg(-np.sum(pxAddy * np.log2(pxAddy + EPS), 0)),
-        "SumSquares": _avg(np.sum(P * (i - ux) ** 2, (0, 1))),
+        "Autocorrelation": float(np.sum(p * i * j)),
+        "ClusterProminence": float(np.sum(p * s**4)),
+        "ClusterShade": float(np.sum(p * s**3)),
+        "ClusterTendency": float(np.sum(p * s**2)),
+        "Contrast": float(np.sum(p * (i - j) ** 2)),
+        "Correlation": corr,
+        "DifferenceAverage": diffavg,
+        "DifferenceEntropy": float(-np.sum(pxSuby * np.log2(pxSuby + EPS))),
+        "DifferenceVariance": float(np.sum(pxSuby * (kDiff - diffavg) ** 2)),
+        "Id": float(np.sum(pxSuby / (1 + kDiff))),
+        "Idm": float(np.sum(pxSuby / (1 + kDiff**2))),
+        "Idmn": float(np.sum(pxSuby / (1 + kDiff**2 / ng**2))),
+        "Idn": float(np.sum(pxSuby / (1 + kDiff / ng))),
+        "Imc1": imc1,
+        "Imc2": imc2,
+        "InverseVariance": float(np.sum(pxSuby[1:] / kDiff[1:] ** 2)),
+        "JointAverage": ux,
+        "JointEnergy": float(np.sum(p**2)),
+        "JointEntropy": hxy,
+        "MaximumProbability": float(p.max()),
+        "SumAverage": float(np.sum(np.arange(2, 2 * ng + 1) * pxAddy)),
+        "SumEntropy": float(-np.sum(pxAddy * np.log2(pxAddy + EPS))),
+        "SumSquares": float(np.sum(p * di**2)),
     }
+
+
+def _mcc(binned: np.ndarray, mask: np.ndarray, force2d: bool) -> float:
+    """GLCM MCC: square root of the second-largest eigenvalue of ``Q(i, j) = sum_k P(i,k) P(j,k) / (px(i)
+    py(k))``, averaged over the directions."""
+    P, _ = glcm_matrix(binned, mask, force2d)
+    if P.shape[0] < 2:
+        return 1.0
+    px = P.sum(1)
+    vals = []
+    for a in range(P.shape[2]):
+        Pa = P[..., a]
+        Q = (Pa / (px[:, a][:, None] * px[:, a][None, :] + EPS)) @ Pa.T
+        ev = np.sort(np.linalg.eigvals(Q))
+        vals.append(np.sqrt(ev[-2]))
+    return float(np.real(np.nanmean(np.array(vals))))
+
+
+def glcm(binned: np.ndarray, mask: np.ndarray, force2d: bool = False, mcc: bool = True) -> dict[str, float]:
+    """GLCM features (symmetrical, distance 1), each averaged over the directions that hold pairs
+    (``mcc=False`` skips MCC's eigenvalue problem; it is then NaN)."""
+    levels = np.unique(binned[mask])
+    per_angle = []
+    for d in directions(force2d):
+        sa, sb = _pair_slices(binned.shape, d)
+        both = mask[sa] & mask[sb]
+        if both.any():
+            per_angle.append(_glcm_angle(binned[sa][both], binned[sb][both], levels))
+    names = [n for n in GLCM if n != "MCC"]
+    if not per_angle:
+        out = dict.fromkeys(GLCM, float("nan"))
+    else:
+        out = {n: _avg(np.array([f[n] for f in per_angle])) for n in names}
+        out["MCC"] = _mcc(binned, mask, force2d) if mcc else float("nan")
+    return out
 
 
 # ------------------------------------------------------------------------------------------------ GLRLM
@@ -389,19 +414,28 @@ def glrlm(binned: np.ndarray, mask: np.ndarray, force2d: bool = False) -> dict[s
 
 # ------------------------------------------------------------------------------------------------ GLSZM
 def glszm(binned: np.ndarray, mask: np.ndarray, force2d: bool = False) -> dict[str, float]:
-    """GLSZM features: zones are connected voxels of one grey level (26- or, with ``force2d``, 8-connected)."""
+    """GLSZM features: zones are connected voxels of one grey level (26- or, with ``force2d``, 8-connected,
+    inside the mask)."""
     levels = np.unique(binned[mask])
-    structure = np.ones((3, 3, 3), dtype=bool)
-    if force2d:
-        structure[0] = structure[2] = False
-    gs, sizes = [], []
-    for k, g in enumerate(levels):
-        lab, n = ndimage.label((binned == g) & mask, structure=structure)
-        sz = np.bincount(lab.ravel())[1:]
-        gs.append(np.full(n, k))
-        sizes.append(sz)
-    g_arr = np.concatenate(gs)
-    s_arr = np.concatenate(sizes)
+    lut = np.zeros(int(levels.max()) + 1, dtype=np.int64)
+    lut[levels] = np.arange(levels.size)
+    # zones = connected components of the graph whose edges join neighbouring ROI voxels of equal grey level
+    index = np.full(binned.shape, -1, dtype=np.int64)
+    index[mask] = np.arange(int(mask.sum()))
+    rows, cols = [], []
+    for d in directions(force2d):
+        sa, sb = _pair_slices(binned.shape, d)
+        same = mask[sa] & mask[sb] & (binned[sa] == binned[sb])
+        rows.append(index[sa][same])
+        cols.append(index[sb][same])
+    nv = int(mask.sum())
+    r = np.concatenate(rows)
+    graph = coo_matrix((np.ones(r.size, dtype=np.int8), (r, np.concatenate(cols))), shape=(nv, nv))
+    n_zones, zone = connected_components(graph, directed=False)
+    s_arr = np.bincount(zone, minlength=n_zones)
+    first = np.zeros(n_zones, dtype=np.int64)
+    first[zone[::-1]] = np.arange(nv)[::-1]
+    g_arr = lut[binned[mask][first]]
     ns = int(mask.sum())
     P = np.zeros((levels.size, ns))
     np.add.at(P, (g_arr, s_arr - 1), 1)
