@@ -35,6 +35,7 @@ DATA = Path(__file__).parent / "data" / "hippocampus"
 CASE = "hippocampus_006"
 SCREENSHOT = Path(__file__).parent.parent / "docs" / "images" / "workbench.png"
 BOX_SCREENSHOT = SCREENSHOT.with_name("workbench_box.png")
+REVIEW_SCREENSHOT = SCREENSHOT.with_name("workbench_review.png")
 LAUNCH_ARGS = [
     "--headless=new",
     "--no-sandbox",
@@ -376,7 +377,7 @@ def test_browser_box_and_scribble(served: tuple[str, Path], tmp_path: Path) -> N
             page.keyboard.press("n")
             page.wait_for_function(f"workbench.state.object === {obj + 1}", timeout=10000)
             page.locator("#tool-lasso").click()
-            assert "bounding box" in page.locator("#tool-note").inner_text()
+            assert "encloses" in page.locator("#tool-note").inner_text()
             zl = z + 2
             ring = [[lo[0], lo[1]], [hi[0], lo[1]], [hi[0], hi[1]], [lo[0], hi[1]], [lo[0], lo[1] + 1]]
             ring = [[x, y, zl] for x, y in ring]
@@ -406,3 +407,135 @@ def test_browser_box_and_scribble(served: tuple[str, Path], tmp_path: Path) -> N
         finally:
             browser.close()
     assert time.monotonic() - t_start < 60  # ~15 s on this 2-core machine
+
+
+def test_browser_segment_review_fill_interpolate(tmp_path: Path) -> None:
+    """Auto-segment with the progress display, save, review the result against the reference (difference overlay
+    and metrics equal to the files'), evaluate the folder (report in a sandboxed frame), then the fill pen on two
+    slices of a new object and slice interpolation between them, applied to the server."""
+    from playwright.sync_api import sync_playwright
+
+    root = tmp_path / "served"
+    for sub in ("imagesTr", "labelsTr", "preds"):
+        (root / sub).mkdir(parents=True)
+    shutil.copy(DATA / "imagesTr" / f"{CASE}.nii.gz", root / "imagesTr" / f"{CASE}.nii.gz")
+    shutil.copy(DATA / "labelsTr" / f"{CASE}.nii.gz", root / "labelsTr" / f"{CASE}.nii.gz")
+    ref = np.asarray(medimg.read_labels(root / "labelsTr" / f"{CASE}.nii.gz").array)
+    t_start = time.monotonic()
+    with _serve(root) as base, sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=LAUNCH_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            errors: list[str] = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto(base + "/")
+            page.wait_for_function("document.body.dataset.ready === '1'", timeout=20000)
+            page.locator("#worklist li.item", has_text=CASE).click()
+            page.wait_for_function("document.body.dataset.fullRes === '1'", timeout=20000)
+            image_id = page.evaluate("document.body.dataset.imageId")
+
+            def wait_idle(done: int) -> None:
+                page.wait_for_function(f"workbench.state.opsDone > {done}", timeout=60000)
+
+            # Auto-segment: the progress bar shows while it runs, the note says when it is done.
+            done = page.evaluate("workbench.state.opsDone")
+            page.locator("#segment").click()
+            wait_idle(done)
+            assert "done in" in page.locator("#segment-note").inner_text()
+            assert page.locator("#segment-progress").is_hidden()
+            progress = httpx_get(base, f"/api/images/{image_id}/progress")
+            assert progress["task"] == "segment" and progress["stage"] == "done"
+            seg = _labels(base, image_id, tmp_path)
+            assert page.evaluate(CHECKSUM_JS) == _checksum(seg) and set(np.unique(seg)) == {0, 1, 2}
+            # Save it as a prediction and review it against the reference found beside the image.
+            page.locator("#save-path").fill(f"preds/{CASE}.nii.gz")
+            done = page.evaluate("workbench.state.opsDone")
+            page.locator("#save").click()
+            wait_idle(done)
+            assert page.locator("#review-ref").input_value() == f"labelsTr/{CASE}.nii.gz"  # suggested
+            page.locator("#review-pred").fill(f"preds/{CASE}.nii.gz")
+            done = page.evaluate("workbench.state.opsDone")
+            page.locator("#review").click()
+            wait_idle(done)
+            page.wait_for_function("document.body.dataset.fullRes === '1' && workbench.state.review", timeout=20000)
+            page.wait_for_function("document.body.dataset.busy !== '1'", timeout=20000)
+            diff = np.where((seg > 0) & (seg == ref), 1, np.where(seg > 0, 2, np.where(ref > 0, 3, 0)))
+            assert page.evaluate(CHECKSUM_JS) == _checksum(diff)  # the difference overlay, voxel for voxel
+            rows = page.locator("#review-metrics tbody tr")
+            assert rows.count() == 2
+            for i, lab in enumerate((1, 2)):
+                cells = rows.nth(i).locator("td").all_inner_texts()
+                want = _dice(seg == lab, ref == lab)
+                assert cells[0].startswith(str(lab)) and abs(float(cells[1]) - want) < 6e-4, (cells, want)
+            assert "review:" in page.locator("#image-title").inner_text()
+            assert page.locator("#new-object").is_disabled()  # a review is for looking, not editing
+            if os.environ.get("MEDIMG_UPDATE_SCREENSHOTS"):
+                page.screenshot(path=str(REVIEW_SCREENSHOT))
+            # Evaluate the folders: summary, and the report in a sandboxed frame.
+            page.locator("#review-controls details summary").click()
+            page.locator("#eval-pred").fill("preds")
+            page.locator("#eval-ref").fill("labelsTr")
+            done = page.evaluate("workbench.state.opsDone")
+            page.locator("#evaluate").click()
+            wait_idle(done)
+            assert page.locator("#report-dialog").is_visible()
+            assert page.locator("#report-frame").get_attribute("sandbox") == ""
+            assert "1 cases" in page.locator("#eval-summary").inner_text()
+            assert (root / "evaluation" / "report.html").exists()
+            page.locator("#report-dialog button").click()
+
+            # Back to the image (leaves the review), a new object drawn with the fill pen on two axial slices
+            # 4 apart, then slice interpolation fills the three between; Apply edits sends it to the server.
+            page.locator("#worklist li.item", has_text=CASE).click()
+            page.wait_for_function("!workbench.state.review && document.body.dataset.fullRes === '1'", timeout=20000)
+            page.wait_for_function("document.body.dataset.busy !== '1'", timeout=20000)
+            page.keyboard.press("n")
+            page.wait_for_function("workbench.state.object === 3", timeout=10000)
+            page.locator("#fill").click()
+            free = seg == 0
+            z1 = 10
+            z2 = z1 + 4
+            corner = [3, 3]
+            square = [
+                [corner[0], corner[1]],
+                [corner[0] + 6, corner[1]],
+                [corner[0] + 6, corner[1] + 6],
+                [corner[0], corner[1] + 6],
+                [corner[0], corner[1] + 1],
+            ]
+            assert free[corner[0] : corner[0] + 7, corner[1] : corner[1] + 7, z1 : z2 + 1].all()
+            for z in (z1, z2):
+                pts = [[x, y, z] for x, y in square]
+                xy = page.evaluate(SHOW_AND_LOCATE, pts)
+                page.mouse.move(xy[0]["x"], xy[0]["y"])
+                page.mouse.down()
+                for q in xy[1:]:
+                    page.mouse.move(q["x"], q["y"], steps=4)
+                page.mouse.up()
+            added = page.evaluate("workbench.interpolateSlices()")
+            assert added > 0
+            done = page.evaluate("workbench.state.opsDone")
+            page.locator("#apply-drawing").click()
+            wait_idle(done)
+            labels = _labels(base, image_id, tmp_path)
+            obj = labels == 3
+            per_slice = obj.sum(axis=(0, 1))
+            assert per_slice[z1] >= 25 and per_slice[z2] >= 25, per_slice  # filled outlines (7 x 7 drawn)
+            assert all(per_slice[z] >= 16 for z in range(z1 + 1, z2)), per_slice  # interpolated between
+            assert per_slice[:z1].sum() == 0 and per_slice[z2 + 1 :].sum() == 0
+            np.testing.assert_array_equal(labels[~obj], seg[~obj])  # every other label untouched
+            assert not errors, errors
+        finally:
+            browser.close()
+    print(f"browser segment/review/evaluate/fill/interpolate: {time.monotonic() - t_start:.1f} s")
+
+
+SHOW_AND_LOCATE = "vs => { workbench.moveCrosshairToVoxel(vs[0]); return vs.map((v) => workbench.voxelToClient(v)); }"
+
+
+def httpx_get(base: str, path: str) -> Any:
+    import httpx
+
+    r = httpx.get(base + path, timeout=30)
+    r.raise_for_status()
+    return r.json()

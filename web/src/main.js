@@ -8,7 +8,11 @@ const PALETTE = [
   [240, 50, 230], [210, 245, 60], [250, 190, 212], [0, 128, 128], [220, 190, 255], [170, 110, 40],
   [255, 250, 200], [128, 0, 0], [170, 255, 195], [128, 128, 0], [255, 215, 180], [0, 0, 128], [128, 128, 128],
 ];
-const labelColor = (v) => (v === 0 ? [0, 0, 0] : PALETTE[(v - 1) % PALETTE.length]);
+// A review's difference map: 1 both (green), 2 prediction only = false positive (red), 3 reference only = false
+// negative (blue).
+const REVIEW_COLORS = { 1: [60, 180, 75], 2: [230, 25, 75], 3: [0, 130, 200] };
+const labelColor = (v) =>
+  v === 0 ? [0, 0, 0] : state.review && REVIEW_COLORS[v] ? REVIEW_COLORS[v] : PALETTE[(v - 1) % PALETTE.length];
 
 // Window presets in Hounsfield units: [width, level].
 const WINDOWS = { soft: [400, 40], lung: [1500, -600], bone: [1800, 400] };
@@ -180,6 +184,7 @@ async function loadWorklist() {
   try {
     const items = await api.get("/api/worklist");
     list.innerHTML = "";
+    fillLabelFiles(items);
     if (items.length === 0) list.innerHTML = '<li class="muted">no images under the served folders</li>';
     for (const item of items) {
       const li = document.createElement("li");
@@ -212,7 +217,7 @@ function defaultSavePath(path) {
 // (`volume?downsample=K`), then the full volume replaces it when it has loaded (docs/web.md, Speed).
 const PREVIEW_OVER = 16e6;
 const PREVIEW_MAX = 2e6;
-const EDIT_CONTROLS = ["segment", "new-object", "prompt-mode", "undo", "redo", "save", "brush", "eraser"];
+const EDIT_CONTROLS = ["segment", "new-object", "prompt-mode", "undo", "redo", "save", "brush", "fill", "eraser", "interpolate"];
 
 /** The downsampling factor of the first image (1: no preview). */
 function previewFactor(shape) {
@@ -248,10 +253,16 @@ async function loadLabelsIfAny() {
 }
 
 async function openImage(path) {
-  const t0 = performance.now();
-  const ticket = (state.openTicket = (state.openTicket || 0) + 1);
   setStatus(`opening ${path}…`);
+  const t0 = performance.now();
   const info = await api.post("/api/images", { path });
+  setReview(null);
+  return showSession(info, path, t0);
+}
+
+/** Show an open image session (`POST /api/images`, or a review's difference map): the image, then its labels. */
+async function showSession(info, path, t0 = performance.now()) {
+  const ticket = (state.openTicket = (state.openTicket || 0) + 1);
   state.image = info;
   state.path = path;
   state.labelNames = normaliseNames(info.labels || {});
@@ -267,12 +278,14 @@ async function openImage(path) {
   document.querySelectorAll("#worklist li").forEach((li) => li.classList.toggle("active", li.dataset.path === path));
   $("image-title").textContent = `${info.name || path} · ${info.shape.join("×")} · ${info.spacing.map((s) => +s.toFixed(3)).join("×")} mm`;
   $("save-path").value = defaultSavePath(path);
+  suggestReview(path);
   const finish = async (vol) => {
     if (ticket !== state.openTicket) return; // another image was opened meanwhile
     showBase(vol);
     await loadLabelsIfAny();
     state.preview = 0;
-    setEditing(true);
+    setEditing(!state.review);
+    if (state.review) $("save").disabled = false;
     updateObjectInfo();
     document.body.dataset.fullRes = "1";
     setStatus(`opened ${path} in ${Math.round(performance.now() - t0)} ms${k > 1 ? " (full resolution)" : ""}`);
@@ -411,16 +424,52 @@ nv.onLocationChange = (loc) => {
 
 // ---------------------------------------------------------------- auto segmentation
 
+/** Poll `GET .../progress` while a long task runs: a progress bar and the stage (windows done of all). */
+function watchProgress(id) {
+  const bar = $("segment-progress");
+  const note = $("segment-note");
+  bar.hidden = false;
+  bar.removeAttribute("value");
+  let stopped = false;
+  const tick = async () => {
+    if (stopped) return;
+    try {
+      const p = await api.get(`/api/images/${id}/progress`);
+      if (stopped) return;
+      if (p.total > 0) {
+        bar.max = p.total;
+        bar.value = p.done;
+      } else bar.removeAttribute("value");
+      const count = p.total > 0 ? ` ${p.done}/${p.total}` : "";
+      note.textContent = p.running ? `${p.stage}${count} · ${p.elapsed_s.toFixed(1)} s` : note.textContent;
+      state.progressSeen = (state.progressSeen || 0) + 1;
+    } catch {
+      /* the next tick tries again */
+    }
+    if (!stopped) state.progressTimer = setTimeout(tick, 250);
+  };
+  state.progressTimer = setTimeout(tick, 100);
+  return () => {
+    stopped = true;
+    clearTimeout(state.progressTimer);
+    bar.hidden = true;
+  };
+}
+
 async function autoSegment() {
   const model = $("model").value;
   setBusy(true, `segmenting with ${model}…`);
+  const stop = watchProgress(state.image.id);
   try {
     const res = await api.post(`/api/images/${state.image.id}/segment`, { model });
+    stop();
+    $("segment-note").textContent = `${model}: done in ${(res.ms / 1000).toFixed(1)} s`;
     Object.assign(state.labelNames, normaliseNames(res.labels || {}));
     await reloadLabels();
     renderVolumes(res.volumes_ml || {});
     setStatus(`${model}: ${Object.keys(res.labels || {}).length} label(s) in ${Math.round(res.ms)} ms`);
   } finally {
+    stop();
     setBusy(false);
   }
 }
@@ -497,7 +546,7 @@ const TOOL_NOTES = {
   click: "click inside the structure; Shift+click = negative",
   box: "drag a box around the structure on a 2D view",
   scribble: "drag a stroke inside the structure; Shift+drag = negative stroke",
-  lasso: "drag a closed outline — for now the server uses the lasso as its bounding box on this slice (a box prompt on that slice only)",
+  lasso: "drag a closed outline: on this slice the object is what it encloses (carried to the next slices); Shift+drag removes what it encloses",
 };
 
 function setTool(tool) {
@@ -569,7 +618,7 @@ function drawOverlay() {
   for (const q of p.slice(1)) ctx.lineTo(q[0], q[1]);
   if (st.tool === "lasso") {
     ctx.closePath();
-    ctx.fillStyle = "rgba(80, 230, 120, 0.15)";
+    ctx.fillStyle = st.positive ? "rgba(80, 230, 120, 0.15)" : "rgba(255, 90, 90, 0.15)";
     ctx.fill();
   }
   ctx.stroke();
@@ -635,7 +684,7 @@ function onStrokeEnd(ev) {
   } else if (st.voxels.length < 3) {
     setStatus("lasso too small: draw a closed outline");
   } else {
-    prompt = ["lasso", st.voxels, true];
+    prompt = ["lasso", st.voxels, st.positive];
   }
   if (!prompt || state.busy) {
     clearOverlay();
@@ -659,7 +708,7 @@ function updateObjectInfo() {
     const sign = p.positive ? "+" : "−";
     if (p.type === "click") what = `${sign} click (${p.voxel.join(", ")})`;
     else if (p.type === "box") what = `box (${p.points[0].join(", ")})–(${p.points[1].join(", ")})`;
-    else what = `${p.type === "scribble" ? sign + " " : ""}${p.type} (${p.points.length} points)`;
+    else what = `${sign} ${p.type} (${p.points.length} points)`;
   }
   $("latency").textContent = p
     ? `last ${what}: ${p.voxels} voxels, server ${Math.round(p.ms)} ms, round trip ${Math.round(p.roundTripMs)} ms (${p.update === "region" ? "changed box loaded" : "labels reloaded"})`
@@ -714,9 +763,9 @@ async function undoRedo(which) {
   setBusy(true, `${which}…`);
   try {
     const res = await api.post(`/api/images/${state.image.id}/${which}`, {});
-    await reloadLabels();
+    const update = res.voxels > 0 ? await updateLabels(res.bbox) : "none";
     await refreshVolumes();
-    setStatus(`${which}: ${res.voxels} voxels`);
+    setStatus(`${which}: ${res.voxels} voxels (${update === "region" ? "changed box loaded" : update === "none" ? "nothing to do" : "labels reloaded"})`);
     return res;
   } finally {
     setBusy(false);
@@ -750,6 +799,34 @@ function penValue() {
   return state.drawing === "eraser" ? 0 : state.object ?? Math.max(1, state.maxLabel || 1);
 }
 
+/** Fill the slices between the first and last drawn slice of the current object (NiiVue's interpolateMaskSlices,
+ * guided by the image's intensities) along the axis of `sliceType` (default axial). Only that object is
+ * interpolated and only unlabelled voxels are filled: other labels stay exactly as they are. Apply edits sends it. */
+function interpolateSlices(sliceType = SLICE_TYPE.AXIAL) {
+  if (!state.drawing) startDrawing("brush");
+  const value = state.object ?? (state.maxLabel === 1 ? 1 : null);
+  if (!value) throw new Error("choose the object to interpolate: New object (N) and draw it on two slices");
+  const drawn = nv.drawBitmap;
+  const only = new Uint8Array(drawn.length);
+  for (let i = 0; i < drawn.length; i++) if (drawn[i] === value) only[i] = value;
+  nv.drawBitmap = only;
+  try {
+    nv.interpolateMaskSlices(undefined, undefined, { sliceType });
+  } finally {
+    nv.drawBitmap = drawn;
+  }
+  let added = 0;
+  for (let i = 0; i < drawn.length; i++) {
+    if (only[i] === value && drawn[i] === 0) {
+      drawn[i] = value;
+      added += 1;
+    }
+  }
+  nv.refreshDrawing(true);
+  setStatus(`interpolated object ${value}: ${added} voxels added; Apply edits to keep them`);
+  return added;
+}
+
 function startDrawing(kind) {
   setPromptMode(false);
   if (!state.drawing) {
@@ -766,11 +843,10 @@ function startDrawing(kind) {
   }
   state.drawing = kind;
   nv.setDrawingEnabled(true);
-  nv.setPenValue(penValue(), false);
-  $("brush").setAttribute("aria-pressed", String(kind === "brush"));
-  $("eraser").setAttribute("aria-pressed", String(kind === "eraser"));
+  nv.setPenValue(penValue(), kind === "fill");
+  for (const k of ["brush", "fill", "eraser"]) $(k).setAttribute("aria-pressed", String(kind === k));
   $("apply-drawing").disabled = false;
-  setStatus(`${kind}: drag on a 2D view, then Apply edits`);
+  setStatus(kind === "fill" ? "fill: drag a closed outline on a 2D view (its inside is filled), then Apply edits" : `${kind}: drag on a 2D view, then Apply edits`);
 }
 
 function stopDrawing() {
@@ -780,8 +856,7 @@ function stopDrawing() {
   const lab = labelVolume();
   if (lab) lab.opacity = Number($("label-opacity").value);
   nv.updateGLVolume();
-  $("brush").setAttribute("aria-pressed", "false");
-  $("eraser").setAttribute("aria-pressed", "false");
+  for (const k of ["brush", "fill", "eraser"]) $(k).setAttribute("aria-pressed", "false");
   $("apply-drawing").disabled = true;
 }
 
@@ -796,6 +871,104 @@ async function applyDrawing() {
     await reloadLabels();
     await refreshVolumes();
     setStatus("edits applied");
+    return res;
+  } finally {
+    setBusy(false);
+  }
+}
+
+// ---------------------------------------------------------------- review: prediction vs reference, evaluate
+
+/** Label files the worklist found beside the images (for the review's prediction / reference fields). */
+function fillLabelFiles(items) {
+  const dl = $("label-files");
+  dl.innerHTML = "";
+  const seen = new Set();
+  for (const item of items) for (const f of item.labels) if (!seen.has(f)) {
+    seen.add(f);
+    const o = document.createElement("option");
+    o.value = f;
+    dl.append(o);
+  }
+  state.labelFiles = items;
+}
+
+/** Default review fields for an opened image: its label file as the reference, its save path as the prediction. */
+function suggestReview(path) {
+  if (state.review) return;
+  const item = (state.labelFiles || []).find((i) => i.path === path);
+  if (item && item.labels.length && !$("review-ref").value) $("review-ref").value = item.labels[0];
+  if (!$("review-pred").value) $("review-pred").value = defaultSavePath(path);
+}
+
+function setReview(res) {
+  state.review = res;
+  document.body.classList.toggle("review", !!res);
+  $("review-metrics").hidden = !res;
+}
+
+function fmt(v, digits) {
+  return v === null || v === undefined ? "–" : Number(v).toFixed(digits);
+}
+
+/** Open the difference of a prediction and a reference (1 both, 2 prediction only, 3 reference only) over the
+ * image, with overlap metrics per label (`POST /api/review`). */
+async function review() {
+  const prediction = $("review-pred").value.trim();
+  const reference = $("review-ref").value.trim();
+  if (!prediction || !reference) throw new Error("enter a prediction and a reference label map");
+  setBusy(true, `comparing ${prediction} with ${reference}…`);
+  try {
+    const body = { prediction, reference };
+    if (state.path && !state.review) body.image = state.path;
+    let res;
+    try {
+      res = await api.post("/api/review", body);
+    } catch (err) {
+      if (!body.image || !(err instanceof ApiError) || err.status !== 422) throw err;
+      delete body.image; // the open image is on another grid: show the image found beside the labels, or none
+      res = await api.post("/api/review", body);
+    }
+    const info = await api.get(res.urls.info);
+    setReview(res);
+    const tbody = $("review-metrics").querySelector("tbody");
+    tbody.innerHTML = "";
+    for (const m of res.metrics) {
+      const tr = document.createElement("tr");
+      tr.dataset.label = String(m.label);
+      tr.innerHTML = `<td></td><td>${fmt(m.dice, 3)}</td><td>${fmt(m.hd95_mm, 2)}</td><td>${fmt(m.volume_prediction_ml, 3)}</td><td>${fmt(m.volume_reference_ml, 3)}</td>`;
+      tr.children[0].textContent = `${m.label} ${m.name || ""}`;
+      tbody.append(tr);
+    }
+    await showSession(info, res.image || res.reference);
+    $("image-title").textContent = `review: ${res.prediction} vs ${res.reference}${res.image ? ` over ${res.image}` : ""}`;
+    const v = res.difference.volumes_ml;
+    setStatus(`review: both ${fmt(v[1], 3)} mL · prediction only ${fmt(v[2], 3)} mL · reference only ${fmt(v[3], 3)} mL (${Math.round(res.ms)} ms)`);
+    return res;
+  } finally {
+    setBusy(false);
+  }
+}
+
+/** Evaluate a folder of predictions against references (`POST /api/evaluate`); the HTML report opens in a
+ * sandboxed frame (no scripts). */
+async function evaluateFolders() {
+  const predictions = $("eval-pred").value.trim();
+  const references = $("eval-ref").value.trim();
+  const output_dir = $("eval-out").value.trim() || "evaluation";
+  if (!predictions || !references) throw new Error("enter the predictions and references folders");
+  setBusy(true, `evaluating ${predictions} against ${references}…`);
+  try {
+    const res = await api.post("/api/evaluate", { predictions, references, output_dir });
+    const parts = Object.entries(res.classes || {}).map(([k, c]) => `label ${k}: Dice ${fmt(c.dice?.mean, 3)}`);
+    $("eval-summary").textContent = `${res.n_cases} cases · ${parts.join(" · ")} · written to ${res.output_dir}`;
+    if (res.report_url) {
+      const html = new TextDecoder().decode(await api.bytes(res.report_url));
+      $("report-frame").srcdoc = html;
+      $("report-title").textContent = res.report;
+      $("report-dialog").showModal();
+    }
+    setStatus(`evaluated ${res.n_cases} cases in ${Math.round(res.ms)} ms`);
     return res;
   } finally {
     setBusy(false);
@@ -825,6 +998,10 @@ function wire() {
   $("save").addEventListener("click", guard(save));
   $("brush").addEventListener("click", () => state.image && !state.preview && (state.drawing === "brush" ? stopDrawing() : startDrawing("brush")));
   $("eraser").addEventListener("click", () => state.image && !state.preview && (state.drawing === "eraser" ? stopDrawing() : startDrawing("eraser")));
+  $("fill").addEventListener("click", () => state.image && !state.preview && (state.drawing === "fill" ? stopDrawing() : startDrawing("fill")));
+  $("interpolate").addEventListener("click", guard(() => interpolateSlices()));
+  $("review").addEventListener("click", () => !state.busy && review().catch(fail));
+  $("evaluate").addEventListener("click", () => !state.busy && evaluateFolders().catch(fail));
   $("apply-drawing").addEventListener("click", guard(applyDrawing));
 
   // Prompts: in prompt mode with the click tool a left click on a 2D tile is a click prompt at the voxel under the
@@ -886,7 +1063,7 @@ async function main() {
 // For scripts and the browser tests: the app's own functions (no second implementation in tests).
 window.workbench = {
   nv, state, openImage, newObject, sendClick, sendPrompt, setTool, boxCorners, updateLabels, undoRedo, save,
-  reloadLabels, refreshVolumes,
+  reloadLabels, refreshVolumes, autoSegment, review, evaluateFolders, interpolateSlices,
   moveCrosshairToVoxel, voxelToClient, voxelToLps, setPromptMode, applyWindow, applyLayout,
   startDrawing, stopDrawing, applyDrawing,
 };
