@@ -322,6 +322,39 @@ def test_burned_in_annotation_yes_is_flagged(tmp_path: Path, ct3: Path) -> None:
     assert [r["path"] for r in rep.review] == ["7136"] and "BurnedInAnnotation is YES" in rep.review[0]["reasons"]
 
 
+PYDICOM_FILES = Path(pydicom.__file__).parent / "data" / "test_files"
+
+
+def test_transfer_syntaxes_encapsulated_pixels_and_files_without_meta(tmp_path: Path) -> None:
+    """Files pydicom ships: RLE and JPEG (encapsulated), implicit VR, big endian, a file without meta/preamble,
+    a secondary capture; pixels stay byte-identical, transfer syntax kept, planted identifiers gone."""
+    names = ["MR_small_RLE.dcm", "MR_small_implicit.dcm", "MR_small_bigendian.dcm", "SC_rgb_jpeg_dcmtk.dcm"]
+    names = [n for n in names if (PYDICOM_FILES / n).is_file()]
+    if len(names) < 3:
+        pytest.skip("pydicom's test files are not installed")
+    src = planted_tree(tmp_path, [PYDICOM_FILES / n for n in names])
+    nometa = PYDICOM_FILES / "ExplVR_LitEndNoMeta.dcm"
+    if nometa.is_file():
+        shutil.copy(nometa, src / "test_files" / "nometa")
+    out = tmp_path / "out"
+    rep = deidentify(src, out)
+    assert_clean(out)
+    assert len(rep.files) == len(names) + nometa.is_file() and not rep.skipped
+    for p in out_files(src):
+        a, b = pydicom.dcmread(p, force=True), pydicom.dcmread(out / p.relative_to(src), force=True)
+        assert a.get("PixelData") == b.get("PixelData")
+        assert a.file_meta.get("TransferSyntaxUID") == b.file_meta.get("TransferSyntaxUID")
+        assert (a.preamble is None) == (b.preamble is None)
+        assert b.PatientIdentityRemoved == "YES" and b.SOPInstanceUID != a.SOPInstanceUID
+    assert [r["path"] for r in rep.review] == ["test_files/SC_rgb_jpeg_dcmtk.dcm"]
+    truncated = PYDICOM_FILES / "MR_truncated.dcm"
+    if truncated.is_file():
+        shutil.copy(truncated, src / "test_files" / "MR_truncated.dcm")
+        with pytest.raises(DeidError, match="MR_truncated"):
+            deidentify(src, tmp_path / "out2")
+        assert not (tmp_path / "out2").exists()
+
+
 # ------------------------------------------------------------------------------------------------- bad input
 
 

@@ -57,6 +57,8 @@ SECONDARY_CAPTURE_CLASSES = frozenset(
         "1.2.840.10008.5.1.4.1.1.104.1",  # Encapsulated PDF
     }
 )
+#: ImageType values of screen captures (DERIVED/SECONDARY alone is common for reformats and is not flagged).
+BURN_IN_IMAGE_TYPES = frozenset({"SCREEN SAVE", "SCREENSHOT", "CAPTURE", "SECONDARY CAPTURE"})
 WELL_KNOWN_UID_ROOT = "1.2.840.10008."
 _DUMMY_TEXT = "ANONYMIZED"
 _DUMMY: dict[str, Any] = {
@@ -232,8 +234,8 @@ def burned_in_reasons(ds: Dataset) -> list[str]:
     if str(ds.get("SOPClassUID", "")) in SECONDARY_CAPTURE_CLASSES:
         reasons.append("secondary capture / encapsulated document")
     image_type = [str(v).upper() for v in (ds.get("ImageType") or [])] if "ImageType" in ds else []
-    if "SECONDARY" in image_type or "SCREEN SAVE" in image_type:
-        reasons.append("ImageType " + "\\".join(image_type) + " (derived secondary image)")
+    if any(v in BURN_IN_IMAGE_TYPES for v in image_type):
+        reasons.append("ImageType " + "\\".join(image_type) + " (screen capture)")
     return reasons
 
 
