@@ -137,7 +137,8 @@ def part_b(shared: Path, n3d: int) -> dict[str, Any]:
     if not lab_dir.is_dir():
         lab_dir = ROOT / "tests" / "data" / "hippocampus" / "labelsTr"
     files = sorted(p for p in lab_dir.iterdir() if p.name.endswith(".nii.gz") and not p.name.startswith("."))[:n3d]
-    rows, ms_rows = [], []
+    rows: list[dict[str, Any]] = []
+    ms_rows: list[dict[str, Any]] = []
     for k, f in enumerate(files):
         truth = medimg.read_labels(f)
         binary = truth.with_array((truth.array > 0).astype(np.uint8))

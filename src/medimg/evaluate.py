@@ -28,7 +28,7 @@ from __future__ import annotations
 import csv
 import json
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -146,6 +146,8 @@ def evaluate_folders(
     group_by: str | None = None,
     images_dir: str | Path | None = None,
     progress: Callable[[Sequence[Any], str], Any] | None = None,
+    ignore_label: int | None = None,
+    declared: Collection[int] | None = None,
 ) -> dict[str, Any]:
     """Evaluate every prediction against its reference; write CSV, JSON and HTML into ``out_dir``.
 
@@ -160,6 +162,7 @@ def evaluate_folders(
     Returns the summary dictionary (also saved as ``summary.json``). ``metadata_csv`` + ``group_by`` add a
     subgroup breakdown of the mean Dice per case with the fairness gap (max - min group mean). ``images_dir``
     (optional) holds the intensity images, by case id, used as background of the worst-case overlays.
+    ``ignore_label`` and ``declared``: see :func:`evaluate_rows`.
     """
     rows, summary, pairs = evaluate_rows(
         pred_dir,
@@ -174,6 +177,8 @@ def evaluate_folders(
         resample=resample,
         spacing_from=spacing_from,
         progress=progress,
+        ignore_label=ignore_label,
+        declared=declared,
     )
     if group_by:
         meta_rows = _read_metadata(metadata_csv, group_by) if metadata_csv else {}
@@ -265,9 +270,16 @@ def evaluate_rows(
     resample: bool = False,
     spacing_from: str | None = None,
     progress: Callable[[Sequence[Any], str], Any] | None = None,
+    ignore_label: int | None = None,
+    declared: Collection[int] | None = None,
 ) -> tuple[list[dict[str, Any]], dict[str, Any], list[tuple[str, Path, Path]]]:
     """The computation behind :func:`evaluate_folders` without writing anything: per-(case, class) rows (with a
-    ``status``: ok, absent or a failure reason), the summary, and the matched ``(case, pred, ref)`` pairs."""
+    ``status``: ok, absent or a failure reason), the summary, and the matched ``(case, pred, ref)`` pairs.
+
+    ``ignore_label`` (nnU-Net's ``ignore``: unannotated voxels of the references): those voxels are set to
+    background in both maps before measuring, so no metric counts them; it is never a class, each row gets
+    ``ignored_voxels`` and the summary ``ignore_label``. ``declared`` (the classes of a dataset.json): a reference
+    holding any other value (besides 0 and the ignore label) is an error."""
     if failures not in FAILURE_POLICIES:
         raise MedimgError(f"Unknown failure policy {failures!r}; use --failures worst or --failures exclude.")
     if convention not in CONVENTIONS:
@@ -283,11 +295,19 @@ def evaluate_rows(
     import medimg
 
     per_case: dict[str, dict[int, dict[str, Any]]] = {}
+    ignored_per_case: dict[str, int] = {}
     diagonals: dict[str, float] = {}
     errors: dict[str, str] = {}
     seg_metrics = tuple(m for m in metrics if m not in LESION_METRICS)
+    allowed = (set(declared) | {0} | ({int(ignore_label)} if ignore_label is not None else set())) if declared else None
     for case, pp, rp in iterator:
         ref = medimg.read_labels(rp)
+        if allowed is not None and set(ref.labels) - allowed:
+            raise MedimgError(
+                f"Reference {rp.name!r} holds label value(s) {sorted(set(ref.labels) - allowed)} that dataset.json "
+                f"does not declare (classes {sorted(set(declared or ()))}, ignore label {ignore_label}). Declare them "
+                '(as "ignore" if they mark unannotated voxels) or fix the reference.'
+            )
         diagonals[case] = image_diagonal_mm(ref)
         pred: LabelMap | None = None
         if pp is not None:
@@ -302,10 +322,20 @@ def evaluate_rows(
                 for k, v in lab.names.items():
                     class_names.setdefault(k, v)
         p_arr = pred.array if pred is not None else np.zeros(ref.shape, dtype=np.uint8)
+        n_ignored = 0
+        if ignore_label is not None:
+            ignored = ref.array == ignore_label
+            n_ignored = ignored_per_case[case] = int(np.count_nonzero(ignored))
+            if n_ignored:  # unannotated voxels: background in both maps, so no metric counts them
+                ref = ref.with_array(np.where(ignored, 0, ref.array).astype(ref.array.dtype))
+                p_arr = np.where(ignored, 0, p_arr).astype(p_arr.dtype)
         if labels is None:
             present = sorted(({int(v) for v in np.unique(ref.array)} | {int(v) for v in np.unique(p_arr)}) - {0})
+            present = [v for v in present if v != ignore_label]
         else:
             present = sorted(int(v) for v in labels)
+            if ignore_label is not None and int(ignore_label) in present:
+                raise MedimgError(f"The ignore label {ignore_label} is not a class; leave it out of the labels.")
         if isinstance(nsd_tolerance_mm, Mapping):
             lacking = [v for v in present if v not in nsd_tolerance_mm]
             if lacking:
@@ -328,6 +358,8 @@ def evaluate_rows(
         case_rows: dict[int, dict[str, Any]] = {}
         for c, vals in res.items():
             row: dict[str, Any] = {"case": case, "label": c, "name": "", "status": _status(vals), **vals}
+            if ignore_label is not None:
+                row["ignored_voxels"] = n_ignored
             if lesion_metrics:
                 row.update(_lesion_values(p_arr == c, ref.array == c, ref.spacing))
             if row["status"] == "empty_prediction" and pp is None:
@@ -336,7 +368,7 @@ def evaluate_rows(
                 row["status"] = "unreadable_prediction"
             if row["status"] in ("missing_prediction", "unreadable_prediction") and failures == "exclude":
                 for key in list(row):
-                    if key not in ("case", "label", "name", "status", "volume_ref_ml"):
+                    if key not in ("case", "label", "name", "status", "volume_ref_ml", "ignored_voxels"):
                         row[key] = math.nan
             case_rows[c] = row
         per_case[case] = case_rows
@@ -346,6 +378,8 @@ def evaluate_rows(
     for case in sorted(per_case):
         for c in all_labels:
             row = per_case[case].get(c) or {"case": case, "label": c, "name": "", "status": "absent", **absent_vals[c]}
+            if ignore_label is not None:
+                row.setdefault("ignored_voxels", ignored_per_case.get(case, 0))
             if failures == "worst" and row["status"] in FAILURE_REASONS:
                 _apply_worst(row, diagonals[case])
             row["name"] = class_names.get(c, f"label_{c}")
@@ -356,6 +390,8 @@ def evaluate_rows(
         rows, all_metrics, convention, nsd_tolerance_mm, failures, missing, extra, class_names, diagonals, errors
     )
     summary["lesion_metrics"] = lesion_metrics
+    if ignore_label is not None:
+        summary["ignore_label"] = int(ignore_label)
     return rows, summary, pairs
 
 

@@ -138,9 +138,25 @@ def evaluate(
     images: Annotated[
         Path | None, typer.Option("--images", help="Folder of images for the worst-case overlays.")
     ] = None,
+    ignore_label: Annotated[
+        int | None,
+        typer.Option(
+            "--ignore-label",
+            help="Label value of unannotated reference voxels (nnU-Net 'ignore'): no metric counts them.",
+        ),
+    ] = None,
+    dataset_json: Annotated[
+        Path | None,
+        typer.Option(
+            "--dataset-json",
+            help="dataset.json of the references: class names, and its 'ignore' label as --ignore-label; "
+            "undeclared reference values are an error.",
+        ),
+    ] = None,
 ) -> None:
     """Evaluate predicted label maps against references: per-case CSV, summary JSON, HTML report; failed cases
-    are counted (n, failed per class) and scored worst-case unless --failures exclude."""
+    are counted (n, failed per class) and scored worst-case unless --failures exclude. With --ignore-label (or an
+    'ignore' label in --dataset-json) unannotated reference voxels are left out of every metric."""
     from rich.progress import track
 
     from medimg.evaluate import evaluate_folders
@@ -154,10 +170,27 @@ def evaluate(
         if group_by and not metadata:
             raise MedimgError("--group-by needs --metadata CSV.")
         kw = _common_kwargs(names, convention, nsd_tolerance, failures, lesion_metrics, extra, resample, spacing_from)
+        ignore, declared = ignore_label, None
+        if dataset_json is not None:
+            from medimg.seg.dataset import read_dataset_labels
+
+            classes, ds_ignore = read_dataset_labels(dataset_json)
+            if ignore is not None and ds_ignore is not None and ignore != ds_ignore:
+                raise MedimgError(
+                    f"--ignore-label {ignore} differs from the ignore label {ds_ignore} of {dataset_json}; drop "
+                    "--ignore-label (the dataset.json one is used) or fix dataset.json."
+                )
+            ignore = ignore if ignore is not None else ds_ignore
+            declared = set(classes) - {0}
+            kw["names"] = {**{k: v for k, v in classes.items() if k}, **(kw["names"] or {})}
+        if ignore is not None and ignore <= 0:
+            raise MedimgError(f"--ignore-label must be a positive label value (got {ignore}); 0 is background.")
         summary = evaluate_folders(
             pred[0],
             ref,
             out,
+            ignore_label=ignore,
+            declared=declared,
             metadata_csv=metadata,
             group_by=group_by,
             images_dir=images,
@@ -165,6 +198,8 @@ def evaluate(
             **kw,
         )
         _print_summary(summary)
+        if "ignore_label" in summary:
+            console.print(f"voxels of label {summary['ignore_label']} (ignore) in the references were not measured")
         if "subgroups" in summary:
             console.print(f"fairness gap ({group_by}): {summary['subgroups']['fairness_gap']:.4f}")
         console.print(f"wrote {out}/per_case.csv, summary.csv, summary.json, report.html")

@@ -309,6 +309,7 @@ def segmentation_metrics(
     nsd_tolerance_mm: float | Mapping[int, float] = 2.0,
     boundary_iou_mm: float = 2.0,
     workers: int | None = None,
+    ignore_label: int | None = None,
 ) -> dict[int, dict[str, float]]:
     """Metrics per class of two label maps on the same grid.
 
@@ -332,6 +333,11 @@ def segmentation_metrics(
         Band width of boundary IoU in mm.
     workers:
         Threads used over classes (default: number of CPUs).
+    ignore_label:
+        Value that marks unannotated voxels in the *reference* (nnU-Net's ``ignore`` label): those voxels are set
+        to background in both maps before measuring, so they count as neither true/false positive nor negative
+        (overlap metrics then cover the annotated voxels only). It is never a class. Surface distances are
+        measured on the masked maps: with sparsely annotated references (a few slices) prefer Dice/IoU.
 
     Returns ``{label: {metric: value}}`` plus ``tp_voxels``/``fp_voxels``/``fn_voxels``. Distances in mm,
     volumes in mL.
@@ -347,9 +353,15 @@ def segmentation_metrics(
     p, r, sp, _ = _as_arrays(pred, ref, spacing)
     p_int = p.astype(np.int32, copy=False) if not np.issubdtype(p.dtype, np.integer) or p.dtype == bool else p
     r_int = r.astype(np.int32, copy=False) if not np.issubdtype(r.dtype, np.integer) or r.dtype == bool else r
+    if ignore_label is not None:
+        if labels is not None and int(ignore_label) in {int(v) for v in labels}:
+            raise MedimgError(f"The ignore label {ignore_label} is not a class; leave it out of labels.")
+        ignored = r_int == ignore_label
+        if ignored.any():
+            p_int, r_int = np.where(ignored, 0, p_int), np.where(ignored, 0, r_int)
     if labels is None:
         present = set(np.unique(p_int).tolist()) | set(np.unique(r_int).tolist())
-        label_list = sorted(int(v) for v in present if v != 0)
+        label_list = sorted(int(v) for v in present if v != 0 and v != ignore_label)
     else:
         label_list = sorted(int(v) for v in labels)
     if any(v <= 0 for v in label_list):

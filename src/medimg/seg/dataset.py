@@ -97,6 +97,21 @@ def _labels_from_json(d: dict[str, Any], where: Path) -> tuple[dict[int, str], i
     return out, value
 
 
+def read_dataset_labels(path: str | Path) -> tuple[dict[int, str], int | None]:
+    """Class names by value (0 = background) and the ignore label (None if there is none) declared by a
+    dataset.json file (MSD or nnU-Net v2 ``labels``), with the same checks as :func:`load_dataset`."""
+    p = Path(path)
+    if not p.is_file():
+        raise MedimgError(f"dataset.json {str(p)!r} does not exist.")
+    try:
+        meta = json.loads(p.read_text())
+    except json.JSONDecodeError as e:
+        raise MedimgError(f"{p} is not valid JSON: {e}") from e
+    if not isinstance(meta, dict) or not meta.get("labels"):
+        raise MedimgError(f"{p} has no 'labels' entry, e.g. background 0, tumour 1, ignore 2.")
+    return _labels_from_json(meta, p)
+
+
 def load_dataset(root: str | Path) -> SegDataset:
     """Read a dataset folder (see module docstring). Raises :class:`MedimgError` with advice when the layout is
     not recognised or no case has a label."""
@@ -203,7 +218,8 @@ def check_dataset(ds: SegDataset, progress: Any = None) -> list[dict[str, Any]]:
                 if declared is not None and not values <= declared:
                     problems.append(
                         f"label values {sorted(values - declared)} not declared in dataset.json "
-                        f"(declared {sorted(declared)})"
+                        f"(declared {sorted(declared)}; a value marking unannotated voxels is declared as "
+                        f"'ignore', the highest label value)"
                     )
         except MedimgError as e:
             problems.append(f"{type(e).__name__}: {e}")

@@ -153,8 +153,9 @@ def prepare_cache(
         shown = ", ".join(f"{cid} {v}" for cid, v in list(unknown.items())[:5])
         raise MedimgError(
             f"Label values the plan does not know (classes {sorted(int(k) for k in plan['labels'])}) in "
-            f"{len(unknown)} case(s): {shown}. Declare them in dataset.json (or --labels) or fix the label files; "
-            f"`medimg dataset check {ds.root}` lists every problem."
+            f"{len(unknown)} case(s): {shown}. Declare them in dataset.json (or --labels) or fix the label files "
+            '(a value that marks unannotated voxels is declared as "ignore": V, the highest label value, and gets '
+            f"no loss); `medimg dataset check {ds.root}` lists every problem."
         )
     total = sum((cache_dir / f"{c}_img.npy").stat().st_size for c in case_ids)
     mode: Literal["r"] | None = None if total < IN_MEMORY_LIMIT_BYTES else "r"
