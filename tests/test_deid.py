@@ -314,12 +314,19 @@ def test_variety_of_real_files_and_burned_in_flag(tmp_path: Path) -> None:
     assert not any(s.lower() in (tmp_path / "report.json").read_text().lower() for s in ("Smithson", "PID884422"))
 
 
-def test_burned_in_annotation_yes_is_flagged(tmp_path: Path, ct3: Path) -> None:
+def test_burned_in_annotation_flagged_and_overlays_removed(tmp_path: Path, ct3: Path) -> None:
     ds = pydicom.dcmread(ct3 / "7136")
     ds.BurnedInAnnotation = "YES"
+    ds.add_new(0x60000010, "US", 4)  # an overlay plane whose comment holds a name
+    ds.add_new(0x60000011, "US", 4)
+    ds.add_new(0x60003000, "OW", b"\xff\x00")
+    ds.add_new(0x60004000, "LT", PRIVATE_TEXT)
     ds.save_as(ct3 / "7136", enforce_file_format=False)
     rep = deidentify(ct3, tmp_path / "out")
     assert [r["path"] for r in rep.review] == ["7136"] and "BurnedInAnnotation is YES" in rep.review[0]["reasons"]
+    out = pydicom.dcmread(tmp_path / "out" / "7136")
+    assert not [e for e in out if e.tag.group == 0x6000] and out.PixelData == ds.PixelData
+    assert_clean(tmp_path / "out", extra=[])
 
 
 PYDICOM_FILES = Path(pydicom.__file__).parent / "data" / "test_files"

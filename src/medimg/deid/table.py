@@ -335,12 +335,15 @@ TABLE_E1_1: tuple[tuple[int, str, Action, str], ...] = (
     (0x00209312, "VolumeFrameOfReferenceUID", "U", ""),
 )
 
-#: Repeating groups: (group mask, group value, element, name, action, options). ``50xx`` curves are removed
-#: entirely (element ``None``); overlay data and comments (``60xx,3000`` / ``60xx,4000``) are removed.
+#: Repeating groups: (group mask, group value, element, name, action, options); element ``None`` is the whole
+#: group. ``50xx`` curves are removed. Table E.1-1 removes overlay data and comments (``60xx,3000`` /
+#: ``60xx,4000``); the rest of an overlay group (rows, columns, origin ...) is removed with them, since an overlay
+#: without its data (Type 1) would be invalid.
 GROUP_RULES: tuple[tuple[int, int, int | None, str, Action, str], ...] = (
     (0xFF00, 0x5000, None, "CurveData (50xx,xxxx)", "X", ""),
     (0xFF00, 0x6000, 0x3000, "OverlayData (60xx,3000)", "X", ""),
     (0xFF00, 0x6000, 0x4000, "OverlayComments (60xx,4000)", "X", ""),
+    (0xFF00, 0x6000, None, "Overlay group (60xx,xxxx)", "X", ""),
 )
 
 #: Private attributes considered safe to keep with the Retain Safe Private option: (private creator, group,
