@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, cast
 
 import typer
 from rich.table import Table
@@ -42,6 +42,7 @@ def fuse_cmd(
     or multi-label STAPLE) and report every rater's sensitivity and specificity per label (STAPLE's estimates;
     for majority, against the fused map)."""
     from medimg.ops import Context, run
+    from medimg.ops.fuse_op import FuseResult
 
     def body() -> None:
         params = {
@@ -51,25 +52,25 @@ def fuse_cmd(
             "probability": str(probability) if probability else None,
             "raters_json": str(raters_json) if raters_json else None,
         }
-        res = run("fuse", params, Context(roots=root or None, progress=_progress))
+        res = cast(FuseResult, run("fuse", params, Context(roots=root or None, progress=_progress)))
         if as_json:
             sys.stdout.write(json.dumps(res.model_dump(mode="json"), indent=1) + "\n")
             return
         t = Table(
-            title=f"{res.method}: rater quality against {res.quality_against}",  # type: ignore[attr-defined]
+            title=f"{res.method}: rater quality against {res.quality_against}",
             title_justify="left",
         )
         for c in ("rater", "label", "sensitivity", "specificity"):
             t.add_column(c, justify="left" if c == "rater" else "right")
-        for r in res.raters:  # type: ignore[attr-defined]
+        for r in res.raters:
             for lab, q in r.labels.items():
                 t.add_row(r.name, lab, f"{q.sensitivity:.4f}", f"{q.specificity:.4f}")
         console.print(t)
         extra = []
-        if res.tie_voxels:  # type: ignore[attr-defined]
-            extra.append(f"{res.tie_voxels} tied voxels given the smallest label value")  # type: ignore[attr-defined]
-        if res.undecided_voxels:  # type: ignore[attr-defined]
-            extra.append(f"{res.undecided_voxels} undecided voxels given the majority vote")  # type: ignore[attr-defined]
+        if res.tie_voxels:
+            extra.append(f"{res.tie_voxels} tied voxels given the smallest label value")
+        if res.undecided_voxels:
+            extra.append(f"{res.undecided_voxels} undecided voxels given the majority vote")
         if extra:
             console.print("; ".join(extra), highlight=False)
         for f in res.files:
