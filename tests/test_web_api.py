@@ -453,6 +453,24 @@ def _lasso_checks(client: TestClient, root: Path, tmp_path: Path) -> None:
     assert r.status_code == 422 and "at least 3 points" in r.json()["detail"]
 
 
+def test_models_lists_bundled_and_served_model_folders(tmp_path: Path) -> None:
+    """GET /api/models: the bundled models and a user's model folder under the served folder, which segments."""
+    from medimg.registry import find
+
+    root = tmp_path / "served"
+    (root / "models").mkdir(parents=True)
+    shutil.copytree(find("hippocampus", "segmentation"), root / "models" / "my_hippo")
+    shutil.copyfile(DATA / "imagesTr" / CASE, root / CASE)
+    with TestClient(create_app([root])) as c:
+        models = c.get("/api/models").json()
+        assert {"model": "hippocampus", "name": "hippocampus", "source": "bundled"} in models
+        assert {"model": "models/my_hippo", "name": "my_hippo", "source": "served folder"} in models
+        sid = _open(c, CASE)["id"]
+        r = c.post(f"/api/images/{sid}/segment", json={"model": "models/my_hippo"})
+        assert r.status_code == 200, r.text
+        assert set(r.json()["labels"]) == {"1", "2"}
+
+
 def test_segment_progress(client: TestClient) -> None:
     """GET .../progress follows the segmentation: while it runs another request can read it; after it, the task is
     done with every network call counted (8 with mirroring TTA's passes would be 8; the hippocampus model: 1)."""

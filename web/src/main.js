@@ -424,6 +424,23 @@ nv.onLocationChange = (loc) => {
 
 // ---------------------------------------------------------------- auto segmentation
 
+/** The model select: bundled segmentation models, then model folders found under the served folders. */
+async function loadModels() {
+  try {
+    const models = await api.get("/api/models");
+    const sel = $("model");
+    sel.innerHTML = "";
+    for (const m of models) {
+      const o = document.createElement("option");
+      o.value = m.model;
+      o.textContent = m.source === "bundled" ? m.name : `${m.model} (folder)`;
+      sel.append(o);
+    }
+  } catch (err) {
+    fail(err);
+  }
+}
+
 /** Poll `GET .../progress` while a long task runs: a progress bar and the stage (windows done of all). */
 function watchProgress(id) {
   const bar = $("segment-progress");
@@ -1057,6 +1074,7 @@ async function main() {
     fail(err);
   }
   await loadWorklist();
+  await loadModels();
   document.body.dataset.ready = "1";
 }
 

@@ -277,6 +277,19 @@ def create_app(
                 "ms": round(1000 * (time.perf_counter() - t0), 1),
             }
 
+    @app.get("/api/models")
+    def models() -> list[dict[str, Any]]:
+        """Segmentation models the open image can be given: the bundled ones (by name) and model folders under
+        the served folders (by path)."""
+        from medimg.registry import bundled
+
+        out: list[dict[str, Any]] = [
+            {"model": m.name, "name": m.name, "source": "bundled"} for m in bundled("segmentation")
+        ]
+        for folder in store.model_folders():
+            out.append({"model": store.rel(folder), "name": folder.name, "source": "served folder"})
+        return out
+
     @app.get("/api/images/{sid}/progress")
     def progress(sid: str) -> dict[str, Any]:
         """Progress of the image's running (or last) long task: ``{"task", "stage", "done", "total", "running",

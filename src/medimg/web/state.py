@@ -757,6 +757,27 @@ class Store:
                 )
         return out
 
+    def model_folders(self, max_depth: int = 4, max_dirs: int = 5000) -> list[Path]:
+        """Segmentation model folders (``plan.json`` + ``model.pt``) under the served roots, at most ``max_depth``
+        folders deep (hidden folders and symlinks not followed; the walk stops after ``max_dirs`` folders)."""
+        from medimg.registry import kind_of
+
+        found: list[Path] = []
+        seen = 0
+        for root in self.roots:
+            for dirpath, dirnames, _ in os.walk(root, followlinks=False):
+                here = Path(dirpath)
+                seen += 1
+                depth = len(here.relative_to(root).parts)
+                if kind_of(here) == "segmentation" and (here / "model.pt").is_file():
+                    found.append(here)
+                    dirnames[:] = []
+                    continue
+                dirnames[:] = sorted(d for d in dirnames if not d.startswith(".")) if depth < max_depth else []
+                if seen >= max_dirs:
+                    break
+        return found
+
     def _scan(self, root: Path) -> tuple[list[Path], list[Path]]:
         images: list[Path] = []
         labels: list[Path] = []
