@@ -635,3 +635,4 @@ def evaluate(p: EvaluateParams, ctx: Context) -> EvaluateResult:
 from medimg.ops import report_op  # noqa: E402,F401
 from medimg.ops import deid_op  # noqa: E402,F401
 from medimg.ops import fuse_op  # noqa: E402,F401
+from medimg.ops import frd_op  # noqa: E402,F401
