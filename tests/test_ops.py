@@ -112,3 +112,20 @@ def test_volume_change_refuses_2d_label_maps(tmp_path: Path) -> None:
     a = medimg.write(lab, tmp_path / "a.png")
     with pytest.raises(medimg.errors.MedimgError, match="compares 3D volumes"):
         ops.run("volume_change", {"before": str(a), "after": str(a)})
+
+
+def test_evaluate_operation_skips_the_ignore_label(tmp_path: Path) -> None:
+    """``evaluate`` through the operations layer (so also the MCP tool) takes ``ignore_label``: prediction errors
+    that lie only where the reference is unannotated do not count."""
+    ref = medimg.read_labels(DATA / "hippocampus" / "labelsTr" / "hippocampus_001.nii.gz")
+    sparse = ref.array.copy()
+    sparse[:, :, ::2] = 9  # every other slice unannotated
+    pred = ref.array.copy()  # the structure on every slice: false positives only where the reference is unannotated
+    for d, arr in (("refs", sparse), ("preds", pred)):
+        (tmp_path / d).mkdir()
+        medimg.write(medimg.LabelMap(arr, ref.spacing, ref.origin, ref.direction), tmp_path / d / "case.nii.gz")
+    body = {"predictions": str(tmp_path / "preds"), "references": str(tmp_path / "refs")}
+    ignored = ops.run("evaluate", {**body, "output_dir": str(tmp_path / "e1"), "ignore_label": 9})
+    plain = ops.run("evaluate", {**body, "output_dir": str(tmp_path / "e2")})
+    assert ignored.classes["1"]["dice"]["mean"] == pytest.approx(1.0)
+    assert plain.classes["1"]["dice"]["mean"] < 0.9

@@ -604,6 +604,11 @@ class EvaluateParams(OpParams):
     output_dir: str = Field(description="Folder for per_case.csv, summary.json, report.html.")
     names: dict[int, str] | None = None
     failures: Literal["worst", "exclude"] = "worst"
+    ignore_label: int | None = Field(
+        None,
+        description="Reference voxels with this value (nnU-Net's 'ignore' label of sparse annotations) are left out "
+        "of every metric.",
+    )
 
 
 class EvaluateResult(OpResult):
@@ -622,7 +627,13 @@ def evaluate(p: EvaluateParams, ctx: Context) -> EvaluateResult:
     from medimg.evaluate import evaluate_folders
 
     s = evaluate_folders(
-        p.predictions, p.references, p.output_dir, names=p.names, failures=p.failures, progress=ctx.progress
+        p.predictions,
+        p.references,
+        p.output_dir,
+        names=p.names,
+        failures=p.failures,
+        ignore_label=p.ignore_label,
+        progress=ctx.progress,
     )
     out = Path(p.output_dir)
     return EvaluateResult(
@@ -632,7 +643,10 @@ def evaluate(p: EvaluateParams, ctx: Context) -> EvaluateResult:
     )
 
 
-from medimg.ops import report_op  # noqa: E402,F401
-from medimg.ops import deid_op  # noqa: E402,F401
-from medimg.ops import fuse_op  # noqa: E402,F401
-from medimg.ops import frd_op  # noqa: E402,F401
+# operations defined in their own modules register themselves on import
+from medimg.ops import (  # noqa: E402
+    deid_op,  # noqa: F401
+    frd_op,  # noqa: F401
+    fuse_op,  # noqa: F401
+    report_op,  # noqa: F401
+)
