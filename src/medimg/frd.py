@@ -72,6 +72,7 @@ class FRDResult:
     """An FRD value and how it was obtained."""
 
     value: float
+    squared_distance: float
     version: str
     n_a: int
     n_b: int
@@ -80,6 +81,8 @@ class FRDResult:
     ci: tuple[float, float] | None = None
     bootstrap: int = 0
     dropped_images: dict[str, list[str]] = field(default_factory=dict)
+    degenerate: list[str] = field(default_factory=list)
+    drop_degenerate: bool = False
     seconds: float = 0.0
 
 
@@ -209,19 +212,34 @@ def frechet_distance_squared(mu1: np.ndarray, c1: np.ndarray, mu2: np.ndarray, c
     return float(d @ d + np.trace(c1) + np.trace(c2) - 2 * _trace_sqrt_product(c1, c2))
 
 
-def _prepare_v1(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+#: A feature whose SD over set A is below this (times 1 + |mean|) is numerically constant: its z-scores are
+#: rounding noise divided by rounding noise (e.g. the mean of a wavelet detail band, 1e-16).
+DEGENERATE_SD = 1e-9
+
+
+def degenerate_features(a: np.ndarray) -> np.ndarray:
+    """Columns of ``a`` (set A's features) that are constant up to rounding but not exactly constant."""
+    a = a.astype(np.float32)
+    a = a[~np.isnan(a).any(1)]
+    mean = np.nanmean(a, axis=0).astype(np.float64)
+    sd = np.nanstd(a, axis=0).astype(np.float64)
+    return np.asarray((sd > 0) & (sd < DEGENERATE_SD * (1 + np.abs(mean))))
+
+
+def _prepare_v1(a: np.ndarray, b: np.ndarray, drop_degenerate: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Float32, rows with NaN dropped, z-scored against ``a`` (float32 arithmetic, as frd-score), columns that
-    become NaN/inf in either set dropped."""
+    become NaN/inf in either set dropped (and, with ``drop_degenerate``, those constant up to rounding in A)."""
+    deg = degenerate_features(a) if drop_degenerate else np.zeros(a.shape[1], dtype=bool)
     a = a.astype(np.float32)
     b = b.astype(np.float32)
     a = a[~np.isnan(a).any(1)]
     b = b[~np.isnan(b).any(1)]
     mean = np.nanmean(a, axis=0)
     sd = np.nanstd(a, axis=0)
-    with np.errstate(divide="ignore", invalid="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         za = (a - mean) / sd
         zb = (b - mean) / sd
-    bad = ~np.isfinite(za).all(0) | ~np.isfinite(zb).all(0)
+    bad = ~np.isfinite(za).all(0) | ~np.isfinite(zb).all(0) | deg
     return za[:, ~bad].astype(np.float64), zb[:, ~bad].astype(np.float64)
 
 
@@ -241,21 +259,40 @@ def _prepare_v0(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return out[0], out[1]
 
 
-def frd_from_features(a: np.ndarray, b: np.ndarray, version: Version = "v1") -> tuple[float, int]:
-    """FRD of feature matrices ``a`` (reference) and ``b``; returns the value and the number of features used."""
+def squared_frechet(
+    a: np.ndarray, b: np.ndarray, version: Version = "v1", drop_degenerate: bool = False
+) -> tuple[float, int]:
+    """Squared Fréchet distance of the normalised feature matrices ``a`` (reference) and ``b`` (v0/v1
+    normalisation) and the number of features used (``drop_degenerate``: v1 leaves out the features that are
+    constant in A up to rounding; frd-score keeps them)."""
     if a.shape[0] < 2 or b.shape[0] < 2:
         raise FRDInputError(f"FRD needs at least 2 images per set with features; got {a.shape[0]} and {b.shape[0]}.")
-    za, zb = _prepare_v1(a, b) if version == "v1" else _prepare_v0(a, b)
+    za, zb = _prepare_v1(a, b, drop_degenerate) if version == "v1" else _prepare_v0(a, b)
     if za.shape[0] < 2 or zb.shape[0] < 2:
         raise FRDInputError("Fewer than 2 images per set have finite features; give more (or other) images.")
     d2 = frechet_distance_squared(za.mean(0), np.cov(za, rowvar=False), zb.mean(0), np.cov(zb, rowvar=False))
-    if version == "v1":
-        return (math.log(d2) if d2 > 0 else float("-inf")), za.shape[1]
     return d2, za.shape[1]
 
 
+def frd_from_features(
+    a: np.ndarray, b: np.ndarray, version: Version = "v1", drop_degenerate: bool = False
+) -> tuple[float, int]:
+    """FRD of feature matrices ``a`` (reference) and ``b``; returns the value and the number of features used
+    (v1: ``log(d^2)``, ``-inf`` when ``d^2 <= 0``; v0: ``d^2``)."""
+    d2, nf = squared_frechet(a, b, version, drop_degenerate)
+    if version == "v1":
+        return (math.log(d2) if d2 > 0 else float("-inf")), nf
+    return d2, nf
+
+
 def bootstrap_ci(
-    a: np.ndarray, b: np.ndarray, version: Version, n: int, seed: int = 0, level: float = 0.95
+    a: np.ndarray,
+    b: np.ndarray,
+    version: Version,
+    n: int,
+    seed: int = 0,
+    level: float = 0.95,
+    drop_degenerate: bool = False,
 ) -> tuple[float, float]:
     """Percentile bootstrap CI of FRD: both sets resampled with replacement ``n`` times."""
     rng = np.random.default_rng(seed)
@@ -263,7 +300,7 @@ def bootstrap_ci(
     for _ in range(n):
         ia = rng.integers(0, a.shape[0], a.shape[0])
         ib = rng.integers(0, b.shape[0], b.shape[0])
-        vals.append(frd_from_features(a[ia], b[ib], version)[0])
+        vals.append(frd_from_features(a[ia], b[ib], version, drop_degenerate)[0])
     q = (1 - level) / 2
     return float(np.quantile(vals, q)), float(np.quantile(vals, 1 - q))
 
@@ -278,8 +315,11 @@ def compute_frd(
     seed: int = 0,
     workers: int = 1,
     progress: Callable[[Sequence[Any], str], Any] | None = None,
+    drop_degenerate: bool = False,
 ) -> tuple[FRDResult, FeatureSet, FeatureSet]:
-    """FRD between the image folders ``set_a`` (reference) and ``set_b``, with the feature sets."""
+    """FRD between the image folders ``set_a`` (reference) and ``set_b``, with the feature sets. The result
+    names the features that are constant in A up to rounding (``degenerate``); frd-score keeps them and they can
+    dominate v1 (z-scores of 1e15 when B's images differ in size parity); ``drop_degenerate`` leaves them out."""
     t0 = time.perf_counter()
     sa = load_set(set_a, masks_a, version)
     sb = load_set(set_b, masks_b, version)
@@ -289,14 +329,17 @@ def compute_frd(
     fb = features(sb, version, workers, progress)
     if fa.names != fb.names:
         raise FRDInputError("The two sets give different feature lists (images of very different sizes); resize them.")
-    value, nf = frd_from_features(fa.values, fb.values, version)
-    ci = bootstrap_ci(fa.values, fb.values, version, bootstrap, seed) if bootstrap > 0 else None
+    d2, nf = squared_frechet(fa.values, fb.values, version, drop_degenerate)
+    value = (math.log(d2) if d2 > 0 else float("-inf")) if version == "v1" else d2
+    ci = bootstrap_ci(fa.values, fb.values, version, bootstrap, seed, 0.95, drop_degenerate) if bootstrap > 0 else None
+    deg = [n for n, d in zip(fa.names, degenerate_features(fa.values), strict=True) if d] if version == "v1" else []
     dropped = {
         "a": [n for n, r in zip(fa.images, fa.values, strict=True) if np.isnan(r).any()],
         "b": [n for n, r in zip(fb.images, fb.values, strict=True) if np.isnan(r).any()],
     }
     res = FRDResult(
         value=value,
+        squared_distance=d2,
         version=version,
         n_a=len(sa),
         n_b=len(sb),
@@ -305,6 +348,8 @@ def compute_frd(
         ci=ci,
         bootstrap=bootstrap,
         dropped_images=dropped if version == "v1" else {},
+        degenerate=deg,
+        drop_degenerate=drop_degenerate,
         seconds=time.perf_counter() - t0,
     )
     return res, fa, fb

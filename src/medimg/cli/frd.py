@@ -26,6 +26,10 @@ def frd_cmd(
     seed: Annotated[int, typer.Option("--seed", help="Seed of the bootstrap.")] = 0,
     ood: Annotated[bool, typer.Option("--ood", help="Score each image of B as in/out of A's distribution.")] = False,
     workers: Annotated[int, typer.Option("--workers", help="Processes for the feature extraction.")] = 1,
+    drop_degenerate: Annotated[
+        bool,
+        typer.Option("--drop-degenerate", help="v1: leave out features constant in A up to rounding (not frd-score)."),
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the whole result (with provenance) as JSON.")] = False,
     root: Annotated[
         list[Path] | None, typer.Option("--root", help="Only allow paths inside these folders (repeatable).")
@@ -51,6 +55,7 @@ def frd_cmd(
             "seed": seed,
             "ood": ood,
             "workers": workers,
+            "drop_degenerate": drop_degenerate,
         }
         res = run("frd", params, Context(roots=root or None, progress=None if as_json else _progress))
         if as_json:
@@ -63,6 +68,14 @@ def frd_cmd(
             markup=False,
             highlight=False,
         )
+        if r["degenerate_features"]:
+            names = ", ".join(r["degenerate_features"][:4])
+            console.print(
+                f"note: {len(r['degenerate_features'])} feature(s) are constant in A up to rounding ({names}); "
+                + ("left out." if drop_degenerate else "kept as frd-score does; --drop-degenerate leaves them out."),
+                markup=False,
+                highlight=False,
+            )
         if r["ci_low"] is not None:
             console.print(f"95 % bootstrap CI: {r['ci_low']:.4f} .. {r['ci_high']:.4f}", markup=False)
         for row in r["ood"] or []:

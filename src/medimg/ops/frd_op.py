@@ -20,6 +20,11 @@ class FRDParams(OpParams):
     seed: int = Field(0, description="Seed of the bootstrap.")
     ood: bool = Field(False, description="Also score every image of set_b as in/out of set_a's distribution.")
     workers: int = Field(1, ge=1, le=64, description="Processes for the feature extraction.")
+    drop_degenerate: bool = Field(
+        False,
+        description="v1: leave out features constant in set_a up to rounding (frd-score keeps them; they can "
+        "dominate the value when the sets' image sizes differ in parity).",
+    )
 
 
 class OODRow(BaseModel):
@@ -48,6 +53,11 @@ class FRDResult(OpResult):
     dropped_images: dict[str, list[str]] = Field(
         default_factory=dict, description="Images left out (v1: a feature was NaN), per set."
     )
+    degenerate_features: list[str] = Field(
+        default_factory=list,
+        description="v1 features constant in set_a up to rounding (z-scores of rounding noise); dropped only with "
+        "drop_degenerate.",
+    )
     ood: list[OODRow] | None = None
     ood_threshold: float | None = None
     seconds: float
@@ -72,8 +82,9 @@ def frd(p: FRDParams, ctx: Context) -> FRDResult:
         seed=p.seed,
         workers=p.workers,
         progress=ctx.progress,
+        drop_degenerate=p.drop_degenerate,
     )
-    d2 = (math.exp(res.value) if math.isfinite(res.value) else 0.0) if p.version == "v1" else res.value
+    d2 = res.squared_distance
     rows, thr = None, None
     if p.ood:
         scores, thr = ood_scores(fa.values, fb.values, fb.images)
@@ -91,6 +102,7 @@ def frd(p: FRDParams, ctx: Context) -> FRDResult:
         ci_high=res.ci[1] if res.ci else None,
         bootstrap=res.bootstrap,
         dropped_images=res.dropped_images,
+        degenerate_features=res.degenerate,
         ood=rows,
         ood_threshold=thr,
         seconds=round(res.seconds, 3),

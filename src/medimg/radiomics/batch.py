@@ -98,7 +98,12 @@ def glcm(binned: np.ndarray, mask: np.ndarray, force2d: bool) -> Batch:
         gb = binned[(slice(None), *sb)][:, both].astype(np.int64)
         off = (kk * base * base)[:, None]
         codes = np.concatenate([off + ga * base + gb, off + gb * base + ga], 1).ravel()
-        uniq, cnt = np.unique(codes, return_counts=True)
+        if k * base * base <= 8_000_000:  # dense count, then the non-zero cells (faster than sorting)
+            full = np.bincount(codes, minlength=k * base * base)
+            uniq = np.flatnonzero(full)
+            cnt = full[uniq]
+        else:
+            uniq, cnt = np.unique(codes, return_counts=True)
         ki = uniq // (base * base)
         rem = uniq % (base * base)
         iv = rem // base
@@ -134,7 +139,8 @@ def glcm(binned: np.ndarray, mask: np.ndarray, force2d: bool) -> Batch:
             imc2 = np.where(hxy2 == hxy, 0.0, np.sqrt(1 - np.exp(-2 * (hxy2 - hxy))))
         diffavg = np.sum(kDiff * pxSuby, 1)
         maxp = np.zeros(k)
-        np.maximum.at(maxp, ki, p)
+        starts = np.flatnonzero(np.r_[True, ki[1:] != ki[:-1]])  # cells are sorted by image
+        maxp[ki[starts]] = np.maximum.reduceat(p, starts)
         rows.append(
             {
                 "Autocorrelation": s(p * i * j),

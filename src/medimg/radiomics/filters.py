@@ -5,8 +5,10 @@ Arrays are ``(z, y, x)``; spacings are given ``(x, y, z)`` in mm (SimpleITK orde
 - :func:`normalize`: ``scale * (x - mean) / sd`` over the whole image (sample SD, as ITK's NormalizeImageFilter).
 - :func:`resample`: pyradiomics' ``resampleImage``: the grid is aligned to the input origin, covers the mask's
   bounding box plus ``pad_distance`` voxels (of the new grid), clipped to the image; the image is interpolated with
-  a cubic B-spline (mirror boundary, ITK's ``sitkBSpline``), the mask by nearest neighbour. A spacing of 0 keeps the
-  input's; an axis the mask spans with one voxel is not resampled.
+  a cubic B-spline (mirror boundary, ITK's ``sitkBSpline``), the mask by nearest neighbour (round half up); grid
+  points outside the input (continuous index outside ``[-0.5, n - 0.5)``, e.g. the last one when an odd size is
+  halved) get 0 in both, as ITK's resampler gives. A spacing of 0 keeps the input's; an axis the mask spans with
+  one voxel is not resampled.
 - :func:`wavelet`: one level of the undecimated (stationary) wavelet transform with Coiflet-1 filters and periodic
   extension (PyWavelets' ``swtn``), odd sizes wrap-padded by one voxel and cropped back, as pyradiomics does.
   Names: one letter per axis in x, y(, z) order, ``L`` low-pass, ``H`` high-pass.
@@ -87,7 +89,6 @@ def resample(
     origin_idx = 0.5 * (ns - sp) / sp + nlo / ratio
     axes = [origin_idx[a] + np.arange(new_size[a]) / ratio[a] for a in range(3)]  # x, y, z continuous indices
     coords_zyx = [axes[2], axes[1], axes[0]]
-    grid = np.meshgrid(*coords_zyx, indexing="ij")
     img = image.astype(np.float64)
     resampled_axes = [a for a in range(3) if not np.allclose(coords_zyx[a], np.round(coords_zyx[a]))]
     if resampled_axes:
@@ -102,10 +103,12 @@ def resample(
                 out = np.take(out, np.round(c).astype(int), axis=a)
     else:
         out = img[np.ix_(*[np.round(c).astype(int) for c in coords_zyx])]
+    # ITK samples only inside the buffer, continuous index in [-0.5, n - 0.5); elsewhere both get 0
+    inside = [(c >= -0.5) & (c < n - 0.5) for c, n in zip(coords_zyx, mask.shape, strict=True)]
+    valid = inside[0][:, None, None] & inside[1][None, :, None] & inside[2][None, None, :]
     nn = [np.clip(np.floor(c + 0.5).astype(int), 0, n - 1) for c, n in zip(coords_zyx, mask.shape, strict=True)]
-    m = mask[np.ix_(*nn)]
-    del grid
-    return out, m, tuple(ns)
+    m = mask[np.ix_(*nn)] & valid
+    return np.where(valid, out, 0.0), m, tuple(ns)
 
 
 def _interp1d(coeff: np.ndarray, pos: np.ndarray, axis: int) -> np.ndarray:
