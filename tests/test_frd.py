@@ -8,6 +8,7 @@ the per-feature agreement with pyradiomics is tests/test_radiomics.py.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -70,7 +71,7 @@ def sets(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 @pytest.fixture(scope="module")
 def feats(sets: dict[str, Path]) -> dict[tuple[str, str], FeatureSet]:
     """Features of every set, v1 and v0, extracted once."""
-    return {(k, v): features(load_set(p, version=v), v) for k, p in sets.items() for v in ("v1", "v0")}  # type: ignore[arg-type]
+    return {(k, v): features(load_set(p, version=v), v) for k, p in sets.items() for v in ("v1", "v0")}
 
 
 def _frd(feats: dict[tuple[str, str], FeatureSet], a: str, b: str, v: str = "v1") -> float:
@@ -79,7 +80,7 @@ def _frd(feats: dict[tuple[str, str], FeatureSet], a: str, b: str, v: str = "v1"
 
 def test_identical_sets_give_zero_distance(sets: dict[str, Path], feats: dict[tuple[str, str], FeatureSet]) -> None:
     for v in ("v1", "v0"):
-        d2, nf = squared_frechet(feats[("a", v)].values, feats[("a", v)].values, v)  # type: ignore[arg-type]
+        d2, nf = squared_frechet(feats[("a", v)].values, feats[("a", v)].values, v)
         assert abs(d2) < 1e-3 and nf > 50  # rounding only: the covariance traces are ~nf
     op = run("frd", {"set_a": str(sets["a"]), "set_b": str(sets["a"])})
     assert abs(op.squared_distance) < 1e-3  # type: ignore[attr-defined]
@@ -175,3 +176,18 @@ def test_bad_inputs(sets: dict[str, Path], tmp_path: Path) -> None:
     assert r.exit_code == 2 and "v0 or v1" in r.output
     with pytest.raises(Exception, match="outside the allowed"):
         run("frd", {"set_a": str(sets["a"]), "set_b": str(sets["pneu"])}, Context(roots=[tmp_path]))
+
+
+def test_degenerate_features_are_named_and_can_be_dropped(tmp_path: Path) -> None:
+    """Set A all 28x28 (the 2 mm grid is even: wavelet detail-band means are rounding noise, ~1e-16), set B
+    27x27 (odd grid, wrap padding: the means are real numbers). frd-score's v1 z-scores B by A's noise SD."""
+    normal, _ = _xrays()
+    a = _write(tmp_path / "a", normal[:12])
+    b = _write(tmp_path / "b", normal[12:24, :27, :27])
+    res = compute_frd(a, b, "v1")[0]
+    assert "wavelet-HH_firstorder_Mean" in res.degenerate
+    kept = res.value
+    dropped = compute_frd(a, b, "v1", drop_degenerate=True)[0]
+    assert dropped.n_features == res.n_features - len(res.degenerate)
+    assert kept > dropped.value + 20  # noise-divided-by-noise z-scores dominate the kept value
+    assert math.isfinite(dropped.value)

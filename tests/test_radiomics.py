@@ -59,6 +59,16 @@ def test_frd_v1_whole_image_matches_pyradiomics() -> None:
     _assert_same(extract(px, m, (1.0, 1.0, 1.0), frd_v1_settings(2)), REF["pneumoniamnist_v1"])
 
 
+def test_frd_v1_odd_sized_image_matches_pyradiomics() -> None:
+    """An odd-sized image: the resampled grid's last row/column lie outside the input and are 0 (ITK)."""
+    px = np.load(DATA / "pneumoniamnist_subset.npz")["train_images"][1].astype(np.float32)[:27, :25][None]
+    m = np.ones(px.shape, bool)
+    m[0, 0, 0] = False
+    mine = extract(px, m, (1.0, 1.0, 1.0), frd_v1_settings(2))
+    assert mine["diagnostics_Mask-interpolated_VoxelNum"] == 13 * 12
+    _assert_same(mine, REF["pneumoniamnist_odd_v1"])
+
+
 def test_discretisation_is_anchored_at_zero() -> None:
     """Bins are multiples of the width from 0 (pyradiomics), not from the ROI minimum (IBSI)."""
     x = np.array([[[54.0, 74.9, 75.0, 166.0]]])

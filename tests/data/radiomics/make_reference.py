@@ -11,6 +11,8 @@ Cases (inputs are files already in tests/data):
   extraction (normalise x100, B-spline resampling to 2 mm, force2D, binWidth 5, wavelet) with the lesion mask.
 - ``pneumoniamnist_v1``: image 0 of ``pneumoniamnist_subset.npz`` (``train_images``), frd-score v1 exactly as
   frd-score runs it on a PNG without mask (whole-image mask with the corner voxel off, spacing 1).
+- ``pneumoniamnist_odd_v1``: image 1 cropped to 27 x 25 (rows x columns), same settings: the 2 mm grid's last
+  row and column fall outside the image (ITK gives them 0).
 """
 
 from __future__ import annotations
@@ -67,6 +69,13 @@ def main() -> None:
     m[0, 0, 0] = 0
     p_lab = sitk.GetImageFromArray(m)
     cases["pneumoniamnist_v1"] = numeric(ext2.execute(p_img, p_lab))
+
+    odd = np.load(DATA / "pneumoniamnist_subset.npz")["train_images"][1].astype(np.float32)[:27, :25]
+    o_img = sitk.GetImageFromArray(odd[None])
+    mo = np.ones((1, *odd.shape), np.uint8)
+    mo[0, 0, 0] = 0
+    o_lab = sitk.GetImageFromArray(mo)
+    cases["pneumoniamnist_odd_v1"] = numeric(ext2.execute(o_img, o_lab))
 
     meta = {
         "made_by": "tests/data/radiomics/make_reference.py",
