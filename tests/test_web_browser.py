@@ -512,6 +512,12 @@ def test_browser_segment_review_fill_interpolate(tmp_path: Path) -> None:
                 for q in xy[1:]:
                     page.mouse.move(q["x"], q["y"], steps=4)
                 page.mouse.up()
+            # Mark the image done: the worklist shows the status with who set it.
+            page.locator("#status-select").select_option("done")
+            page.wait_for_function(
+                "document.querySelector('#worklist li.item.active')?.dataset.status === 'done'", timeout=10000
+            )
+            assert " · " in page.locator("#worklist li.item.active .st").inner_text()
             added = page.evaluate("workbench.interpolateSlices()")
             assert added > 0
             done = page.evaluate("workbench.state.opsDone")

@@ -193,7 +193,9 @@ async function loadWorklist() {
       li.title = item.path + (item.labels.length ? `\nlabels: ${item.labels.join(", ")}` : "");
       const st = document.createElement("span");
       st.className = "st";
-      st.textContent = item.status + (item.labels.length ? ` · ${item.labels.length} label file(s)` : "");
+      const when = item.at ? ` ${item.at.slice(0, 16).replace("T", " ")}` : "";
+      st.textContent = item.status + (item.by ? ` · ${item.by}${when}` : "") + (item.labels.length ? ` · ${item.labels.length} label file(s)` : "");
+      li.dataset.status = item.status;
       li.append(document.createTextNode(item.name || item.path), st);
       li.addEventListener("click", () => openImage(item.path).catch(fail));
       list.append(li);
@@ -279,6 +281,9 @@ async function showSession(info, path, t0 = performance.now()) {
   $("image-title").textContent = `${info.name || path} · ${info.shape.join("×")} · ${info.spacing.map((s) => +s.toFixed(3)).join("×")} mm`;
   $("save-path").value = defaultSavePath(path);
   suggestReview(path);
+  const listed = (state.labelFiles || []).find((i) => i.path === path);
+  $("status-select").value = listed ? listed.status : "new";
+  $("status-select").disabled = !!state.review || !listed;
   const finish = async (vol) => {
     if (ticket !== state.openTicket) return; // another image was opened meanwhile
     showBase(vol);
@@ -894,6 +899,17 @@ async function applyDrawing() {
   }
 }
 
+/** Mark the open image new / in progress / done in the worklist (`POST /api/worklist/status`; who and when are
+ * recorded by the server). */
+async function setImageStatus(status) {
+  if (!state.path || state.review) return null;
+  const res = await api.post("/api/worklist/status", { path: state.path, status });
+  await loadWorklist();
+  document.querySelectorAll("#worklist li").forEach((li) => li.classList.toggle("active", li.dataset.path === state.path));
+  setStatus(`${state.path}: ${res.status}${res.by ? ` (${res.by})` : ""}`);
+  return res;
+}
+
 // ---------------------------------------------------------------- review: prediction vs reference, evaluate
 
 /** Label files the worklist found beside the images (for the review's prediction / reference fields). */
@@ -1018,6 +1034,7 @@ function wire() {
   $("fill").addEventListener("click", () => state.image && !state.preview && (state.drawing === "fill" ? stopDrawing() : startDrawing("fill")));
   $("interpolate").addEventListener("click", guard(() => interpolateSlices()));
   $("review").addEventListener("click", () => !state.busy && review().catch(fail));
+  $("status-select").addEventListener("change", (e) => setImageStatus(e.target.value).catch(fail));
   $("evaluate").addEventListener("click", () => !state.busy && evaluateFolders().catch(fail));
   $("apply-drawing").addEventListener("click", guard(applyDrawing));
 
@@ -1081,7 +1098,7 @@ async function main() {
 // For scripts and the browser tests: the app's own functions (no second implementation in tests).
 window.workbench = {
   nv, state, openImage, newObject, sendClick, sendPrompt, setTool, boxCorners, updateLabels, undoRedo, save,
-  reloadLabels, refreshVolumes, autoSegment, review, evaluateFolders, interpolateSlices,
+  reloadLabels, refreshVolumes, autoSegment, review, evaluateFolders, interpolateSlices, setImageStatus,
   moveCrosshairToVoxel, voxelToClient, voxelToLps, setPromptMode, applyWindow, applyLayout,
   startDrawing, stopDrawing, applyDrawing,
 };
