@@ -191,6 +191,11 @@ class ConvertParams(OpParams):
     labels: bool = Field(False, description="Treat the input as a label map.")
     names: dict[int, str] | None = None
     reference: str | None = Field(None, description="DICOM series folder (for DICOM SEG output).")
+    ext: str | None = Field(
+        None,
+        description="Folder mode (source a folder of image files, not a DICOM series): the output extension, e.g. "
+        "'.nrrd'; each file becomes OUTPUT/<case><ext>.",
+    )
 
 
 class WrittenImage(OpResult):
@@ -200,19 +205,80 @@ class WrittenImage(OpResult):
     orientation: str
 
 
+class ConvertResult(WrittenImage):
+    cases: list[WrittenImage] = Field(
+        default_factory=list, description="Folder mode: every converted file (the fields above are the first one's)."
+    )
+
+
+def convert_pairs(source: Path, output: Path, ext: str | None) -> list[tuple[Path, Path]]:
+    """Folder mode of ``convert``: ``(input file, output file)`` for every image file of the folder ``source``
+    (sorted by name; hidden files and unreadable extensions skipped), named ``output/<case><ext>``."""
+    from medimg.io import EXTENSIONS
+    from medimg.io._atomic import split_ext
+
+    if not ext:
+        raise MedimgError(
+            f"{str(source)!r} is a folder of image files: give the output format for each of them with --ext "
+            "(e.g. --ext .nrrd; the operation's 'ext')."
+        )
+    ext = ext if ext.startswith(".") else "." + ext
+    files = [
+        q
+        for q in sorted(source.iterdir())
+        if q.is_file() and not q.name.startswith(".") and split_ext(q)[1].lower() in EXTENSIONS
+    ]
+    if not files:
+        raise MedimgError(f"No image files in {str(source)!r}; give an image file, a DICOM folder or a folder of images.")
+    if output.exists() and not output.is_dir():
+        raise MedimgError(f"Folder mode writes into a folder, but {str(output)!r} is a file; give a folder.")
+    if output.resolve() == source.resolve():
+        raise MedimgError("The output folder is the input folder; choose another output folder.")
+    return [(f, output / (split_ext(f)[0] + ext)) for f in files]
+
+
+def is_image_folder(path: Path) -> bool:
+    """A folder holding image files that is not a DICOM series (the folder mode of ``convert``)."""
+    from medimg.io._sniff import sniff
+
+    if not path.is_dir():
+        return False
+    files = [f for f in sorted(path.iterdir()) if f.is_file() and not f.name.startswith(".")][:3]
+    try:
+        return bool(files) and not all(sniff(f) == "dicom" for f in files)
+    except MedimgError:
+        return True
+
+
 @operation(
     "convert",
     "Convert an image or label map between formats (DICOM, NIfTI, NRRD/seg.nrrd, DICOM SEG, MHA, PNG...).",
     reads=("source", "reference"),
     writes=("output",),
 )
-def convert(p: ConvertParams, ctx: Context) -> WrittenImage:
+def convert(p: ConvertParams, ctx: Context) -> ConvertResult:
     import medimg
 
+    if is_image_folder(Path(p.source)):
+        pairs = convert_pairs(Path(p.source), Path(p.output), p.ext)
+        Path(p.output).mkdir(parents=True, exist_ok=True)
+        done = [
+            convert(p.model_copy(update={"source": str(s), "output": str(d), "ext": None}), ctx)
+            for s, d in ctx.iterate(pairs, "converting")
+        ]
+        first = done[0]
+        return ConvertResult(
+            output=p.output,
+            shape=first.shape,
+            spacing_mm=first.spacing_mm,
+            orientation=first.orientation,
+            cases=[WrittenImage(**c.model_dump(include={"output", "shape", "spacing_mm", "orientation"})) for c in done],
+            files=[c.output for c in done],
+        )
     seg_out = p.output.lower().endswith((".dcm", ".seg.nrrd"))
     img = medimg.read_labels(p.source, names=p.names) if (p.labels or p.names or seg_out) else medimg.read(p.source)
     medimg.write(img, p.output, reference=p.reference)
-    return WrittenImage(
+    return ConvertResult(
         output=p.output,
         shape=list(img.shape),
         spacing_mm=list(img.spacing),
@@ -645,6 +711,7 @@ def evaluate(p: EvaluateParams, ctx: Context) -> EvaluateResult:
 
 # operations defined in their own modules register themselves on import
 from medimg.ops import (  # noqa: E402
+    al_op,  # noqa: F401
     deid_op,  # noqa: F401
     frd_op,  # noqa: F401
     fuse_op,  # noqa: F401
