@@ -16,6 +16,7 @@ from medimg.cli._common import (
     console,
     err_console,
 )
+from medimg.cli.predict import RayCpusOpt, RayOpt
 from medimg.errors import MedimgError
 
 ConventionOpt = Annotated[
@@ -153,6 +154,8 @@ def evaluate(
             "undeclared reference values are an error.",
         ),
     ] = None,
+    ray: RayOpt = None,
+    ray_cpus: RayCpusOpt = None,
 ) -> None:
     """Evaluate predicted label maps against references: per-case CSV, summary JSON, HTML report; failed cases
     are counted (n, failed per class) and scored worst-case unless --failures exclude. With --ignore-label (or an
@@ -185,18 +188,32 @@ def evaluate(
             kw["names"] = {**{k: v for k, v in classes.items() if k}, **(kw["names"] or {})}
         if ignore is not None and ignore <= 0:
             raise MedimgError(f"--ignore-label must be a positive label value (got {ignore}); 0 is background.")
-        summary = evaluate_folders(
-            pred[0],
-            ref,
-            out,
-            ignore_label=ignore,
-            declared=declared,
-            metadata_csv=metadata,
-            group_by=group_by,
-            images_dir=images,
-            progress=lambda items, what: track(items, description=what, console=err_console),
-            **kw,
-        )
+        evaluate_fn: Any = evaluate_folders
+        if ray is not None or ray_cpus is not None:  # per-case metric rows as Ray tasks, same summary and report
+            from functools import partial
+
+            from medimg.scale import evaluate_with_runner, make_runner
+
+            runner = make_runner(ray, ray_cpus)
+            err_console.print(f"starting Ray ({ray}) ...", highlight=False)
+            runner.start()  # type: ignore[union-attr]
+            evaluate_fn = partial(evaluate_with_runner, runner)
+        try:
+            summary = evaluate_fn(
+                pred[0],
+                ref,
+                out,
+                ignore_label=ignore,
+                declared=declared,
+                metadata_csv=metadata,
+                group_by=group_by,
+                images_dir=images,
+                progress=lambda items, what: track(items, description=what, console=err_console),
+                **kw,
+            )
+        finally:
+            if ray is not None:
+                runner.close()
         _print_summary(summary)
         if "ignore_label" in summary:
             console.print(f"voxels of label {summary['ignore_label']} (ignore) in the references were not measured")

@@ -23,8 +23,9 @@ from medimg.cli._common import (
     _run,
     app,
     console,
+    err_console,
 )
-from medimg.cli.predict import FillNonfiniteOpt
+from medimg.cli.predict import FillNonfiniteOpt, RayCpusOpt, RayOpt, _run_calls
 from medimg.errors import MedimgError
 from medimg.transforms.intensity import fill_nonfinite as fill_nonfinite_values
 
@@ -137,12 +138,28 @@ def convert(
     allow_irregular: IrregularOpt = False,
     allow_nonfinite: NonfiniteOpt = False,
     fill_nonfinite: FillNonfiniteOpt = None,
+    ext: Annotated[
+        str | None, typer.Option("--ext", help="Folder mode (SRC a folder of images): output format, e.g. .nrrd.")
+    ] = None,
+    ray: RayOpt = None,
+    ray_cpus: RayCpusOpt = None,
 ) -> None:
-    """Convert between formats, e.g. DICOM folder -> NIfTI, NIfTI label -> DICOM SEG (--reference DICOM_DIR)."""
+    """Convert between formats, e.g. DICOM folder -> NIfTI, NIfTI label -> DICOM SEG (--reference DICOM_DIR).
+
+    Folder mode: SRC a folder of image files (not a DICOM series) and DST a folder; each file is written as
+    DST/<case><--ext> (failed files are reported, the others written); --ray converts them as Ray tasks."""
     import medimg
+    from medimg.ops.catalog import is_image_folder
     from medimg.transforms import reorient
 
     def body() -> None:
+        if is_image_folder(src):
+            _convert_folder(src, dst, ext, as_labels, names, reference, ray, ray_cpus, extra_options_given)
+            return
+        if ext is not None or ray is not None or ray_cpus is not None:
+            raise MedimgError(
+                f"--ext and --ray are for folder mode (SRC a folder of image files); {str(src)!r} is not one."
+            )
         kw = _read_kwargs(series, key, input_spacing, allow_irregular, allow_nonfinite or fill_nonfinite is not None)
         label_names = _parse_names(names)
         is_seg_out = dst.suffix.lower() == ".dcm" or dst.name.lower().endswith(".seg.nrrd")
@@ -161,7 +178,57 @@ def convert(
             f"{img.orientation})"
         )
 
+    extra_options_given = [
+        o
+        for o, v in (
+            ("--reorient", reorient_to),
+            ("--series", series),
+            ("--key", key),
+            ("--input-spacing", input_spacing),
+            ("--allow-irregular", allow_irregular),
+            ("--allow-nonfinite", allow_nonfinite),
+            ("--fill-nonfinite", fill_nonfinite is not None),
+        )
+        if v
+    ]
     _run(body)
+
+
+def _convert_folder(
+    src: Path,
+    dst: Path,
+    ext: str | None,
+    as_labels: bool,
+    names: str | None,
+    reference: Path | None,
+    ray: str | None,
+    ray_cpus: int | None,
+    unsupported: list[str],
+) -> None:
+    """Folder mode of ``convert``: one ``convert`` operation call per file, here or as Ray tasks."""
+    from medimg.scale import convert_calls, raise_for_failures
+
+    if unsupported:
+        raise MedimgError(
+            f"{', '.join(unsupported)} cannot be used in folder mode; convert those files one at a time "
+            "(medimg convert FILE OUT)."
+        )
+    params = {
+        "source": str(src),
+        "output": str(dst),
+        "ext": ext,
+        "labels": as_labels,
+        "names": _parse_names(names),
+        "reference": str(reference) if reference else None,
+    }
+    outcomes = _run_calls(convert_calls(params), ray, ray_cpus, "converting")
+    for o in outcomes:
+        if o.ok:
+            console.print(f"{o.case} -> {Path(o.result.output).name} {tuple(o.result.shape)}", highlight=False)
+        else:
+            err_console.print(f"[red]{o.case}: failed[/] {o.error_type}: {o.error}", highlight=False)
+    console.print(f"wrote {sum(o.ok for o in outcomes)} file(s) to {dst}/")
+    raise_for_failures(outcomes, "The other files were written.")
 
 
 @app.command()

@@ -46,6 +46,77 @@ FillNonfiniteOpt = Annotated[
     float | None,
     typer.Option("--fill-nonfinite", metavar="VALUE", help="Replace NaN/Inf voxels with VALUE before predicting."),
 ]
+RayOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--ray",
+        metavar="local|ADDRESS",
+        help="Run the cases as Ray tasks: 'local' starts Ray here, else the address of an existing cluster "
+        '(HOST:6379, auto); needs pip install "medimg[scale]". See docs/scale.md.',
+    ),
+]
+RayCpusOpt = Annotated[
+    int | None, typer.Option("--ray-cpus", metavar="N", help="CPUs of the local Ray instance (--ray local).")
+]
+
+
+def _run_calls(calls: list[Any], ray: str | None, ray_cpus: int | None, what: str) -> list[Any]:
+    """Run per-case operation calls here or on Ray (:mod:`medimg.scale`), progress aggregated; returns the
+    outcomes in input order (failures included)."""
+    from medimg.scale import make_runner
+
+    runner = make_runner(ray, ray_cpus)
+    try:
+        if ray is not None:
+            err_console.print(f"starting Ray ({ray}) ...", highlight=False)
+            runner.start()  # type: ignore[union-attr]
+            err_console.print(f"running {len(calls)} case(s) on {runner.name}", highlight=False)
+        return runner.run(calls, _progress, what)
+    finally:
+        runner.close()
+
+
+def _segment_cases(
+    cases: dict[str, list[Path]], out: Path, ext: str | None, params: dict[str, Any], ray: str | None, cpus: int | None
+) -> None:
+    """Segment each case with the ``segment`` operation (here or on Ray), print each one's volumes, and raise
+    naming the failed cases (the others are written)."""
+    from medimg.scale import CaseCall, raise_for_failures
+
+    for case, srcs in cases.items():
+        if len(srcs) != 1:
+            raise MedimgError(
+                f"Case {case!r} has {len(srcs)} channel files; --ray and folder `medimg segment` run one-channel "
+                "models. Run multi-channel models without --ray (medimg predict)."
+            )
+    out.mkdir(parents=True, exist_ok=True)
+    calls = [
+        CaseCall(
+            case, "segment", {**params, "image": str(srcs[0]), "output": str(out / (case + output_ext(srcs[0], ext)))}
+        )
+        for case, srcs in cases.items()
+    ]
+    outcomes = _run_calls(calls, ray, cpus, "segmenting")
+    for o in outcomes:
+        if not o.ok:
+            err_console.print(f"[red]{o.case}: failed[/] {o.error_type}: {o.error}", highlight=False)
+            continue
+        r = o.result
+        if r.domain.get("forced"):
+            err_console.print(
+                f"[yellow]warning:[/] {o.case} forced outside the model's domain ("
+                + "; ".join(r.domain["differences"])
+                + ")",
+                highlight=False,
+            )
+        vols = ", ".join(
+            f"{s.name} {(s.volume_ml if s.volume_ml is not None else (s.area_mm2 or 0.0) / 1000):.3f} "
+            f"{'mL' if s.volume_ml is not None else 'mm²/1000'}"
+            for s in r.structures
+        )
+        console.print(f"{o.case}: {vols} -> {Path(r.output).name} ({o.seconds:.1f} s)")
+    console.print(f"wrote {sum(o.ok for o in outcomes)} segmentation(s) to {out}/")
+    raise_for_failures(outcomes, "The other cases were written.")
 
 
 def _volumes_line(lab: Any) -> str:
@@ -80,11 +151,14 @@ def predict(
     fill_nonfinite: FillNonfiniteOpt = None,
     allow_irregular: IrregularOpt = False,
     input_spacing: SpacingInOpt = None,
+    ray: RayOpt = None,
+    ray_cpus: RayCpusOpt = None,
 ) -> None:
     """Segment an image or a folder of images with a trained model (output on each input's exact grid).
 
     Folder outputs are named by case (nnU-Net: CASE_0000.nii.gz -> CASE.nii.gz). Inputs outside the model's
-    training domain are refused (others in the folder still run) unless --force."""
+    training domain are refused (others in the folder still run) unless --force. --ray runs a folder's cases as
+    Ray tasks (same outputs; one-channel models)."""
     from medimg.seg import Predictor, resolve_model
 
     def body() -> None:
@@ -100,6 +174,13 @@ def predict(
             if not files:
                 raise MedimgError(f"{inp} contains no image files.")
             cases = group_cases(files, len(pred.plan["channels"]))
+            if ray is not None or ray_cpus is not None:
+                if probabilities:
+                    raise MedimgError("--probabilities is not available with --ray; run without --ray for them.")
+                seg_params = {"model": model, "tta": tta, "force": force, **read_kw}
+                seg_params["input_spacing_mm"] = list(read_kw["input_spacing_mm"] or []) or None
+                _segment_cases(cases, out, ext, seg_params, ray, ray_cpus)
+                return
             out.mkdir(parents=True, exist_ok=True)
             refused: list[str] = []
             for case, srcs in _progress(list(cases.items()), "segmenting"):
@@ -177,8 +258,13 @@ def _print_volumes(lab: Any) -> None:
 
 @app.command()
 def segment(
-    image: Annotated[Path, typer.Argument(help="Image file or DICOM folder.")],
-    out: Annotated[Path, typer.Option("--output", "-o", help="Output label map (.nii.gz, .seg.nrrd, .dcm).")],
+    images: Annotated[
+        list[Path],
+        typer.Argument(help="Image file or DICOM folder; or a folder of image files, or several images (-o: folder)."),
+    ],
+    out: Annotated[
+        Path, typer.Option("--output", "-o", help="Output label map (.nii.gz, .seg.nrrd, .dcm); a folder for many.")
+    ],
     model: Annotated[str, typer.Option("--model", "-m", help="Bundled model name or model folder.")] = "hippocampus",
     tta: Annotated[bool, typer.Option("--tta", help="Mirroring test-time augmentation.")] = False,
     force: ForceOpt = False,
@@ -186,11 +272,18 @@ def segment(
     fill_nonfinite: FillNonfiniteOpt = None,
     allow_irregular: IrregularOpt = False,
     input_spacing: SpacingInOpt = None,
+    ext: Annotated[
+        str | None, typer.Option("--ext", help="Output extension for many images (default: the input's format).")
+    ] = None,
+    ray: RayOpt = None,
+    ray_cpus: RayCpusOpt = None,
 ) -> None:
     """One command from a scan to a mask (like TotalSegmentator): segment IMAGE with a bundled model.
 
     The model refuses images outside its training domain (another body part, modality, size or spacing) unless
-    --force; `medimg models info NAME` shows each model's domain."""
+    --force; `medimg models info NAME` shows each model's domain. Given a folder of images or several images, each
+    is a case written into the -o folder (failed cases are reported, the others written); --ray runs them as Ray
+    tasks."""
     from medimg.seg import Predictor, resolve_model
 
     def body() -> None:
@@ -201,6 +294,25 @@ def segment(
             "allow_irregular": allow_irregular,
             "input_spacing_mm": _floats(input_spacing, "--input-spacing"),
         }
-        _predict_file(pred, image, out, tta, image if out.suffix == ".dcm" else None, False, force, read_kw)
+        many = len(images) > 1 or (images[0].is_dir() and not _is_dicom_dir(images[0]))
+        if not many:
+            if ray is not None or ray_cpus is not None:
+                raise MedimgError("--ray runs many cases: give a folder of images or several images.")
+            image = images[0]
+            _predict_file(pred, image, out, tta, image if out.suffix == ".dcm" else None, False, force, read_kw)
+            return
+        files: list[Path] = []
+        for p in images:
+            if p.is_dir() and not _is_dicom_dir(p):
+                files += [f for f in sorted(p.iterdir()) if f.is_file() and not f.name.startswith(".")]
+            elif p.exists():
+                files.append(p)
+            else:
+                raise MedimgError(f"{str(p)!r} does not exist; give image files, DICOM folders or folders of images.")
+        if not files:
+            raise MedimgError(f"No image files in {', '.join(map(str, images))}.")
+        seg_params = {"model": model, "tta": tta, "force": force, **read_kw}
+        seg_params["input_spacing_mm"] = list(read_kw["input_spacing_mm"] or []) or None
+        _segment_cases(group_cases(files, 1), out, ext, seg_params, ray, ray_cpus)
 
     _run(body)

@@ -19,6 +19,7 @@ from medimg.cli._common import (
     console,
     err_console,
 )
+from medimg.cli.predict import RayCpusOpt, RayOpt, _run_calls
 
 
 @app.command("volumes")
@@ -30,6 +31,8 @@ def volumes_cmd(
     ] = None,
     key: KeyOpt = None,
     spacing: SpacingInOpt = None,
+    ray: RayOpt = None,
+    ray_cpus: RayCpusOpt = None,
 ) -> None:
     """Volume of every structure per case (mL; for 2D label maps the area in mm^2), columns named by the label
     names when the files carry them (Slicer seg.nrrd, DICOM SEG) or --names gives them."""
@@ -45,8 +48,21 @@ def volumes_cmd(
             "key": key,
             "input_spacing_mm": list(sp) if sp is not None else None,
         }
-        res = run("volumes", params, Context(progress=_progress))
-        cases = res.cases  # type: ignore[attr-defined]
+        if ray is None and ray_cpus is None:
+            res = run("volumes", params, Context(progress=_progress))
+            cases = res.cases  # type: ignore[attr-defined]
+        else:  # one `volumes` call per file as Ray tasks, merged in input order (medimg.scale)
+            from medimg.io._atomic import check_output_path
+            from medimg.scale import merge_volumes, raise_for_failures, volumes_calls
+
+            if out is not None:
+                check_output_path(out)
+            calls = volumes_calls(path, {k: v for k, v in params.items() if k not in ("path", "output_csv")})
+            outcomes = _run_calls(calls, ray, ray_cpus, "measuring")
+            for o in outcomes:
+                if not o.ok:
+                    err_console.print(f"[red]{o.case}: failed[/] {o.error_type}: {o.error}", highlight=False)
+            cases = merge_volumes(outcomes, out)
         cols: list[str] = []
         for c in cases:
             for st in c.structures:
@@ -72,5 +88,7 @@ def volumes_cmd(
             )
         if out is not None:
             console.print(f"wrote {out} ({len(cases)} case(s))")
+        if ray is not None or ray_cpus is not None:
+            raise_for_failures(outcomes, "The other cases were measured" + (f" and written to {out}." if out else "."))
 
     _run(body)

@@ -229,7 +229,9 @@ def convert_pairs(source: Path, output: Path, ext: str | None) -> list[tuple[Pat
         if q.is_file() and not q.name.startswith(".") and split_ext(q)[1].lower() in EXTENSIONS
     ]
     if not files:
-        raise MedimgError(f"No image files in {str(source)!r}; give an image file, a DICOM folder or a folder of images.")
+        raise MedimgError(
+            f"No image files in {str(source)!r}; give an image file, a DICOM folder or a folder of images."
+        )
     if output.exists() and not output.is_dir():
         raise MedimgError(f"Folder mode writes into a folder, but {str(output)!r} is a file; give a folder.")
     if output.resolve() == source.resolve():
@@ -238,16 +240,18 @@ def convert_pairs(source: Path, output: Path, ext: str | None) -> list[tuple[Pat
 
 
 def is_image_folder(path: Path) -> bool:
-    """A folder holding image files that is not a DICOM series (the folder mode of ``convert``)."""
-    from medimg.io._sniff import sniff
+    """A folder holding image files of a non-DICOM format (by extension): the folder mode of ``convert``; any other
+    folder is read as a DICOM series."""
+    from medimg.io import EXTENSIONS
+    from medimg.io._atomic import split_ext
 
     if not path.is_dir():
         return False
-    files = [f for f in sorted(path.iterdir()) if f.is_file() and not f.name.startswith(".")][:3]
-    try:
-        return bool(files) and not all(sniff(f) == "dicom" for f in files)
-    except MedimgError:
-        return True
+    return any(
+        f.is_file() and split_ext(f)[1].lower() in set(EXTENSIONS) - {".dcm", ".dicom"}
+        for f in path.iterdir()
+        if not f.name.startswith(".")
+    )
 
 
 @operation(
@@ -272,7 +276,9 @@ def convert(p: ConvertParams, ctx: Context) -> ConvertResult:
             shape=first.shape,
             spacing_mm=first.spacing_mm,
             orientation=first.orientation,
-            cases=[WrittenImage(**c.model_dump(include={"output", "shape", "spacing_mm", "orientation"})) for c in done],
+            cases=[
+                WrittenImage(**c.model_dump(include={"output", "shape", "spacing_mm", "orientation"})) for c in done
+            ],
             files=[c.output for c in done],
         )
     seg_out = p.output.lower().endswith((".dcm", ".seg.nrrd"))
