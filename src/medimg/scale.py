@@ -195,7 +195,7 @@ class _Stream:
 
 
 def _drain(stream: _Stream, progress: Progress | None, what: str) -> None:
-    for _ in progress(stream, what) if progress else stream:
+    for _ in progress(stream, what) if progress else stream:  # type: ignore[arg-type]  # sized, lazy
         pass
 
 

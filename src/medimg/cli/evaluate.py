@@ -16,7 +16,7 @@ from medimg.cli._common import (
     console,
     err_console,
 )
-from medimg.cli.predict import RayCpusOpt, RayOpt
+from medimg.cli.predict import RayCpusOpt, RayOpt, _make_runner
 from medimg.errors import MedimgError
 
 ConventionOpt = Annotated[
@@ -192,11 +192,11 @@ def evaluate(
         if ray is not None or ray_cpus is not None:  # per-case metric rows as Ray tasks, same summary and report
             from functools import partial
 
-            from medimg.scale import evaluate_with_runner, make_runner
+            from medimg.scale import evaluate_with_runner
 
-            runner = make_runner(ray, ray_cpus)
+            runner = _make_runner(ray, ray_cpus)
             err_console.print(f"starting Ray ({ray}) ...", highlight=False)
-            runner.start()  # type: ignore[union-attr]
+            runner.start()
             evaluate_fn = partial(evaluate_with_runner, runner)
         try:
             summary = evaluate_fn(

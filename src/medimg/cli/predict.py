@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from medimg.cli._common import (
@@ -60,16 +61,26 @@ RayCpusOpt = Annotated[
 ]
 
 
+def _make_runner(ray: str | None, cpus: int | None) -> Any:
+    """The runner for --ray (:func:`medimg.scale.make_runner`); a missing Ray is printed without markup, so the
+    install command ``pip install "medimg[scale]"`` shows as written."""
+    from medimg.scale import RayNotInstalledError, make_runner
+
+    try:
+        return make_runner(ray, cpus)
+    except RayNotInstalledError as e:
+        err_console.print(f"[bold red]error:[/] {type(e).__name__}: " + escape(str(e)), highlight=False)
+        raise typer.Exit(2) from None
+
+
 def _run_calls(calls: list[Any], ray: str | None, ray_cpus: int | None, what: str) -> list[Any]:
     """Run per-case operation calls here or on Ray (:mod:`medimg.scale`), progress aggregated; returns the
     outcomes in input order (failures included)."""
-    from medimg.scale import make_runner
-
-    runner = make_runner(ray, ray_cpus)
+    runner = _make_runner(ray, ray_cpus)
     try:
         if ray is not None:
             err_console.print(f"starting Ray ({ray}) ...", highlight=False)
-            runner.start()  # type: ignore[union-attr]
+            runner.start()
             err_console.print(f"running {len(calls)} case(s) on {runner.name}", highlight=False)
         return runner.run(calls, _progress, what)
     finally:
@@ -177,8 +188,9 @@ def predict(
             if ray is not None or ray_cpus is not None:
                 if probabilities:
                     raise MedimgError("--probabilities is not available with --ray; run without --ray for them.")
-                seg_params = {"model": model, "tta": tta, "force": force, **read_kw}
-                seg_params["input_spacing_mm"] = list(read_kw["input_spacing_mm"] or []) or None
+                sp = _floats(input_spacing, "--input-spacing")
+                seg_params: dict[str, Any] = {**read_kw, "model": model, "tta": tta, "force": force}
+                seg_params["input_spacing_mm"] = list(sp) if sp else None
                 _segment_cases(cases, out, ext, seg_params, ray, ray_cpus)
                 return
             out.mkdir(parents=True, exist_ok=True)
@@ -311,8 +323,9 @@ def segment(
                 raise MedimgError(f"{str(p)!r} does not exist; give image files, DICOM folders or folders of images.")
         if not files:
             raise MedimgError(f"No image files in {', '.join(map(str, images))}.")
-        seg_params = {"model": model, "tta": tta, "force": force, **read_kw}
-        seg_params["input_spacing_mm"] = list(read_kw["input_spacing_mm"] or []) or None
+        sp = _floats(input_spacing, "--input-spacing")
+        seg_params: dict[str, Any] = {**read_kw, "model": model, "tta": tta, "force": force}
+        seg_params["input_spacing_mm"] = list(sp) if sp else None
         _segment_cases(group_cases(files, 1), out, ext, seg_params, ray, ray_cpus)
 
     _run(body)
