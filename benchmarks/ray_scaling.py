@@ -1,0 +1,171 @@
+"""Ray scaling: throughput (cases/s) of the ``segment`` operation over the 40 held-out hippocampus cases, plain
+(here, in this process) and as Ray tasks with 1 and 2 workers, outputs checked identical, Ray's start-up separated.
+
+Usage: python benchmarks/ray_scaling.py [--shared ../shared/data] [--out benchmarks/results/ray_scaling.json]
+       (needs Ray: pip install "medimg[scale]")
+
+Runs, each over the same 40 cases (``val`` of benchmarks/splits/hippocampus_80_20.json):
+
+* ``plain_1_thread`` / ``plain_2_threads``: :class:`medimg.scale.LocalRunner` in this process (the code path of
+  ``medimg segment FOLDER``), after one warm-up case (imports, model load) that is not timed;
+* ``ray_1_worker`` / ``ray_2_workers``: ``ray.init(num_cpus=W)`` (timed apart: *start-up*), then the 40 cases
+  twice: a *cold* pass (Ray starts its worker processes, each imports torch + medimg and loads the model) and a
+  *warm* pass (workers reused). Each task uses 1 thread.
+
+Every output's label array must be byte-identical to ``plain_1_thread``'s (checked; a difference fails the run).
+The scaling model fitted from these numbers (per-case time, per-task overhead, start-up) is written into the JSON.
+The machine is shared: the load average before and after is recorded, and figures measured under load are noisy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+
+def _calls(images: list[Path], out: Path) -> list[Any]:
+    from medimg.scale import CaseCall
+
+    out.mkdir(parents=True, exist_ok=True)
+    return [CaseCall(f.name.split(".")[0], "segment", {"image": str(f), "output": str(out / f.name)}) for f in images]
+
+
+def _timed(runner: Any, calls: list[Any]) -> tuple[float, list[Any]]:
+    t0 = time.perf_counter()
+    outcomes = runner.run(calls)
+    wall = time.perf_counter() - t0
+    bad = [o for o in outcomes if not o.ok]
+    if bad:
+        raise SystemExit(f"{len(bad)} case(s) failed, e.g. {bad[0].case}: {bad[0].error}")
+    return wall, outcomes
+
+
+def _same(a: Path, b: Path) -> bool:
+    import medimg
+
+    x, y = medimg.read_labels(a), medimg.read_labels(b)
+    return x.array.dtype == y.array.dtype and x.array.tobytes() == y.array.tobytes()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--shared", type=Path, default=ROOT.parent / "shared" / "data")
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "ray_scaling.json")
+    args = ap.parse_args()
+
+    import ray
+    import torch
+
+    import medimg
+    from medimg.scale import LocalRunner, RayRunner
+
+    t_all = time.perf_counter()
+    load_before = os.getloadavg()
+    split = json.loads((ROOT / "benchmarks" / "splits" / "hippocampus_80_20.json").read_text())
+    images = [args.shared / "hippocampus" / "imagesTr" / f"{c}.nii.gz" for c in split["val"]]
+    n = len(images)
+    tmp = Path(tempfile.mkdtemp(prefix="ray_scaling_"))
+    runs: dict[str, Any] = {}
+    try:
+        LocalRunner().run(_calls(images[:1], tmp / "warmup"))  # imports + model load, not timed
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            wall, outs = _timed(LocalRunner(), _calls(images, tmp / f"plain{threads}"))
+            runs[f"plain_{threads}_thread{'s' if threads > 1 else ''}"] = {
+                "workers": 1,
+                "threads": threads,
+                "wall_s": round(wall, 3),
+                "cases_per_s": round(n / wall, 3),
+                "mean_case_s": round(sum(o.seconds for o in outs) / n, 4),
+            }
+        torch.set_num_threads(1)
+        ref = tmp / "plain1"
+        for workers in (1, 2):
+            if ray.is_initialized():
+                ray.shutdown()
+            runner = RayRunner(address="local", num_cpus=workers, threads_per_task=1)
+            startup = runner.start()
+            cold, _ = _timed(runner, _calls(images, tmp / f"ray{workers}_cold"))
+            warm, outs = _timed(runner, _calls(images, tmp / f"ray{workers}_warm"))
+            runner.close()
+            runs[f"ray_{workers}_worker{'s' if workers > 1 else ''}"] = {
+                "workers": workers,
+                "threads": 1,
+                "startup_s": round(startup, 3),
+                "cold_wall_s": round(cold, 3),
+                "warm_wall_s": round(warm, 3),
+                "cases_per_s_warm": round(n / warm, 3),
+                "cases_per_s_including_startup_and_cold": round(n / (startup + cold), 3),
+                "mean_case_s_in_task": round(sum(o.seconds for o in outs) / n, 4),
+                "distinct_worker_processes_warm": len({o.worker for o in outs}),
+            }
+        identical = {
+            name: all(_same(ref / f.name, tmp / name / f.name) for f in images)
+            for name in ("plain2", "ray1_cold", "ray1_warm", "ray2_cold", "ray2_warm")
+        }
+        if not all(identical.values()):
+            raise SystemExit(f"outputs differ from the plain run: {identical}")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    # scaling model: wall(n, W) = startup + warmup_W + n * (t_case + t_overhead) / W   (W <= free cores)
+    t_case = runs["plain_1_thread"]["wall_s"] / n
+    r1, r2 = runs["ray_1_worker"], runs["ray_2_workers"]
+    t_over = r1["warm_wall_s"] / n - t_case
+    predicted_w2 = n * (t_case + t_over) / 2
+    model = {
+        "formula": "wall_s(n, W) = startup_s + worker_warmup_s + n * (case_s + task_overhead_s) / W, W <= free cores",
+        "case_s": round(t_case, 4),
+        "task_overhead_s": round(t_over, 4),
+        "startup_s": round((r1["startup_s"] + r2["startup_s"]) / 2, 3),
+        "worker_warmup_s": round(
+            ((r1["cold_wall_s"] - r1["warm_wall_s"]) + (r2["cold_wall_s"] - r2["warm_wall_s"])) / 2, 3
+        ),
+        "predicted_warm_wall_s_2_workers": round(predicted_w2, 3),
+        "measured_warm_wall_s_2_workers": r2["warm_wall_s"],
+        "speedup_2_vs_1_worker_warm": round(r1["warm_wall_s"] / r2["warm_wall_s"], 3),
+        "speedup_ray_2_workers_vs_plain_1_thread": round(runs["plain_1_thread"]["wall_s"] / r2["warm_wall_s"], 3),
+        "break_even_cases_2_workers_vs_plain": None,
+    }
+    gain_per_case = t_case - (t_case + t_over) / 2
+    if gain_per_case > 0:
+        model["break_even_cases_2_workers_vs_plain"] = round(
+            (model["startup_s"] + model["worker_warmup_s"]) / gain_per_case
+        )
+    result = {
+        "benchmark": "ray_scaling",
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
+        "measured_under_load": True,
+        "load_average_before": [round(v, 2) for v in load_before],
+        "load_average_after": [round(v, 2) for v in os.getloadavg()],
+        "note": "shared machine (2 cores, other engineers' jobs running): figures are noisy; the model, not the "
+        "absolute numbers, is the result",
+        "data": f"{args.shared}/hippocampus/imagesTr, {n} held-out cases (val of "
+        "benchmarks/splits/hippocampus_80_20.json)",
+        "operation": "segment (model hippocampus, no TTA)",
+        "versions": {"medimg": medimg.__version__, "ray": ray.__version__, "torch": torch.__version__},
+        "n_cases": n,
+        "runs": runs,
+        "outputs_identical_to_plain": identical,
+        "scaling_model": model,
+        "wall_time_s": round(time.perf_counter() - t_all, 1),
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps({"runs": runs, "scaling_model": model, "load": result["load_average_before"]}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
