@@ -7,7 +7,7 @@ traceback instead.
 
 from __future__ import annotations
 
-from medimg.cli import al, ask, deid, evaluate, files, frd, fuse, mcp, models, op, predict, report, seg, serve, volumes  # noqa: F401  (registers the commands)
+from medimg.cli import al, ask, deid, evaluate, files, frd, fuse, gen_metrics, mcp, memorization, models, op, predict, report, seg, serve, volumes  # noqa: F401  (registers the commands)
 from medimg.cli._common import app
 from medimg.cli.classify import classify_app, pretrain_cmd, probe_cmd
 from medimg.cli.interactive import interact_cmd
