@@ -13,7 +13,8 @@ Runs, each over the same 40 cases (``val`` of benchmarks/splits/hippocampus_80_2
   *warm* pass (workers reused). Each task uses 1 thread.
 
 Every output's label array must be byte-identical to ``plain_1_thread``'s (checked; a difference fails the run).
-The scaling model fitted from these numbers (per-case time, per-task overhead, start-up) is written into the JSON.
+The scaling model fitted from these numbers (per-case time, per-task overhead, start-up) is written into the JSON;
+``--refit`` recomputes it from the runs already recorded (no new measurement).
 The machine is shared: the load average before and after is recorded, and figures measured under load are noisy.
 """
 
@@ -58,11 +59,52 @@ def _same(a: Path, b: Path) -> bool:
     return x.array.dtype == y.array.dtype and x.array.tobytes() == y.array.tobytes()
 
 
+def fit_model(runs: dict[str, Any], n: int) -> dict[str, Any]:
+    """The scaling model from the measured runs: per-case time and per-task overhead from the 1-worker warm pass
+    (in-task seconds vs wall, same run, so a load change between runs does not enter), start-up and worker
+    warm-up from both Ray runs, the 2-worker prediction against the measurement, and the contention factor
+    (in-task time with 2 workers / with 1: 1.0 when both workers have a free core)."""
+    r1, r2 = runs["ray_1_worker"], runs["ray_2_workers"]
+    case_s = r1["mean_case_s_in_task"]
+    overhead_s = r1["warm_wall_s"] / n - case_s
+    startup_s = (r1["startup_s"] + r2["startup_s"]) / 2
+    warmup_s = ((r1["cold_wall_s"] - r1["warm_wall_s"]) + (r2["cold_wall_s"] - r2["warm_wall_s"])) / 2
+    plain_case_s = runs["plain_1_thread"]["wall_s"] / n
+    model: dict[str, Any] = {
+        "formula": "wall_s(n, W) = startup_s + worker_warmup_s + n * (case_s + task_overhead_s) / W, for W <= free "
+        "cores; with fewer free cores each task slows by the contention factor",
+        "case_s": round(case_s, 4),
+        "task_overhead_s": round(overhead_s, 4),
+        "startup_s": round(startup_s, 3),
+        "worker_warmup_s": round(warmup_s, 3),
+        "plain_case_s": round(plain_case_s, 4),
+        "predicted_warm_wall_s_2_workers": round(n * (case_s + overhead_s) / 2, 3),
+        "measured_warm_wall_s_2_workers": r2["warm_wall_s"],
+        "contention_factor_2_workers": round(r2["mean_case_s_in_task"] / case_s, 3),
+        "speedup_2_vs_1_worker_warm": round(r1["warm_wall_s"] / r2["warm_wall_s"], 3),
+        "speedup_ray_2_workers_warm_vs_plain_1_thread": round(runs["plain_1_thread"]["wall_s"] / r2["warm_wall_s"], 3),
+        "break_even_cases_2_free_cores_vs_plain": None,
+    }
+    gain = plain_case_s - (case_s + overhead_s) / 2  # seconds saved per case with 2 free cores
+    if gain > 0:
+        model["break_even_cases_2_free_cores_vs_plain"] = round((startup_s + warmup_s) / gain)
+    return model
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--shared", type=Path, default=ROOT.parent / "shared" / "data")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "ray_scaling.json")
+    ap.add_argument(
+        "--refit", action="store_true", help="Only recompute the scaling model from the runs already in --out."
+    )
     args = ap.parse_args()
+    if args.refit:
+        old = json.loads(args.out.read_text())
+        old["scaling_model"] = fit_model(old["runs"], old["n_cases"])
+        args.out.write_text(json.dumps(old, indent=2) + "\n")
+        print(json.dumps(old["scaling_model"], indent=2))
+        return
 
     import ray
     import torch
@@ -119,30 +161,7 @@ def main() -> None:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
-    # scaling model: wall(n, W) = startup + warmup_W + n * (t_case + t_overhead) / W   (W <= free cores)
-    t_case = runs["plain_1_thread"]["wall_s"] / n
-    r1, r2 = runs["ray_1_worker"], runs["ray_2_workers"]
-    t_over = r1["warm_wall_s"] / n - t_case
-    predicted_w2 = n * (t_case + t_over) / 2
-    model = {
-        "formula": "wall_s(n, W) = startup_s + worker_warmup_s + n * (case_s + task_overhead_s) / W, W <= free cores",
-        "case_s": round(t_case, 4),
-        "task_overhead_s": round(t_over, 4),
-        "startup_s": round((r1["startup_s"] + r2["startup_s"]) / 2, 3),
-        "worker_warmup_s": round(
-            ((r1["cold_wall_s"] - r1["warm_wall_s"]) + (r2["cold_wall_s"] - r2["warm_wall_s"])) / 2, 3
-        ),
-        "predicted_warm_wall_s_2_workers": round(predicted_w2, 3),
-        "measured_warm_wall_s_2_workers": r2["warm_wall_s"],
-        "speedup_2_vs_1_worker_warm": round(r1["warm_wall_s"] / r2["warm_wall_s"], 3),
-        "speedup_ray_2_workers_vs_plain_1_thread": round(runs["plain_1_thread"]["wall_s"] / r2["warm_wall_s"], 3),
-        "break_even_cases_2_workers_vs_plain": None,
-    }
-    gain_per_case = t_case - (t_case + t_over) / 2
-    if gain_per_case > 0:
-        model["break_even_cases_2_workers_vs_plain"] = round(
-            (model["startup_s"] + model["worker_warmup_s"]) / gain_per_case
-        )
+    model = fit_model(runs, n)
     result = {
         "benchmark": "ray_scaling",
         "date": time.strftime("%Y-%m-%d %H:%M"),
