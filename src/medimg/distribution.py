@@ -56,6 +56,7 @@ def kid(
     """Kernel Inception Distance on feature matrices: mean and SD of the unbiased MMD^2 (cubic kernel) over
     subsets."""
     _check(a, b)
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
     d = a.shape[1]
     m = min(subset_size, len(a), len(b))
     rng = np.random.default_rng(seed)
@@ -92,6 +93,7 @@ def prdc(a: np.ndarray, b: np.ndarray, k: int = 5) -> PRDC:
     """Precision/recall (Kynkaenniemi et al.) and density/coverage (Naeem et al.) of ``b`` (generated) against
     ``a`` (real), k-th-nearest-neighbour balls, Euclidean distance."""
     _check(a, b, k + 1)
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
     raa, rbb, rab = _pdist(a, a), _pdist(b, b), _pdist(a, b)
     ra = np.partition(raa, k, axis=1)[:, k]  # k-th neighbour, self is the 0-th
     rb = np.partition(rbb, k, axis=1)[:, k]
