@@ -104,8 +104,7 @@ def test_coreset_does_not_pick_a_duplicate_twice(pred, tmp_path: Path) -> None: 
     # k-center greedy itself: centres are respected and a duplicate point is picked last
     pts = np.array([[0.0, 0.0], [0.0, 0.0], [5.0, 0.0], [1.0, 0.0]])
     order, dists = k_center_greedy(pts, np.array([[4.0, 0.0]]))
-    assert order[:2] == [0, 3] or order[0] in (0, 1)
-    assert dists[-1] == 0.0 and sorted(order) == [0, 1, 2, 3]
+    assert order == [0, 2, 3, 1] and dists == [4.0, 1.0, 1.0, 0.0]
 
 
 def test_out_of_domain_images_are_refused_and_listed(ds: Path, tmp_path: Path) -> None:
@@ -166,3 +165,13 @@ def test_cli_json_and_csv(ds: Path, tmp_path: Path) -> None:
     assert rows[1].split(",")[1] == res["proposed"][0]["case_id"]  # same seed, same order
     r = runner.invoke(app, ["al", "next", str(ds), "-n", "0"])
     assert r.exit_code == 2 and "at least 1" in r.output
+
+
+def test_dataset_without_any_label_yet(tmp_path: Path) -> None:
+    (tmp_path / "imagesTr").mkdir()
+    for cid in ("004", "008"):
+        shutil.copy(HIPPO / "imagesTr" / f"hippocampus_{cid}.nii.gz", tmp_path / "imagesTr")
+    res = run("al_next", {"dataset": str(tmp_path), "strategy": "random", "n": 1, "seed": 1}, Context())
+    assert res.n_labelled == 0 and res.n_ranked == 2 and len(res.proposed) == 1  # type: ignore[attr-defined]
+    with pytest.raises(MedimgError, match="not a dataset folder"):
+        run("al_next", {"dataset": str(tmp_path / "imagesTr"), "strategy": "random"}, Context())

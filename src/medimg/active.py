@@ -130,10 +130,18 @@ def find_candidates(
 ) -> tuple[list[Candidate], list[Candidate]]:
     """``(unlabelled, labelled)`` cases of a dataset folder: the unlabelled ones are the images in ``imagesTr``
     without a label in ``labelsTr`` or, with ``unlabeled``, the images of that folder (minus any case id the
-    dataset already labels). Raises :class:`MedimgError` when there is none to rank."""
+    dataset already labels). A dataset without any label yet (no ``labelsTr`` or an empty one) has every image of
+    ``imagesTr`` unlabelled. Raises :class:`MedimgError` when there is none to rank."""
     from medimg.seg import load_dataset
 
-    ds = load_dataset(dataset)
+    try:
+        ds = load_dataset(dataset)
+    except MedimgError:
+        # no label at all yet (labelsTr missing or empty): every image of imagesTr/ (or images/) is unlabelled
+        img_dir = next((Path(dataset) / d for d in ("imagesTr", "images") if (Path(dataset) / d).is_dir()), None)
+        if img_dir is None or unlabeled is not None or not group_images(img_dir):
+            raise
+        return group_images(img_dir), []
     labelled = [Candidate(c.case_id, list(c.images)) for c in ds.cases if c.label is not None]
     known = {c.case_id for c in labelled}
     if unlabeled is not None:
