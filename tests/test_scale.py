@@ -210,3 +210,13 @@ def test_ray_not_installed_gives_the_install_command(tmp_path: Path) -> None:
     )
     assert r.returncode == 2, r.stderr
     assert 'pip install "medimg[scale]"' in r.stderr.replace("\n", " ")
+
+
+def test_unreachable_cluster_and_misused_options_are_clear_errors(tmp_path: Path) -> None:
+    code, text = _cli("volumes", LABELS, "--ray", "127.0.0.1:1")
+    assert code == 2 and "No Ray cluster answers at '127.0.0.1:1'" in text.replace("\n", " ")
+    code, text = _cli("volumes", LABELS, "--ray", "127.0.0.1:1", "--ray-cpus", "2")
+    assert code == 2 and "--ray-cpus applies to --ray local only" in text.replace("\n", " ")
+    code, text = _cli("segment", IMAGES / "hippocampus_001.nii.gz", "-o", tmp_path / "x.nii.gz", *RAY)
+    assert code == 2 and "give a folder of images or several images" in text.replace("\n", " ")
+    assert not (tmp_path / "x.nii.gz").exists()

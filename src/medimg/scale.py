@@ -283,6 +283,8 @@ class RayRunner:
         t0 = time.perf_counter()
         if not ray.is_initialized():
             kw: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "logging_level": "ERROR"}
+            if self.address not in ("local", "auto"):
+                _check_reachable(self.address)
             try:
                 if self.address == "local":
                     ray.init(num_cpus=self.num_cpus, **kw)
@@ -290,9 +292,9 @@ class RayRunner:
                     ray.init(address=self.address, **kw)
             except (ConnectionError, RuntimeError, ValueError) as e:
                 raise ClusterError(
-                    f"Could not start or reach Ray at {self.address!r} ({e}). Start a cluster with `ray start "
-                    "--head` and pass its address (e.g. --ray HOST:6379, or --ray auto on a node of it), or use "
-                    "--ray local."
+                    f"Could not start or reach Ray at {self.address!r} ({e}). Start a cluster (Ray's `ray start` "
+                    "in head mode, docs/scale.md) and pass its address (e.g. --ray HOST:6379, or --ray auto on a "
+                    "node of it), or use --ray local."
                 ) from None
             self._started = True
         self._remote = ray.remote(execute).options(num_cpus=self.cpus_per_task, max_retries=0)
@@ -346,6 +348,25 @@ class RayRunner:
         self._started, self._remote = False, None
 
 
+def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """A :class:`ClusterError` at once when ``HOST:PORT`` (or ``ray://HOST:PORT``) does not accept connections
+    (``ray.init`` would wait for minutes)."""
+    hostport = address.split("://", 1)[-1]
+    host, sep, port = hostport.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ClusterError(
+            f"--ray {address!r} is not an address: give local, auto, HOST:PORT (e.g. HEAD_HOST:6379) or "
+            "ray://HOST:10001."
+        )
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except OSError as e:
+        raise ClusterError(
+            f"No Ray cluster answers at {address!r} ({e.strerror or e}). Start one (Ray's `ray start` in "
+            "head mode on port 6379, docs/scale.md) and pass HEAD_HOST:6379, or use --ray local."
+        ) from None
+
+
 def _first_line(e: BaseException) -> str:
     text = str(e).strip().splitlines()
     return text[0] if text else type(e).__name__
@@ -367,7 +388,7 @@ def make_runner(
     if cpus is not None and ray != "local":
         raise MedimgError(
             "--ray-cpus applies to --ray local only; an existing cluster has the CPUs its nodes were started with "
-            "(ray start --num-cpus N)."
+            "(by `ray start`, docs/scale.md)."
         )
     if cpus is not None and cpus < 1:
         raise MedimgError(f"--ray-cpus must be at least 1 (got {cpus}).")

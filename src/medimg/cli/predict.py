@@ -272,7 +272,10 @@ def _print_volumes(lab: Any) -> None:
 def segment(
     images: Annotated[
         list[Path],
-        typer.Argument(help="Image file or DICOM folder; or a folder of image files, or several images (-o: folder)."),
+        typer.Argument(
+            metavar="IMAGE",
+            help="Image file or DICOM folder; or a folder of image files, or several images (-o: folder).",
+        ),
     ],
     out: Annotated[
         Path, typer.Option("--output", "-o", help="Output label map (.nii.gz, .seg.nrrd, .dcm); a folder for many.")
