@@ -281,10 +281,10 @@ class RayRunner:
             return self.startup_seconds
         ray = import_ray()
         t0 = time.perf_counter()
+        if self.address not in ("local", "auto"):
+            _check_reachable(self.address)
         if not ray.is_initialized():
             kw: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "logging_level": "ERROR"}
-            if self.address not in ("local", "auto"):
-                _check_reachable(self.address)
             try:
                 if self.address == "local":
                     ray.init(num_cpus=self.num_cpus, **kw)
