@@ -93,7 +93,7 @@ def test_volumes_evaluate_convert_with_ray_equal_plain(plain_predictions: Path, 
     medimg.write(
         lab.with_array(np.where(lab.array == 2, 0, lab.array).astype(lab.array.dtype)), preds / "hippocampus_004.nii.gz"
     )
-    common = ["--pred", preds, "--ref", LABELS, "--labels", "1=anterior,2=posterior"]
+    common: list[str | Path] = ["--pred", preds, "--ref", LABELS, "--labels", "1=anterior,2=posterior"]
     assert _cli("evaluate", *common, "-o", tmp_path / "ev_plain")[0] == 0
     code, text = _cli("evaluate", *common, "-o", tmp_path / "ev_ray", *RAY)
     assert code == 0, text
@@ -184,7 +184,7 @@ def test_killed_worker_case_completes_on_retry(plain_predictions: Path, tmp_path
         calls[1] = CaseCall("crashes", calls[1].operation, {**calls[1].params, "marker": str(tmp_path / "m2")})
         outcomes = RayRunner(plugins=[str(plugin)], max_retries=0).run(calls)
         assert outcomes[0].ok and not outcomes[1].ok and outcomes[1].attempts == 1
-        assert "died" in outcomes[1].error.lower() or "crash" in (outcomes[1].error_type or "").lower()
+        assert "died" in (outcomes[1].error or "").lower() or "crash" in (outcomes[1].error_type or "").lower()
     finally:
         REGISTRY.pop("test_crash_once_segment", None)
 
