@@ -24,9 +24,10 @@ def pneu() -> tuple[np.ndarray, np.ndarray]:
 
 def test_identical_sets(pneu: tuple[np.ndarray, np.ndarray]) -> None:
     x = pixel_features(list(pneu[0][:120]))
-    # identical sets: the unbiased estimate leaves out k(x_i, x_i) within a set but not across, so it is <= 0
-    m, s = kid(x, x, subsets=20, subset_size=120)
-    assert m <= 0 and s < 1e-9
+    # identical sets: ~0 (subsets of half the set: the unbiased estimate is slightly negative when subsets share
+    # images), far below the same set shifted
+    m, s = kid(x, x, subsets=20, subset_size=1000)
+    assert abs(m) < kid(x, x + 0.3, subsets=20, subset_size=1000)[0] / 5 and s > 0
     # two halves of one set (one distribution): ~0, well below a planted shift of the second half
     h1, h2 = x[:60], x[60:]
     m, s = kid(h1, h2, subsets=20, subset_size=50)

@@ -20,7 +20,7 @@ DATA = Path(__file__).parent / "data"
 @pytest.fixture(scope="module")
 def pneu() -> tuple[list[np.ndarray], list[np.ndarray]]:
     d = np.load(DATA / "pneumoniamnist_subset.npz")
-    return [a.astype(np.float32) for a in d["train_images"][:150]], [a.astype(np.float32) for a in d["val_images"]]
+    return [a.astype(np.float32) for a in d["train_images"][:100]], [a.astype(np.float32) for a in d["val_images"]]
 
 
 def _planted(train: list[np.ndarray]) -> list[np.ndarray]:
@@ -38,7 +38,7 @@ def test_finds_planted_copies_and_not_new_real_images(pneu: tuple[list[np.ndarra
     train, val = pneu
     new = val[:30]
     res = find_memorized(
-        _planted(train) + new, train, train_names=[f"t{i}" for i in range(len(train))], calibration_size=150
+        _planted(train) + new, train, train_names=[f"t{i}" for i in range(len(train))], calibration_size=100
     )
     copies, fresh = res.matches[:5], res.matches[5:]
     assert [m.match for m in copies] == ["t5", "t17", "t29", "t41", "t53"]

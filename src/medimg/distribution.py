@@ -10,8 +10,9 @@ Metrics (A = reference/real, B = generated):
 
 - **KID** (Binkowski et al. 2018): the unbiased MMD^2 estimate with the cubic polynomial kernel
   ``k(x, y) = (x.y / d + 1)^3`` (d = feature count), averaged over ``subsets`` random subsets of
-  ``min(subset_size, |A|, |B|)`` rows of each set (without replacement), with its SD over the subsets (as
-  torch-fidelity / clean-fid report it). 0 for one distribution (can be slightly negative: unbiased).
+  ``min(subset_size, min(|A|, |B|) // 2)`` rows of each set (without replacement; at most half of the smaller set
+  so that the subsets differ and their SD means something), with its SD over the subsets (as torch-fidelity /
+  clean-fid report it). About 0 for one distribution (it can be slightly negative: unbiased).
 - **precision / recall** (Kynkaenniemi et al. 2019) and **density / coverage** (Naeem et al. 2020), k-NN
   manifolds with ``k`` (default 5), following the reference ``prdc`` code: a point's ball radius is the distance
   to its k-th nearest neighbour in its own set (the point itself counted as the 0-th). Precision = share of B
@@ -58,7 +59,7 @@ def kid(
     _check(a, b)
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
     d = a.shape[1]
-    m = min(subset_size, len(a), len(b))
+    m = min(subset_size, max(2, min(len(a), len(b)) // 2))
     rng = np.random.default_rng(seed)
     vals = np.empty(subsets)
     for s in range(subsets):

@@ -10,17 +10,20 @@ al. 2023; Carlini et al. 2023; DeepSSIM, Dar et al. 2025), in a form that needs 
    pixels when shrinking). Pixel spacing is ignored: a copy keeps the field of view, not the voxel size.
 2. **Intensity normalisation.** Each image is z-scored (mean 0, SD 1), so brightness/contrast changes do not
    matter; the band-pass below and the correlation make the score insensitive to smooth (e.g. gamma) changes.
-3. **Structure (band-pass).** ``gauss(x, 0.7) - gauss(x, 4)`` (grid pixels): the low frequencies all chest
+3. **Structure (band-pass).** ``gauss(x, 1.5) - gauss(x, 4)`` (grid pixels): the low frequencies all chest
    X-rays (or all fetal heads) share are removed, pixel noise is damped, what remains is the image's own
    structure.
 4. **Similarity** = the highest Pearson correlation (normalised cross-correlation) between the training image's
    central crop (``grid - 2 * max_shift`` per axis) and the sample's crops shifted by up to ``max_shift`` grid
    pixels per axis (default 4 in 2D = 12.5 % of the field, 2 in 3D), over the sample rescaled by ``scales``
-   (default 0.92, 1, 1.08 about the centre) and, with ``flips``, mirrored left-right. 1 = identical structure.
+   (default 0.92, 1, 1.08 about the centre), at whole and (2D, ``subpixel``) half-pixel offsets, and, with
+   ``flips``, mirrored left-right. Before correlating, the first ``REMOVE_COMPONENTS`` = 10 principal
+   directions of all training crops are projected out (at most one per 10 training images): what every chest
+   X-ray or every fetal head shares, so that only an image's own structure counts. 1 = identical structure.
 5. **Search.** Exhaustive over the whole training set would cost ``n_samples x n_train x transforms``. A coarse
-   stage ranks all training images by the correlation of heavily blurred 8-pixel (2D) / 6-voxel (3D) thumbnails
-   (one matrix product; plus the mirrored sample with ``flips``); the ``candidates`` best (default 32) are
-   scored exactly as in 4. Both stages are batched matrix products (NumPy/BLAS).
+   stage ranks all training images by the best correlation of heavily blurred 16-pixel (2D) / 10-voxel (3D)
+   thumbnails over shifts of up to 2 thumbnail pixels (plus the mirrored sample with ``flips``); the
+   ``candidates`` best (default 32) are scored exactly as in 4. Both stages are batched matrix products.
 6. **Calibration without the samples.** The same similarity is computed from each training image (or a random
    subset of ``calibration_size``) to its nearest *other* training image. Real images that were not trained on
    are, by exchangeability, as similar to the training set as a training image is to the rest of it, so the
@@ -47,7 +50,9 @@ from scipy import ndimage
 from medimg.errors import DimensionError, MedimgError
 
 #: Band-pass of the structure image: Gaussian sigmas (grid pixels) of the kept detail and the removed background.
-BAND_LOW, BAND_HIGH = 1.0, 4.0
+BAND_LOW, BAND_HIGH = 1.5, 4.0
+#: Principal directions of the training crops left out of the comparison (shared anatomy).
+REMOVE_COMPONENTS = 10
 #: Default grid (pixels per axis) and maximum shift (grid pixels per axis), by dimensionality.
 DEFAULT_GRID = {2: 32, 3: 24}
 DEFAULT_SHIFT = {2: 4, 3: 2}
@@ -199,9 +204,12 @@ class Matcher:
         scales: Sequence[float] = (0.92, 1.0, 1.08),
         flips: bool = True,
         candidates: int = 32,
-        subpixel: bool = True,
+        subpixel: bool | None = None,
+        remove_components: int = REMOVE_COMPONENTS,
     ) -> None:
-        """``train``: the output of :func:`prepare` for the training images."""
+        """``train``: the output of :func:`prepare` for the training images. ``remove_components``: compare
+        in the orthogonal complement of the training crops' first principal directions (what all training
+        images share)."""
         self.dims = train.ndim - 1
         self.grid = train.shape[1]
         self.r = DEFAULT_SHIFT[self.dims] if max_shift is None else max_shift
@@ -209,12 +217,19 @@ class Matcher:
             raise MemorizationInputError(f"max_shift {self.r} is too large for a grid of {self.grid}.")
         self.scales = tuple(float(s) for s in scales)
         self.flips = flips
-        self.subpixel = subpixel
+        self.subpixel = self.dims == 2 if subpixel is None else subpixel
         self.k = max(1, min(candidates, len(train)))
         r, g = self.r, self.grid
         crop = (slice(None),) + (slice(r, g - r),) * self.dims
         self.crops = _unit_rows(_bandpass(train)[crop].reshape(len(train), -1)).astype(np.float32)
         self.thumbs = _thumb(train, False)[:, 0]
+        self.pcs: np.ndarray | None = None
+        remove_components = min(remove_components, len(train) // 10)  # needs many more images than directions
+        if remove_components > 0:
+            _, _, vt = np.linalg.svd(self.crops, full_matrices=False)
+            self.pcs = np.ascontiguousarray(vt[:remove_components].T)  # (D, r)
+            self.proj = self.crops @ self.pcs  # (n, r)
+            self.rnorm = np.sqrt(np.maximum(1.0 - (self.proj**2).sum(1), 1e-12))
         self.n = len(train)
 
     def _variants(self, q: np.ndarray) -> tuple[np.ndarray, list[tuple[tuple[float, ...], float, bool]]]:
@@ -274,6 +289,11 @@ class Matcher:
             cand = np.argpartition(-coarse, k - 1, axis=1)[:, :k]  # (m, k)
             var, meta = self._variants(q[a:b])  # (m, T, D)
             sims = np.matmul(var, self.crops[cand].transpose(0, 2, 1))  # (m, T, k)
+            if self.pcs is not None:
+                pv = var @ self.pcs  # (m, T, r)
+                vn = np.sqrt(np.maximum(1.0 - (pv**2).sum(-1), 1e-12))  # (m, T)
+                sims -= np.matmul(pv, self.proj[cand].transpose(0, 2, 1))
+                sims /= vn[:, :, None] * self.rnorm[cand][:, None, :]
             flat = sims.reshape(b - a, -1).argmax(1)
             t_i, c_i = np.unravel_index(flat, sims.shape[1:])
             rows_m = np.arange(b - a)
@@ -315,7 +335,7 @@ def find_memorized(
     scales: Sequence[float] = (0.92, 1.0, 1.08),
     flips: bool = True,
     candidates: int = 32,
-    subpixel: bool = True,
+    subpixel: bool | None = None,
     calibration_size: int = 1000,
     seed: int = 0,
 ) -> MemorizationResult:
