@@ -20,8 +20,10 @@ right training image named, the false-alarm rate on the new images at the calibr
 recall at the threshold that flags exactly <= 5 % of the new images. Wall time is for the whole call
 (preparation, calibration, queries) on a 2-core machine shared with other jobs (times vary from run to run).
 
-Data: ../shared/data/pneumoniamnist (train 3882 images = TRAIN, val = new) and ../shared/data/hc18 (images
-800 x 540 block-averaged 4x to 200 x 135; the first 200 = TRAIN, the next 100 = new).
+Data: ../shared/data/pneumoniamnist (train 3882 images = TRAIN, val = new), ../shared/data/hc18 (images
+800 x 540 block-averaged 4x to 200 x 135; the first 200 = TRAIN, the next 100 = new) and, 3D,
+../shared/data/hippocampus (MSD hippocampus MRI, ~35 x 50 x 35, each min-max scaled to 0-255; the first 150 =
+TRAIN, the next 50 = new; 30 planted copies per type; shifts/zooms in all three axes, flips along x).
 
     python benchmarks/memorization.py [--copies 100]
 """
@@ -47,13 +49,14 @@ SHARED = ROOT.parent / "shared" / "data"
 
 def perturbations(rng: np.random.Generator) -> dict[str, Callable[[np.ndarray], np.ndarray]]:
     def shift(a: np.ndarray) -> np.ndarray:
-        px = a.shape[1] / 28
-        return ndimage.shift(a, rng.uniform(1, 3, 2) * px * rng.choice([-1, 1], 2), order=1, mode="nearest")
+        px = a.shape[-1] / 28
+        n = a.ndim
+        return ndimage.shift(a, rng.uniform(1, 3, n) * px * rng.choice([-1, 1], n), order=1, mode="nearest")
 
     def scale(a: np.ndarray) -> np.ndarray:
         s = rng.uniform(0.9, 1.1)
         c = (np.array(a.shape) - 1) / 2
-        return ndimage.affine_transform(a, np.eye(2) / s, offset=c - c / s, order=1, mode="nearest")
+        return ndimage.affine_transform(a, np.eye(a.ndim) / s, offset=c - c / s, order=1, mode="nearest")
 
     def intensity(a: np.ndarray) -> np.ndarray:
         x = np.clip(a / 255, 0, 1) ** rng.uniform(0.7, 1.4)
@@ -63,17 +66,18 @@ def perturbations(rng: np.random.Generator) -> dict[str, Callable[[np.ndarray], 
         return a + rng.normal(0, rng.uniform(0.02, 0.05) * 255, a.shape)
 
     def flip(a: np.ndarray) -> np.ndarray:
-        return a[:, ::-1].copy()
+        return a[..., ::-1].copy()
 
     def mixed(a: np.ndarray) -> np.ndarray:
         return noise(intensity(scale(shift(a))))
 
     def mixed_mild(a: np.ndarray) -> np.ndarray:  # each change at about half the strength
-        px = a.shape[1] / 28
-        a = ndimage.shift(a, rng.uniform(0.5, 1.5, 2) * px * rng.choice([-1, 1], 2), order=1, mode="nearest")
+        px = a.shape[-1] / 28
+        n = a.ndim
+        a = ndimage.shift(a, rng.uniform(0.5, 1.5, n) * px * rng.choice([-1, 1], n), order=1, mode="nearest")
         s = rng.uniform(0.95, 1.05)
         c = (np.array(a.shape) - 1) / 2
-        a = ndimage.affine_transform(a, np.eye(2) / s, offset=c - c / s, order=1, mode="nearest")
+        a = ndimage.affine_transform(a, np.eye(a.ndim) / s, offset=c - c / s, order=1, mode="nearest")
         x = np.clip(a / 255, 0, 1) ** rng.uniform(0.85, 1.2)
         a = 255 * (rng.uniform(0.9, 1.1) * x + rng.uniform(-0.05, 0.05))
         return a + rng.normal(0, rng.uniform(0.01, 0.025) * 255, a.shape)
@@ -199,6 +203,12 @@ def main() -> None:
         a = a[: a.shape[0] // 4 * 4, : a.shape[1] // 4 * 4]
         imgs.append(a.reshape(a.shape[0] // 4, 4, a.shape[1] // 4, 4).mean((1, 3)))
     sets.append(run_set("hc18", imgs[:200], imgs[200:300], min(args.copies, 50)))
+    print(json.dumps(sets[-1]["per_perturbation"]), sets[-1]["false_alarm_rate_new"], flush=True)
+    vols = []
+    for f in sorted((SHARED / "hippocampus" / "imagesTr").glob("*.nii.gz"))[:200]:
+        v = np.asarray(medimg.read(f).array, np.float32).transpose(2, 1, 0)  # (z, y, x)
+        vols.append(255 * (v - v.min()) / max(float(v.max() - v.min()), 1e-6))
+    sets.append(run_set("hippocampus_3d", vols[:150], vols[150:200], min(args.copies, 30)))
     print(json.dumps(sets[-1]["per_perturbation"]), sets[-1]["false_alarm_rate_new"], flush=True)
     dist = distribution_demo()
     out = {
