@@ -11,7 +11,6 @@ from pydantic import BaseModel, Field
 
 from medimg.ops.base import Context, OpParams, OpResult, operation
 
-
 Space = Literal["radiomics", "pixels"]
 
 
