@@ -7,7 +7,26 @@ traceback instead.
 
 from __future__ import annotations
 
-from medimg.cli import al, ask, deid, evaluate, files, frd, fuse, gen_metrics, mcp, memorization, models, op, predict, report, seg, serve, volumes  # noqa: F401  (registers the commands)
+# each command module registers its commands on the shared app when imported
+from medimg.cli import (  # noqa: F401
+    al,
+    ask,
+    deid,
+    evaluate,
+    files,
+    frd,
+    fuse,
+    gen_metrics,
+    mcp,
+    memorization,
+    models,
+    op,
+    predict,
+    report,
+    seg,
+    serve,
+    volumes,
+)
 from medimg.cli._common import app
 from medimg.cli.classify import classify_app, pretrain_cmd, probe_cmd
 from medimg.cli.interactive import interact_cmd
