@@ -128,7 +128,7 @@ def main() -> None:
         "target": "held-out mean Dice >= 0.83 with 3 slices/volume, 10-minute budget (full labels: 0.884)",
         "medimg_version": medimg.__version__,
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
-        "timing_note": "trained on a machine shared with other jobs (measured under load)",
+        "timing_note": f"1/5/15-minute load average at the end: {[round(v, 2) for v in os.getloadavg()]}",
         "date": time.strftime("%Y-%m-%d"),
         "wall_seconds": round(time.perf_counter() - t_all, 1),
         "command": "python benchmarks/sparse_train.py " + " ".join(sys.argv[1:]),
