@@ -17,7 +17,7 @@ import medimg
 from medimg.interactive.simulate import next_click
 from medimg.web import create_app
 
-from conftest import SHARED
+from conftest import SHARED, needs_shared
 
 DATA = Path(__file__).parent / "data" / "hippocampus"
 CASE = "hippocampus_003.nii.gz"
@@ -532,9 +532,7 @@ def test_window_count_matches_monai() -> None:
         assert window_count(shape, patch, overlap) == n[0]
 
 
-@pytest.mark.skipif(
-    not (Path(__file__).parents[2] / "shared" / "data" / "dicom_seg_ct3slice").is_dir(), reason="needs ../shared/data"
-)
+@needs_shared
 def test_dicom_series_saved_as_dicom_seg(tmp_path: Path) -> None:
     """A DICOM series opened in the workbench is saved as a DICOM SEG that references it and keeps its geometry."""
     import pydicom
