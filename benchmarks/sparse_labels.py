@@ -54,23 +54,33 @@ def annotated_slices(label: np.ndarray, k: int, axis: int) -> list[int]:
 def sparsify(lab: LabelMap, k: int, axis: int, ignore: int) -> tuple[LabelMap, dict[str, Any]]:
     """``lab`` with only ``k`` annotated slices along ``axis`` (see :func:`annotated_slices`); all other voxels
     set to ``ignore``. Returns the sparse map (same grid) and counts: structure voxels before and kept."""
-    if not 0 <= axis < lab.ndim:
-        raise MedimgError(f"--axis must be in 0..{lab.ndim - 1} for this {lab.ndim}D label map (got {axis}).")
+    if not -1 <= axis < lab.ndim:
+        raise MedimgError(
+            f"--axis must be in 0..{lab.ndim - 1}, or -1 for orthogonal slices, for this {lab.ndim}D label map "
+            f"(got {axis})."
+        )
     arr = lab.array
     if arr.size and int(arr.max()) >= ignore:
         raise MedimgError(f"The ignore label {ignore} must be above every class (found {int(arr.max())}).")
-    picks = annotated_slices(arr, k, axis)
-    keep = np.zeros(arr.shape[axis], dtype=bool)
-    keep[picks] = True
-    shape = [1] * arr.ndim
-    shape[axis] = -1
-    mask = np.broadcast_to(keep.reshape(shape), arr.shape)
+    # -1: orthogonal slices — slice i cuts axis i % ndim (k = 3 in 3D: one per axis), each axis's slices spread
+    # evenly over the structure's extent along it, as for a single axis
+    axes = [axis] * k if axis >= 0 else [i % arr.ndim for i in range(k)]
+    mask = np.zeros(arr.shape, dtype=bool)
+    picks: list[int] = []
+    for ax in sorted(set(axes)):
+        chosen = annotated_slices(arr, axes.count(ax), ax)
+        picks += chosen
+        keep = np.zeros(arr.shape[ax], dtype=bool)
+        keep[chosen] = True
+        shape = [1] * arr.ndim
+        shape[ax] = -1
+        mask |= np.broadcast_to(keep.reshape(shape), arr.shape)
     dtype = arr.dtype if np.iinfo(arr.dtype).max >= ignore else np.uint16
     out = np.where(mask, arr, ignore).astype(dtype)
     fg = arr > 0
     stats = {
         "slices": picks,
-        "n_slices": int(arr.shape[axis]),
+        "n_slices": int(arr.shape[axis]) if axis >= 0 else int(sum(arr.shape)),
         "label_voxels": int(fg.sum()),
         "label_voxels_kept": int((fg & mask).sum()),
         "voxels_annotated": int(mask.sum()),
@@ -188,7 +198,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("src", type=Path)
     ap.add_argument("out", type=Path)
     ap.add_argument("--slices", type=int, default=3, help="annotated slices kept per volume")
-    ap.add_argument("--axis", type=int, default=2, help="array axis the slices cut (0 x, 1 y, 2 z)")
+    ap.add_argument(
+        "--axis", type=int, default=2, help="array axis the slices cut (0 x, 1 y, 2 z; -1: orthogonal, axes in turn)"
+    )
     ap.add_argument("--names", help="class names, e.g. 1=anterior,2=posterior (default: dataset.json's)")
     ap.add_argument("--keep-full", nargs="*", default=[], help="case ids that keep their full labels")
     ap.add_argument(

@@ -82,7 +82,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=HERE.parents[1] / "shared" / "data" / "hippocampus")
     ap.add_argument("--slices", type=int, default=3)
-    ap.add_argument("--axis", type=int, default=1, help="array axis the annotated slices cut (1: ~8 %% of voxels)")
+    ap.add_argument(
+        "--axis",
+        type=int,
+        default=1,
+        help="array axis the annotated slices cut (1: ~8 %% of voxels; -1: orthogonal, one axis per slice in turn)",
+    )
     ap.add_argument("--time-budget", default="10m")
     ap.add_argument("--full-baseline", action="store_true", help="also train on full labels, same budget")
     ap.add_argument("--split", type=Path, default=HERE / "splits" / "hippocampus_80_20.json")
