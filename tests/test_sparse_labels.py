@@ -226,3 +226,22 @@ def test_evaluate_ignore_label_and_dataset_json(sparse_ds: Path, tmp_path: Path)
     )
     assert r.exit_code == 2 and "does not declare" in " ".join(r.output.split()) and not (tmp_path / "e5").exists()
     shutil.rmtree(out3)
+
+
+def test_orthogonal_slices_one_per_axis() -> None:
+    """``axis=-1``: slice i cuts axis i % 3 through the middle of the structure's extent along it; everything else
+    is the ignore label, and the kept voxels are exactly the union of the three planes."""
+    lab = medimg.read_labels(DATA / "hippocampus" / "labelsTr" / "hippocampus_001.nii.gz")
+    out, st = sparsify(lab, 3, -1, 3)
+    arr = np.asarray(out.array)
+    planes = np.zeros(arr.shape, bool)
+    for ax, s in enumerate(st["slices"]):
+        assert s == annotated_slices(lab.array, 1, ax)[0]
+        index = [slice(None)] * 3
+        index[ax] = s
+        planes[tuple(index)] = True
+    np.testing.assert_array_equal(arr[planes], lab.array[planes])
+    assert np.all(arr[~planes] == 3)
+    assert st["voxels_annotated"] == int(planes.sum())
+    with pytest.raises(MedimgError, match="orthogonal"):
+        sparsify(lab, 3, -2, 3)
