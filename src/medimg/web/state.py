@@ -395,31 +395,26 @@ class ImageSession:
     def undo(self) -> dict[str, Any]:
         """Take back the last change: ``{"voxels": changed voxels, "bbox": inclusive corners of the changed box or
         None}`` (the browser reloads only that box)."""
-        with self.lock:
-            if not self.undo_stack:
-                return {"voxels": 0, "bbox": None}
-            ch = self.undo_stack.pop()
-            n = int(np.count_nonzero(self.labels[ch.box] != ch.before))
-            self.labels[ch.box] = ch.before
-            if ch.names_after:
-                self.names = dict(ch.names_before)
-            self._sync_sessions(ch, undo=True)
-            self.redo_stack.append(ch)
-            self.changed()
-            return {"voxels": n, "bbox": _bbox3(ch.box) if all(b.stop > b.start for b in ch.box) else None}
+        return self._step(undo=True)
 
     def redo(self) -> dict[str, Any]:
         """Apply the last undone change again (same answer as :meth:`undo`)."""
+        return self._step(undo=False)
+
+    def _step(self, undo: bool) -> dict[str, Any]:
+        """Move the last change of one stack to the other, writing its labels (and names) before or after it."""
+        src, dst = (self.undo_stack, self.redo_stack) if undo else (self.redo_stack, self.undo_stack)
         with self.lock:
-            if not self.redo_stack:
+            if not src:
                 return {"voxels": 0, "bbox": None}
-            ch = self.redo_stack.pop()
-            n = int(np.count_nonzero(self.labels[ch.box] != ch.after))
-            self.labels[ch.box] = ch.after
+            ch = src.pop()
+            values = ch.before if undo else ch.after
+            n = int(np.count_nonzero(self.labels[ch.box] != values))
+            self.labels[ch.box] = values
             if ch.names_after:
-                self.names = dict(ch.names_after)
-            self._sync_sessions(ch, undo=False)
-            self.undo_stack.append(ch)
+                self.names = dict(ch.names_before if undo else ch.names_after)
+            self._sync_sessions(ch, undo=undo)
+            dst.append(ch)
             self.changed()
             return {"voxels": n, "bbox": _bbox3(ch.box) if all(b.stop > b.start for b in ch.box) else None}
 
