@@ -180,6 +180,35 @@ def evaluate_folders(
         ignore_label=ignore_label,
         declared=declared,
     )
+    finish_evaluation(
+        rows,
+        summary,
+        pairs,
+        out_dir,
+        metadata_csv=metadata_csv,
+        group_by=group_by,
+        images_dir=images_dir,
+        resample=resample,
+        spacing_from=spacing_from,
+    )
+    return summary
+
+
+def finish_evaluation(
+    rows: list[dict[str, Any]],
+    summary: dict[str, Any],
+    pairs: Sequence[tuple[str, Path, Path]],
+    out_dir: str | Path,
+    *,
+    metadata_csv: str | Path | None,
+    group_by: str | None,
+    images_dir: str | Path | None,
+    resample: bool,
+    spacing_from: str | None,
+) -> None:
+    """The end of an evaluation, however its rows were computed (here, or case by case on Ray:
+    ``medimg.scale``): the subgroup breakdown of the mean Dice per case when ``group_by`` is given (added to
+    ``summary``), then ``per_case.csv``, ``summary.csv``, ``summary.json`` and ``report.html`` in ``out_dir``."""
     if group_by:
         meta_rows = _read_metadata(metadata_csv, group_by) if metadata_csv else {}
         mean_dice = _mean_dice_per_case(rows)
@@ -199,7 +228,6 @@ def evaluate_folders(
         resample=resample,
         spacing_from=spacing_from,
     )
-    return summary
 
 
 def _write_outputs(

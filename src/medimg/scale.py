@@ -504,11 +504,9 @@ def evaluate_with_runner(
     reference case), then the same assembly: absent classes, worst-case values, class names, summary, subgroups,
     ``per_case.csv``, ``summary.csv``, ``summary.json`` and ``report.html``. Any failed case is an error (as in the
     plain run), naming the case."""
-    import math
 
     from medimg import evaluate as ev
     from medimg.metrics.segmentation import DEFAULT_METRICS
-    from medimg.metrics.stats import subgroup_breakdown
     from medimg.pairing import index_cases, match_cases
 
     metrics = tuple(metrics or DEFAULT_METRICS)
@@ -576,22 +574,14 @@ def evaluate_with_runner(
     if ignore_label is not None:
         summary["ignore_label"] = int(ignore_label)
     drawn = [t for t in pairs if t[0] not in errors]
-    if group_by:
-        meta_rows = ev._read_metadata(metadata_csv, group_by) if metadata_csv else {}
-        mean_dice = ev._mean_dice_per_case(rows)
-        in_meta = [c for c in mean_dice if c in meta_rows and math.isfinite(mean_dice[c])]
-        if not in_meta:
-            raise MedimgError(f"No case of the evaluation appears in the metadata CSV {str(metadata_csv)!r}.")
-        summary["subgroups"] = {
-            "column": group_by,
-            **subgroup_breakdown([mean_dice[c] for c in in_meta], [meta_rows[c] for c in in_meta]),
-        }
-    ev._write_outputs(
+    ev.finish_evaluation(
         rows,
         summary,
         drawn,
-        Path(out_dir),
-        images_dir=Path(images_dir) if images_dir else None,
+        out_dir,
+        metadata_csv=metadata_csv,
+        group_by=group_by,
+        images_dir=images_dir,
         resample=resample,
         spacing_from=spacing_from,
     )
