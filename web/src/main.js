@@ -280,8 +280,8 @@ async function showSession(info, path, t0 = performance.now()) {
   document.querySelectorAll("#worklist li").forEach((li) => li.classList.toggle("active", li.dataset.path === path));
   $("image-title").textContent = `${info.name || path} · ${info.shape.join("×")} · ${info.spacing.map((s) => +s.toFixed(3)).join("×")} mm`;
   $("save-path").value = defaultSavePath(path);
-  suggestReview(path);
-  const listed = (state.labelFiles || []).find((i) => i.path === path);
+  const listed = (state.worklist || []).find((i) => i.path === path); // the worklist's entry (none for a review)
+  suggestReview(path, listed);
   $("status-select").value = listed ? listed.status : "new";
   $("status-select").disabled = !!state.review || !listed;
   const finish = async (vol) => {
@@ -923,13 +923,13 @@ function fillLabelFiles(items) {
     o.value = f;
     dl.append(o);
   }
-  state.labelFiles = items;
+  state.worklist = items;
 }
 
-/** Default review fields for an opened image: its label file as the reference, its save path as the prediction. */
-function suggestReview(path) {
+/** Default review fields for an opened image (`item`: its worklist entry): its label file as the reference, its
+ * save path as the prediction. */
+function suggestReview(path, item) {
   if (state.review) return;
-  const item = (state.labelFiles || []).find((i) => i.path === path);
   if (item && item.labels.length && !$("review-ref").value) $("review-ref").value = item.labels[0];
   if (!$("review-pred").value) $("review-pred").value = defaultSavePath(path);
 }
