@@ -106,6 +106,23 @@ def _dice(a: np.ndarray, b: np.ndarray) -> float:
     return float(2 * np.logical_and(a, b).sum() / max(1, a.sum() + b.sum()))
 
 
+def _app(browser: Any, base: str, size: tuple[int, int] = (1280, 800)) -> tuple[Any, list[str]]:
+    """A new tab on the app at ``base`` once it is ready, and the list its page errors are collected into."""
+    page = browser.new_page(viewport={"width": size[0], "height": size[1]})
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(base + "/")
+    page.wait_for_function("document.body.dataset.ready === '1'", timeout=20000)
+    return page, errors
+
+
+def _open_case(page: Any, ready: str = "document.body.dataset.imageId !== undefined") -> str:
+    """Open the hippocampus case from the worklist with a click; its image id once ``ready`` holds."""
+    page.locator("#worklist li.item", has_text=CASE).click()
+    page.wait_for_function(ready, timeout=20000)
+    return str(page.evaluate("document.body.dataset.imageId"))
+
+
 def test_browser_session(served: tuple[str, Path], tmp_path: Path) -> None:
     from playwright.sync_api import sync_playwright
 
@@ -116,16 +133,10 @@ def test_browser_session(served: tuple[str, Path], tmp_path: Path) -> None:
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=LAUNCH_ARGS)
         try:
-            page = browser.new_page(viewport={"width": 1280, "height": 800})
-            errors: list[str] = []
-            page.on("pageerror", lambda e: errors.append(str(e)))
-            page.goto(base + "/")
-            page.wait_for_function("document.body.dataset.ready === '1'", timeout=20000)
+            page, errors = _app(browser, base)
 
             # Open the case from the worklist.
-            page.locator("#worklist li.item", has_text=CASE).click()
-            page.wait_for_function("document.body.dataset.imageId !== undefined", timeout=20000)
-            image_id = page.evaluate("document.body.dataset.imageId")
+            image_id = _open_case(page)
             info: dict[str, Any] = page.evaluate("workbench.state.image")
             assert info["shape"] == list(image.shape)
             # The canvas rendered the image (WebGL2 through SwiftShader): many distinct grey levels.
@@ -239,9 +250,7 @@ def test_browser_token_and_brush(case_root: Path, tmp_path: Path) -> None:
             page.goto(base + "/#token=" + token)
             page.wait_for_function("document.body.dataset.ready === '1'", timeout=20000)
             assert "token" not in page.url  # taken out of the address bar
-            page.locator("#worklist li.item", has_text=CASE).click()
-            page.wait_for_function("document.body.dataset.imageId !== undefined", timeout=20000)
-            image_id = page.evaluate("document.body.dataset.imageId")
+            image_id = _open_case(page)
 
             # Brush: a horizontal stroke through voxel (17, 30, 15) on the axial tile, then Apply edits (PUT).
             vox = [17, 30, 15]
@@ -300,14 +309,8 @@ def test_browser_box_and_scribble(served: tuple[str, Path], tmp_path: Path) -> N
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=LAUNCH_ARGS)
         try:
-            page = browser.new_page(viewport={"width": 1280, "height": 800})
-            errors: list[str] = []
-            page.on("pageerror", lambda e: errors.append(str(e)))
-            page.goto(base + "/")
-            page.wait_for_function("document.body.dataset.ready === '1'", timeout=20000)
-            page.locator("#worklist li.item", has_text=CASE).click()
-            page.wait_for_function("document.body.dataset.imageId !== undefined", timeout=20000)
-            image_id = page.evaluate("document.body.dataset.imageId")
+            page, errors = _app(browser, base)
+            image_id = _open_case(page)
             page.locator("#new-object").click()
             page.wait_for_function("workbench.state.object !== null", timeout=10000)
             obj = int(page.evaluate("workbench.state.object"))
@@ -425,14 +428,8 @@ def test_browser_segment_review_fill_interpolate(tmp_path: Path) -> None:
     with _serve(root) as base, sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=LAUNCH_ARGS)
         try:
-            page = browser.new_page(viewport={"width": 1280, "height": 900})
-            errors: list[str] = []
-            page.on("pageerror", lambda e: errors.append(str(e)))
-            page.goto(base + "/")
-            page.wait_for_function("document.body.dataset.ready === '1'", timeout=20000)
-            page.locator("#worklist li.item", has_text=CASE).click()
-            page.wait_for_function("document.body.dataset.fullRes === '1'", timeout=20000)
-            image_id = page.evaluate("document.body.dataset.imageId")
+            page, errors = _app(browser, base, (1280, 900))
+            image_id = _open_case(page, "document.body.dataset.fullRes === '1'")
 
             def wait_idle(done: int) -> None:
                 page.wait_for_function(f"workbench.state.opsDone > {done}", timeout=60000)
