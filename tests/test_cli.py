@@ -200,7 +200,9 @@ def test_help_shows_readable_metavars_everywhere() -> None:
     r = runner.invoke(app, ["segment", "--help"], env={"COLUMNS": "250"})
     assert re.search(r"--tta\s+Mirroring", r.output)  # a flag: no metavar
     assert re.search(r"--output\s+-o\s+PATH\s", r.output) and re.search(r"--model\s+-m\s+TEXT\s", r.output)
-    assert "Usage: medimg segment [OPTIONS] IMAGE" in r.output and re.search(r"IMAGE\s+PATH\s", r.output)
+    # the argument's row: "IMAGE  PATH" (typer >= 0.21) or "images  IMAGE" (typer 0.20, pinned for Flower)
+    assert "Usage: medimg segment [OPTIONS] IMAGE" in r.output
+    assert re.search(r"IMAGE\s+PATH\s|images\s+IMAGE\s", r.output)
     r = runner.invoke(app, ["--help"], env={"COLUMNS": "250"})
     assert re.search(r"--threads\s+N\s", r.output) and re.search(r"--debug\s+Show", r.output)
 
