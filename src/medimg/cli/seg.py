@@ -135,6 +135,17 @@ def train(
     names: Annotated[str | None, typer.Option("--labels", help="Class names, e.g. '1=anterior,2=posterior'.")] = None,
     seed: Annotated[int, typer.Option("--seed", help="Random seed (split, sampling, augmentation).")] = 0,
     resume: Annotated[bool, typer.Option("--resume/--no-resume", help="Continue from checkpoint.pt.")] = True,
+    devices: Annotated[
+        int,
+        typer.Option(
+            "--devices",
+            help="Training processes (data-parallel, torch DDP on CPU): each samples its own batch, so the "
+            "effective batch is N x the plan's batch size.",
+        ),
+    ] = 1,
+    oversubscribe: Annotated[
+        bool, typer.Option("--oversubscribe", help="Allow --devices above the number of CPU cores.")
+    ] = False,
 ) -> None:
     """Train a segmentation model (plans itself unless --plan); writes a complete model folder."""
     from medimg.seg import load_dataset, make_split, parse_duration, train_model
@@ -176,12 +187,15 @@ def train(
             on_epoch=on_epoch,
             resume=resume,
             on_note=lambda note: console.print(f"[yellow]{note}[/]"),
+            devices=devices,
+            oversubscribe=oversubscribe,
         )
         console.print(
             f"[green]model ready[/] in {out}: validation Dice "
             + ", ".join(f"{info['labels'][k]} {v:.4f}" for k, v in info["validation_dice"].items())
             + f" (mean {info['validation_mean_dice']:.4f}); {info['iterations']} iterations, "
             f"{info['training_seconds'] / 60:.1f} min, {info['precision']}"
+            + (f", {info['devices']} processes" if info.get("devices") else "")
         )
 
     _run(body)

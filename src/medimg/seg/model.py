@@ -120,9 +120,15 @@ def train_model(
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
     resume: bool = True,
     on_note: Callable[[str], None] | None = None,
+    devices: int = 1,
+    oversubscribe: bool = False,
 ) -> dict[str, Any]:
     """Fingerprint, plan (unless given), train, validate and write the complete model folder. Returns model.json,
     plus ``note`` (not stored) when an existing checkpoint was resumed or continued to a new budget.
+
+    ``devices`` > 1 trains data-parallel in that many processes (:mod:`medimg.seg.distributed`; effective batch
+    ``devices`` x the plan's batch size; model.json then records ``devices``); more processes than CPU cores are
+    refused unless ``oversubscribe``.
 
     If the run fails before its first checkpoint (e.g. a case whose image and label sizes differ), whatever it
     created is removed again -- the model folder itself when this run made it -- so no half-made model is left.
@@ -130,6 +136,10 @@ def train_model(
     import medimg
     from medimg.seg.train import Trainer, write_training_log
 
+    if devices != 1:
+        from medimg.seg.distributed import check_devices
+
+        check_devices(devices, oversubscribe)  # before anything is written
     created = _new_dirs(out_dir)
     before = {p.name for p in out_dir.iterdir()} if out_dir.is_dir() else set()
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -144,9 +154,26 @@ def train_model(
         save_json(plan, out_dir / "plan.json")
         save_json(split, out_dir / "split.json")
         t0 = time.perf_counter()
-        trainer = Trainer(dataset, plan, out_dir, split, time_budget_s, max_iterations, progress, on_epoch)
-        trainer.on_note = on_note  # told what resuming means (continue to a new budget, nothing to do) up front
-        res = trainer.run(resume=resume)
+        if devices > 1:
+            from medimg.seg.distributed import train_distributed
+
+            res = train_distributed(
+                dataset,
+                plan,
+                out_dir,
+                split,
+                time_budget_s,
+                devices=devices,
+                max_iterations=max_iterations,
+                resume=resume,
+                progress=progress,
+                on_epoch=on_epoch,
+                on_note=on_note,
+            )
+        else:
+            trainer = Trainer(dataset, plan, out_dir, split, time_budget_s, max_iterations, progress, on_epoch)
+            trainer.on_note = on_note  # told what resuming means (continue to a new budget, nothing to do) up front
+            res = trainer.run(resume=resume)
     except BaseException:
         _remove_unless_checkpointed(out_dir, before, created)
         raise
@@ -175,6 +202,8 @@ def train_model(
         "validation_dice": val["dice"],
         "total_seconds": round(time.perf_counter() - t0, 1),
     }
+    if devices > 1:
+        info.update(devices=devices, effective_batch_size=devices * int(plan["batch_size"]))
     save_json(info, out_dir / "model.json")
     write_domain(out_dir, dataset)
     return {**info, "note": res["note"]} if res["note"] else info

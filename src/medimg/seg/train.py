@@ -183,7 +183,15 @@ def _crop(arr: np.ndarray, start: Sequence[int], size: Sequence[int], spatial_fr
 
 class Trainer:
     """Trains a segmentation network as a :mod:`medimg.seg.plan` plan describes. Subclass and override the
-    ``build_network``, ``build_optimizer``, ``learning_rate``, ``augment`` or ``loss`` hooks for variants."""
+    ``build_network``, ``build_optimizer``, ``learning_rate``, ``augment`` or ``loss`` hooks for variants.
+
+    Data-parallel runs (:mod:`medimg.seg.distributed`) set :attr:`rank`, :attr:`world_size` and :attr:`ddp` and
+    override :meth:`_agree`; a single process keeps the defaults and trains exactly as before."""
+
+    #: This process's rank in a data-parallel run (0 alone); only rank 0 writes files.
+    rank: int = 0
+    #: Number of data-parallel training processes (1 alone).
+    world_size: int = 1
 
     def __init__(
         self,
@@ -227,6 +235,14 @@ class Trainer:
         #: Called with :attr:`note` as soon as it is known (before any training), e.g. to print it.
         self.on_note: Callable[[str], None] | None = None
         self.iterations_this_run = 0
+        #: DistributedDataParallel wrapper of :attr:`net` that ``_step`` trains through (gradients averaged over
+        #: the processes), or None in a single process; :attr:`net` stays the bare network.
+        self.ddp: Any = None
+
+    def _agree(self, value: Any) -> Any:
+        """A decision every data-parallel process must share (the stop, the planned iteration count): rank 0's
+        ``value`` on every rank. A single process returns ``value`` unchanged."""
+        return value
 
     # ------------------------------------------------------------------ hooks
     def build_network(self) -> Any:
@@ -329,7 +345,7 @@ class Trainer:
             g["lr"] = self.learning_rate(self.iteration)
         self.net.train()
         with t.autocast("cpu", dtype=t.bfloat16, enabled=bf16):
-            out = self.net(img)
+            out = (self.net if self.ddp is None else self.ddp)(img)
         loss = self.loss(out.float(), lab)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -421,7 +437,8 @@ class Trainer:
         t = self.torch
         tr = self.plan["training"]
         self.out.mkdir(parents=True, exist_ok=True)
-        save_json(self.plan, self.out / "plan.json")  # a model folder always carries the plan it was trained with
+        if self.rank == 0:
+            save_json(self.plan, self.out / "plan.json")  # a model folder always carries the plan it was trained with
         cache = prepare_cache(
             self.ds,
             self.plan,
@@ -448,6 +465,7 @@ class Trainer:
                 cache, self.split["train"], self.plan["batch_size"], self.plan["foreground_oversampling"]
             )
             self._choose_precision(img, lab)
+            self.precision = self._agree(self.precision)
         bf16 = self.precision == "bf16"
         losses: list[float] = []
         t_loop, it_loop = time.perf_counter(), self.iteration
@@ -456,7 +474,7 @@ class Trainer:
         while True:
             if self.total_iterations is not None and self.iteration >= self.total_iterations:
                 break
-            if time.perf_counter() >= budget_end and self.max_iterations is None:
+            if self.max_iterations is None and self._agree(time.perf_counter() >= budget_end):
                 break
             img, lab = self.sample_batch(
                 cache, self.split["train"], self.plan["batch_size"], self.plan["foreground_oversampling"]
@@ -474,7 +492,7 @@ class Trainer:
                 if self.total_iterations is None:  # fix the schedule from the measured speed of epoch 1
                     per_it = (time.perf_counter() - t_loop) / max(1, self.iteration - it_loop)
                     remaining = budget_end - time.perf_counter()
-                    self.total_iterations = self.iteration + max(0, int(remaining / per_it))
+                    self.total_iterations = self._agree(self.iteration + max(0, int(remaining / per_it)))
                 entry = {
                     "epoch": self.iteration // per_epoch,
                     "iteration": self.iteration,
@@ -490,10 +508,11 @@ class Trainer:
                 self.save_checkpoint()
                 if self.on_epoch:
                     self.on_epoch(entry)
-        if self.iterations_this_run or not (self.out / "model.pt").exists():
+        if self._agree(bool(self.iterations_this_run) or not (self.out / "model.pt").exists()):
             self.elapsed = time.perf_counter() - t_start
-            with atomic_path(self.out / "model.pt") as tmp:
-                t.save({k: v.float() for k, v in self.net.state_dict().items()}, tmp)
+            if self.rank == 0:
+                with atomic_path(self.out / "model.pt") as tmp:
+                    t.save({k: v.float() for k, v in self.net.state_dict().items()}, tmp)
             self.save_checkpoint()
         return {
             "iterations": self.iteration,
