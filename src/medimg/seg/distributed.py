@@ -1,8 +1,10 @@
 """Data-parallel training on several processes (``medimg train --devices N``) with torch DistributedDataParallel.
 
 * :func:`train_distributed` (the parent process) preprocesses the cases once, then starts ``N`` worker processes
-  (``multiprocessing`` *spawn*). They meet through a rendezvous file in a temporary folder and form a ``gloo``
-  process group (CPU); every wait -- joining the group and each collective -- is bounded by ``timeout_s``.
+  (``multiprocessing`` *forkserver* with torch and MONAI preloaded where the OS has it, else *spawn*; both need a
+  script calling it to do so under ``if __name__ == "__main__":``). They meet through a rendezvous file in a
+  temporary folder and form a ``gloo`` process group (CPU); every wait -- joining the group and each collective --
+  is bounded by ``timeout_s``. A worker leaves with ``os._exit`` once it has reported (see :func:`_worker`).
 * Every worker runs the same :class:`~medimg.seg.train.Trainer` (or a subclass) mixed with
   :class:`DistributedMixin`: ``_step`` trains through ``DistributedDataParallel``, so the gradients are averaged over
   the processes after each backward pass and the weights stay identical on every rank. Each process samples its own
@@ -26,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import sys
 import tempfile
 import traceback
 from collections.abc import Callable, Sequence
@@ -181,7 +184,7 @@ def _worker(
     import torch.distributed as dist
 
     torch.set_num_threads(threads)
-    joined = False
+    code = 1
     try:
         dist.init_process_group(
             "gloo",
@@ -190,7 +193,6 @@ def _worker(
             world_size=world_size,
             timeout=timedelta(seconds=timeout_s),
         )
-        joined = True
         cls = distributed_trainer_class(job["trainer_cls"], rank, world_size)
         trainer = cls(
             job["dataset"], job["plan"], Path(job["out_dir"]), job["split"], job["time_budget_s"], job["max_iterations"]
@@ -206,14 +208,34 @@ def _worker(
         res = trainer.run(resume=job["resume"])
         digest = weights_digest(trainer.net.state_dict())
         conn.send(("done", res if rank == 0 else None, digest))
+        code = 0
     except BaseException as e:  # reported to the parent, which stops the others
         with contextlib.suppress(OSError):  # the parent may be gone already
             conn.send(("error", type(e).__name__, str(e), isinstance(e, MedimgError), traceback.format_exc()))
-        raise SystemExit(1) from None
     finally:
-        if joined:
-            with contextlib.suppress(Exception):  # already failing or leaving: nothing more to report
-                dist.destroy_process_group()
+        # Leave without tearing down: destroying the DDP reducer and the gloo process group at exit can deadlock
+        # in torch (the gloo thread frees a work object that needs the GIL the destructor holds). Everything this
+        # process had to say is sent and every file it wrote is closed, so the OS cleans up the rest.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+
+#: Modules the fork server imports once, so that each worker starts in a fraction of a second (without it every
+#: worker imports torch and MONAI itself: seconds each).
+PRELOAD = ["torch", "torch.distributed", "medimg.seg.train", "monai.networks.nets"]
+
+
+def _context() -> Any:
+    """``forkserver`` where the OS has it (workers forked from a clean server process that preloaded
+    :data:`PRELOAD` -- never from this possibly multi-threaded process), else ``spawn``."""
+    import multiprocessing as mp
+
+    if "forkserver" not in mp.get_all_start_methods():
+        return mp.get_context("spawn")
+    ctx = mp.get_context("forkserver")
+    ctx.set_forkserver_preload(PRELOAD)  # takes effect when this process starts its fork server (once)
+    return ctx
 
 
 def train_distributed(
@@ -240,8 +262,6 @@ def train_distributed(
     (default :func:`default_timeout_s`) bounds every wait between processes; ``threads`` (default
     ``max(1, cpu_count // devices)``) sets torch threads per process. Raises :class:`MedimgError` when a process
     fails (the others are stopped first)."""
-    import multiprocessing as mp
-
     if devices < 2:
         raise MedimgError(f"train_distributed needs --devices 2 or more (got {devices}); 1 trains in this process.")
     timeout = default_timeout_s() if timeout_s is None else float(timeout_s)
@@ -267,11 +287,13 @@ def train_distributed(
         "resume": resume,
         "trainer_cls": trainer_cls,
     }
-    ctx = mp.get_context("spawn")
+    ctx = _context()
     with tempfile.TemporaryDirectory(prefix="medimg-ddp-") as tmp:
         rendezvous = str(Path(tmp) / "rendezvous")
         conns: dict[int, Connection] = {}
         procs: list[Any] = []
+        results: dict[int, tuple[Any, str]] = {}
+        failures: list[tuple[int, str, bool, str]] = []
         try:
             for rank in range(devices):
                 parent_end, child_end = ctx.Pipe()
@@ -286,7 +308,8 @@ def train_distributed(
                 conns[rank], procs = parent_end, [*procs, p]
             results, failures = _watch(conns, procs, on_epoch, on_note)
         finally:
-            for p in procs:
+            for p in procs:  # after success the workers are exiting: give them a moment, then stop any that remain
+                p.join(5 if not failures and len(results) == devices else 0)
                 if p.is_alive():
                     p.terminate()
             for p in procs:
@@ -327,7 +350,9 @@ def _watch(
     failures: list[tuple[int, str, bool, str]] = []
     rank_of = {id(c): r for r, c in conns.items()}
     open_conns = list(conns.values())
-    while open_conns and not failures:
+    while (
+        open_conns and len(results) < len(conns) and not failures
+    ):  # not waiting for exits: a finished worker may linger
         for c in wait(open_conns):
             assert isinstance(c, Connection)
             r = rank_of[id(c)]

@@ -127,8 +127,8 @@ def train_model(
     plus ``note`` (not stored) when an existing checkpoint was resumed or continued to a new budget.
 
     ``devices`` > 1 trains data-parallel in that many processes (:mod:`medimg.seg.distributed`; effective batch
-    ``devices`` x the plan's batch size; model.json then records ``devices``); more processes than CPU cores are
-    refused unless ``oversubscribe``.
+    ``devices`` x the plan's batch size; model.json then records ``devices``, ``effective_batch_size`` and the
+    ``weights_sha256`` all processes agreed on); more processes than CPU cores are refused unless ``oversubscribe``.
 
     If the run fails before its first checkpoint (e.g. a case whose image and label sizes differ), whatever it
     created is removed again -- the model folder itself when this run made it -- so no half-made model is left.
@@ -203,7 +203,12 @@ def train_model(
         "total_seconds": round(time.perf_counter() - t0, 1),
     }
     if devices > 1:
-        info.update(devices=devices, effective_batch_size=devices * int(plan["batch_size"]))
+        # every process ended with these weights (train_distributed compares the ranks' digests)
+        info.update(
+            devices=devices,
+            effective_batch_size=devices * int(plan["batch_size"]),
+            weights_sha256=res["weight_digests"][0],
+        )
     save_json(info, out_dir / "model.json")
     write_domain(out_dir, dataset)
     return {**info, "note": res["note"]} if res["note"] else info
