@@ -13,6 +13,7 @@ from medimg.cli import (  # noqa: F401
     ask,
     deid,
     evaluate,
+    federated,
     files,
     frd,
     fuse,
