@@ -172,7 +172,7 @@ def test_bad_devices_are_refused_before_anything_is_written(dataset: Path, tmp_p
     r = CliRunner().invoke(app, ["train", "--help"])
     assert "--oversubscribe" in r.output and "--devices" in r.output  # the options the messages name exist
     with pytest.raises(MedimgError):
-        check_devices(True)  # type: ignore[arg-type]
+        check_devices(True)
     assert check_devices(too_many, oversubscribe=True) == too_many
     with pytest.raises(MedimgError, match="2 or more"):
         train_distributed(load_dataset(dataset), {}, tmp_path / "x", {"train": [], "val": []}, 1, devices=1)
