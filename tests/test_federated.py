@@ -304,3 +304,22 @@ def test_client_without_server_says_what_to_do(sites: list[Path]) -> None:
     assert r.exit_code == 2 and "No Flower server answers" in r.output and "--wait" in r.output
     r = runner.invoke(app, ["federated", "client", str(sites[0]), "--server", "nohost"])
     assert r.exit_code == 2 and "host:port" in r.output
+
+
+def test_site_privacy_ledger_counts_steps_and_refuses_changed_noise(tmp_path: Path, sites: list[Path]) -> None:
+    """A site's ledger adds up the DP steps of its rounds; a round asking for other privacy settings is refused
+    (the accountant's history would no longer describe the noise that was used)."""
+    from medimg.federated import Site
+    from medimg.federated.dp import epsilon_spent
+
+    site = Site(sites[0], tmp_path / "w", _tiny_plan(), threads=1)
+    w = site.get_weights()
+    cfg = {"round": 1, "local_steps": 2, "rounds": 2, "dp_epsilon": 8.0, "dp_delta": 1e-3}
+    w, n, m = site.fit(w, cfg)
+    assert n == site.n_train == 2 and m["steps"] == 2
+    w, _, m = site.fit(w, {**cfg, "round": 2})
+    led = site.privacy()
+    assert led["steps"] == 4 and led["epsilon"] == pytest.approx(8.0, abs=0.05)
+    assert led["epsilon"] == epsilon_spent(m["noise_multiplier"], m["sample_rate"], 4, 1e-3)
+    with pytest.raises(MedimgError, match="privacy settings changed"):
+        site.fit(w, {**cfg, "rounds": 5})

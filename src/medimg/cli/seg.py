@@ -146,6 +146,13 @@ def train(
     oversubscribe: Annotated[
         bool, typer.Option("--oversubscribe", help="Allow --devices above the number of CPU cores.")
     ] = False,
+    unlabeled: Annotated[
+        Path | None,
+        typer.Option("--unlabeled", help="Folder of unlabelled images: semi-supervised training in the same budget."),
+    ] = None,
+    method: Annotated[
+        str, typer.Option("--method", help="Semi-supervised method with --unlabeled: mean-teacher.")
+    ] = "mean-teacher",
 ) -> None:
     """Train a segmentation model (plans itself unless --plan); writes a complete model folder."""
     from medimg.seg import load_dataset, make_split, parse_duration, train_model
@@ -189,6 +196,8 @@ def train(
             on_note=lambda note: console.print(f"[yellow]{note}[/]"),
             devices=devices,
             oversubscribe=oversubscribe,
+            unlabeled=unlabeled,
+            method=method,
         )
         console.print(
             f"[green]model ready[/] in {out}: validation Dice "

@@ -130,8 +130,9 @@ class Site:
         """One local round: returns (new weights, number of training cases, metrics).
 
         ``config``: ``round`` (1-based), ``local_steps``, ``rounds`` (total, for the lr schedule), optional
-        ``proximal_mu`` (FedProx), ``deadline`` (Unix time to stop at), ``dp_epsilon``/``dp_delta`` (privacy
-        target over the whole federation)."""
+        ``proximal_mu`` (FedProx), ``deadline`` (Unix time to stop at), ``precision`` (``bf16`` autocast or
+        ``fp32``; DP steps are always fp32), ``dp_epsilon``/``dp_delta`` (privacy target over the whole
+        federation)."""
         tr = self.trainer
         self.set_weights(weights)
         rnd, steps, rounds = int(config["round"]), int(config["local_steps"]), int(config["rounds"])
@@ -150,6 +151,8 @@ class Site:
             done, sigma, q = self._fit_private(steps, rounds, eps, float(config["dp_delta"]), deadline, losses)
             metrics: dict[str, Any] = {"noise_multiplier": sigma, "sample_rate": q}
         else:
+            bf16 = config.get("precision") == "bf16"
+            tr.precision = "bf16" if bf16 else "fp32"
             tr.opt = tr.build_optimizer()  # fresh optimiser state every round (plain FedAvg)
             done = 0
             for _ in range(steps):
@@ -159,7 +162,7 @@ class Site:
                     self.cache, self.split["train"], self.plan["batch_size"], self.plan["foreground_oversampling"]
                 )
                 img, lab = tr.augment(img, lab)
-                losses.append(tr._step(img, lab, bf16=False))
+                losses.append(tr._step(img, lab, bf16=bf16))
                 tr.iteration += 1
                 done += 1
             metrics = {}
@@ -193,6 +196,7 @@ class Site:
             gsm, opt = dp.make_private(tr.net, tr.build_optimizer(), sigma, DP_MAX_GRAD_NORM, batch)
             self._dp = (gsm, opt)
         gsm, opt = self._dp
+        opt.noise_multiplier = sigma
         ledger = self._ledger()
         if ledger and (ledger["noise_multiplier"] != sigma or ledger["sample_rate"] != q):
             raise MedimgError(

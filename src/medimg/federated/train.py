@@ -152,8 +152,9 @@ def train_federated(
 
     ``time_budget_s`` covers the rounds (not fingerprinting and preprocessing, as for ``medimg train``); each round
     has an equal share and a site stops its local steps at the round's deadline. ``parallel`` sites train at once
-    (default: the CPU count, at most the number of sites), one thread each. ``dp_epsilon`` turns on DP-SGD at every
-    site with that (epsilon, ``dp_delta``) target over the whole run."""
+    (default: all), one thread each (on fewer cores than sites they share them, which the step count allows for);
+    local steps use bfloat16 autocast when the plan says ``auto`` and it times faster (never with DP).
+    ``dp_epsilon`` turns on DP-SGD at every site with that (epsilon, ``dp_delta``) target over the whole run."""
     from medimg.domain import ImageDomain
     from medimg.federated import flower
     from medimg.federated.site import Site
@@ -195,25 +196,34 @@ def train_federated(
         works = [work / f"site_{i}_{d.name}" for i, d in enumerate(dirs)]
         say("preprocessing at each site")
         sites = [Site(d, w, plan, val_fraction=val_fraction, threads=1) for d, w in zip(dirs, works, strict=True)]
-        slots = max(1, min(len(dirs), parallel or (os.cpu_count() or 1)))
+        cpus = os.cpu_count() or 1
+        slots = max(1, min(len(dirs), parallel or len(dirs)))
         waves = math.ceil(len(dirs) / slots)
+        share = max(1.0, slots / cpus)  # sites running at once on fewer cores each get 1/share of one
         import torch
 
         torch.manual_seed(seed)
         initial = [v.detach().float().numpy() for v in build_network(plan).state_dict().values()]
         dp = (float(dp_epsilon), float(dp_delta)) if dp_epsilon is not None else None
-        if local_steps is None:
+        precision = "fp32"
+        if local_steps is None or (not dp and plan["training"].get("precision", "auto") == "auto"):
             say("timing a few local steps")
-            probe_cfg: dict[str, Any] = {"round": 1, "local_steps": 1, "rounds": 1}
-            if dp:
-                probe_cfg.update(dp_epsilon=dp[0], dp_delta=dp[1])
-            sites[0].fit(initial, probe_cfg)  # warm-up
-            sites[0].fit(initial, {**probe_cfg, "local_steps": 3})
-            per_step = sites[0].fit(initial, {**probe_cfg, "local_steps": 3})[2]["seconds_per_step"]
-            (works[0] / "privacy_ledger.json").unlink(missing_ok=True)  # the probe is not part of the run
-            local_steps = max(1, int(0.85 * time_budget_s / rounds / waves / per_step))
+            timings = {}
+            for prec in ("fp32",) if dp else ("fp32", "bf16"):
+                cfg: dict[str, Any] = {"round": 1, "local_steps": 2, "rounds": 1, "precision": prec}
+                if dp:
+                    cfg.update(dp_epsilon=dp[0], dp_delta=dp[1])
+                sites[0].fit(initial, cfg)  # warm-up
+                timings[prec] = sites[0].fit(initial, cfg)[2]["seconds_per_step"]
+                (works[0] / "privacy_ledger.json").unlink(missing_ok=True)  # the probe is not part of the run
+            if plan["training"].get("precision", "auto") == "auto":
+                precision = "bf16" if timings.get("bf16", math.inf) < 0.8 * timings["fp32"] else "fp32"
+            else:
+                precision = "bf16" if plan["training"]["precision"] == "bf16" and not dp else "fp32"
+            if local_steps is None:
+                local_steps = max(1, int(0.9 * time_budget_s / rounds / waves / (timings[precision] * share)))
         del sites
-        say(f"{rounds} rounds of {local_steps} local steps per site, {slots} site(s) at a time")
+        say(f"{rounds} rounds of {local_steps} local steps per site ({precision}), {slots} site(s) at a time")
         t_start = time.time()
 
         def fit_config(r: int) -> dict[str, Any]:
@@ -222,6 +232,7 @@ def train_federated(
                 "rounds": rounds,
                 "local_steps": local_steps,
                 "deadline": t_start + r * time_budget_s / rounds,
+                "precision": precision,
                 "plan": plan_json,
             }
 
@@ -290,6 +301,7 @@ def train_federated(
             "rounds": rounds,
             "local_steps": local_steps,
             "parallel_sites": slots,
+            "precision": precision,
             "rounds_log": strat.history,
             **({"privacy": privacy} if dp else {}),
         }

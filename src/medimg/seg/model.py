@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from medimg.errors import MedimgError
 from medimg.seg.dataset import SegDataset
 from medimg.seg.plan import fingerprint, make_plan, save_json
 
@@ -122,6 +123,8 @@ def train_model(
     on_note: Callable[[str], None] | None = None,
     devices: int = 1,
     oversubscribe: bool = False,
+    unlabeled: Path | None = None,
+    method: str = "mean-teacher",
 ) -> dict[str, Any]:
     """Fingerprint, plan (unless given), train, validate and write the complete model folder. Returns model.json,
     plus ``note`` (not stored) when an existing checkpoint was resumed or continued to a new budget.
@@ -132,7 +135,10 @@ def train_model(
 
     If the run fails before its first checkpoint (e.g. a case whose image and label sizes differ), whatever it
     created is removed again -- the model folder itself when this run made it -- so no half-made model is left.
-    Rerunning on a finished model folder with the same budget retrains nothing and returns the stored model.json."""
+    Rerunning on a finished model folder with the same budget retrains nothing and returns the stored model.json.
+
+    ``unlabeled`` (a folder of images without labels) trains semi-supervised (:mod:`medimg.seg.semi`, ``method``
+    ``mean-teacher``) in the same budget; its images are checked against the labelled data's domain first."""
     import medimg
     from medimg.seg.train import Trainer, write_training_log
 
@@ -140,6 +146,15 @@ def train_model(
         from medimg.seg.distributed import check_devices
 
         check_devices(devices, oversubscribe)  # before anything is written
+    u_cases = None
+    if unlabeled is not None:
+        from medimg.seg.semi import METHODS, unlabeled_images
+
+        if method not in METHODS:
+            raise MedimgError(f"Unknown semi-supervised method {method!r}; use {' or '.join(METHODS)}.")
+        if devices != 1:
+            raise MedimgError("--unlabeled trains in one process; drop --devices (or train without --unlabeled).")
+        u_cases = unlabeled_images(unlabeled, len(dataset.channels))
     created = _new_dirs(out_dir)
     before = {p.name for p in out_dir.iterdir()} if out_dir.is_dir() else set()
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -153,8 +168,23 @@ def train_model(
                 plan = make_plan(fp)
         save_json(plan, out_dir / "plan.json")
         save_json(split, out_dir / "split.json")
+        if u_cases is not None:
+            from medimg.seg.semi import check_unlabeled_domain
+
+            fp_path = out_dir / "fingerprint.json"
+            if not fp_path.exists():
+                save_json(fingerprint(dataset, progress), fp_path)
+            check_unlabeled_domain(json.loads(fp_path.read_text()), u_cases, dataset.name)
         t0 = time.perf_counter()
-        if devices > 1:
+        if u_cases is not None:
+            from medimg.seg.semi import MeanTeacherTrainer
+
+            mt = MeanTeacherTrainer(
+                dataset, plan, out_dir, split, time_budget_s, max_iterations, progress, on_epoch, unlabeled=u_cases
+            )
+            mt.on_note = on_note
+            res = mt.run(resume=resume)
+        elif devices > 1:
             from medimg.seg.distributed import train_distributed
 
             res = train_distributed(
@@ -197,6 +227,11 @@ def train_model(
         "iterations": res["iterations"],
         "precision": res["precision"],
         "seed": plan["training"]["seed"],
+        **(
+            {"semi_supervised": {"method": method, "n_unlabeled": len(u_cases), "unlabeled": str(unlabeled)}}
+            if u_cases is not None
+            else {}
+        ),
         "machine": f"{platform.machine()}, {__import__('os').cpu_count()} cores",
         "validation_mean_dice": val["mean_dice"],
         "validation_dice": val["dice"],
