@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import DATA
 from typer.testing import CliRunner
 
 import medimg
@@ -15,6 +14,8 @@ from medimg.cli import app
 from medimg.errors import MedimgError
 from medimg.seg import load_dataset, train_model
 from medimg.seg.plan import fingerprint, make_plan
+
+from conftest import DATA
 
 HIPPO = DATA / "hippocampus"
 CT = Path(medimg.__file__).parent / "data" / "samples" / "ct_small_image.nii.gz"
