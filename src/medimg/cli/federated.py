@@ -66,7 +66,7 @@ def train_cmd(
     ] = None,
     val_fraction: Annotated[float, typer.Option("--val-fraction", help="Share of each site kept to validate.")] = 0.1,
     parallel: Annotated[
-        int | None, typer.Option("--parallel", help="Sites training at once, one thread each (default: all).")
+        int | None, typer.Option("--parallel", help="Sites training at once, one thread each (default: CPU count).")
     ] = None,
     seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 0,
 ) -> None:

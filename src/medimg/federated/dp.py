@@ -18,6 +18,7 @@ fallback fails on current torch, so :func:`_conv_transpose_grad_sample` adds one
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 from medimg.errors import MedimgError
@@ -115,15 +116,16 @@ def noise_multiplier(epsilon: float, delta: float, sample_rate: float, steps: in
     check_budget(epsilon, delta)
     if not 0 < sample_rate <= 1:
         raise MedimgError(f"The sampling rate must be in (0, 1], not {sample_rate}.")
-    return float(
-        get_noise_multiplier(
+    with warnings.catch_warnings():  # "optimal order is the largest alpha": a looser bound for very few steps
+        warnings.simplefilter("ignore", UserWarning)
+        sigma = get_noise_multiplier(
             target_epsilon=epsilon,
             target_delta=delta,
             sample_rate=sample_rate,
             steps=max(1, int(steps)),
             accountant=ACCOUNTANT,
         )
-    )
+    return float(sigma)
 
 
 def epsilon_spent(noise: float, sample_rate: float, steps: int, delta: float) -> float:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import time
+import warnings
 import zlib
 from pathlib import Path
 from typing import Any
@@ -193,6 +194,7 @@ class Site:
         q = min(1.0, batch / n)
         sigma = dp.noise_multiplier(eps, delta, q, rounds * steps)
         if self._dp is None:
+            tr.net.train()  # Opacus validates a network in training mode (evaluate() leaves it in eval mode)
             gsm, opt = dp.make_private(tr.net, tr.build_optimizer(), sigma, DP_MAX_GRAD_NORM, batch)
             self._dp = (gsm, opt)
         gsm, opt = self._dp
@@ -223,7 +225,9 @@ class Site:
                         for i in range(len(chosen))
                     ]
                 ).mean()
-                loss.backward()
+                with warnings.catch_warnings():  # "full backward hook ... no inputs require gradients": expected
+                    warnings.simplefilter("ignore", UserWarning)
+                    loss.backward()
                 losses.append(float(loss.detach()))
             else:  # an empty Poisson batch still costs privacy; the optimiser adds noise only
                 for p in gsm.parameters():

@@ -152,7 +152,7 @@ def train_federated(
 
     ``time_budget_s`` covers the rounds (not fingerprinting and preprocessing, as for ``medimg train``); each round
     has an equal share and a site stops its local steps at the round's deadline. ``parallel`` sites train at once
-    (default: all), one thread each (on fewer cores than sites they share them, which the step count allows for);
+    (default: one per CPU core), one thread each (more sites than cores share them; the step count allows for it);
     local steps use bfloat16 autocast when the plan says ``auto`` and it times faster (never with DP).
     ``dp_epsilon`` turns on DP-SGD at every site with that (epsilon, ``dp_delta``) target over the whole run."""
     from medimg.domain import ImageDomain
@@ -197,7 +197,7 @@ def train_federated(
         say("preprocessing at each site")
         sites = [Site(d, w, plan, val_fraction=val_fraction, threads=1) for d, w in zip(dirs, works, strict=True)]
         cpus = os.cpu_count() or 1
-        slots = max(1, min(len(dirs), parallel or len(dirs)))
+        slots = max(1, min(len(dirs), parallel or cpus))
         waves = math.ceil(len(dirs) / slots)
         share = max(1.0, slots / cpus)  # sites running at once on fewer cores each get 1/share of one
         import torch
@@ -222,6 +222,7 @@ def train_federated(
                 precision = "bf16" if plan["training"]["precision"] == "bf16" and not dp else "fp32"
             if local_steps is None:
                 local_steps = max(1, int(0.9 * time_budget_s / rounds / waves / (timings[precision] * share)))
+            say("seconds per local step: " + ", ".join(f"{k} {v:.2f}" for k, v in timings.items()))
         del sites
         say(f"{rounds} rounds of {local_steps} local steps per site ({precision}), {slots} site(s) at a time")
         t_start = time.time()
