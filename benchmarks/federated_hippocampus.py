@@ -164,6 +164,11 @@ def main() -> None:
         res.update(held_out_dice(model, ds_test, [c.case_id for c in ds_test.cases]))
         print(f"  held-out mean Dice {res['mean_dice']:.4f}", flush=True)
         runs[run] = res
+        write_result(args, budget, sites, ds_test, runs, t_all)  # after every run: a crash keeps what finished
+
+
+def write_result(args: Any, budget: float, sites: list[Path], ds_test: Any, runs: dict[str, Any], t_all: float) -> None:
+    """Write the results JSON (all runs so far)."""
     result = {
         "benchmark": "federated_hippocampus",
         "smoke": budget < 600,
@@ -180,13 +185,12 @@ def main() -> None:
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
         "timing_note": f"1/5/15-minute load average at the end: {[round(v, 2) for v in os.getloadavg()]}",
         "date": time.strftime("%Y-%m-%d"),
-        "wall_seconds": round(time.perf_counter() - t_all, 1),
+        "wall_seconds_this_invocation": round(time.perf_counter() - t_all, 1),
         "command": "python benchmarks/federated_hippocampus.py " + " ".join(sys.argv[1:]),
     }
     args.json.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(args.json) as tmp:
         tmp.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps({k: v for k, v in result.items() if k != "runs"} | {"runs": runs}, indent=1))
 
 
 if __name__ == "__main__":
