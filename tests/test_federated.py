@@ -323,3 +323,6 @@ def test_site_privacy_ledger_counts_steps_and_refuses_changed_noise(tmp_path: Pa
     assert led["epsilon"] == epsilon_spent(m["noise_multiplier"], m["sample_rate"], 4, 1e-3)
     with pytest.raises(MedimgError, match="privacy settings changed"):
         site.fit(w, {**cfg, "rounds": 5})
+    with pytest.raises(MedimgError, match="spent its privacy budget"):  # a 3rd round of a 2-round plan
+        site.fit(w, {**cfg, "round": 3})
+    assert site.privacy()["steps"] == 4

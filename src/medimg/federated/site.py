@@ -205,9 +205,15 @@ class Site:
                 f"The privacy settings changed between rounds at site {self.data_dir} (noise "
                 f"{ledger['noise_multiplier']} -> {sigma}); start a new federation with a new output folder."
             )
+        left = rounds * steps - int(ledger.get("steps", 0))  # the noise was calibrated for rounds x steps
+        if left <= 0:
+            raise MedimgError(
+                f"Site {self.data_dir} has spent its privacy budget (epsilon {eps} over {rounds * steps} steps); "
+                "it trains no further round. Start a new federation to train more."
+            )
         ids = self.split["train"]
         done = 0
-        for _ in range(steps):
+        for _ in range(min(steps, left)):
             if deadline and time.time() >= deadline:
                 break
             chosen = [cid for cid in ids if tr.rng.random() < q]
