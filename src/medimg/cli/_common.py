@@ -19,7 +19,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
-from typer.core import TyperArgument, TyperGroup, TyperOption
+from typer.core import TyperArgument, TyperGroup
 
 from medimg.errors import MedimgError
 
@@ -64,61 +64,15 @@ def lift_global_options(args: Sequence[str]) -> list[str]:
     return front + rest
 
 
-def _readable_type(param: TyperOption | TyperArgument) -> str:
-    """A readable metavar for a parameter's value (PATH, FILE, DIR, N, NUMBER, TEXT, [a|b] ...); "" for flags."""
-    if isinstance(param, TyperOption) and (param.is_flag or param.count):
-        return ""
-    desc = param.type_descriptor
-    if desc.is_choice:
-        return "[" + "|".join(str(getattr(c, "value", c)) for c in desc.choices or ()) + "]"
-    if desc.is_path:
-        return desc.path_type.upper()
-
-    def name(annotation: Any) -> str:
-        n = getattr(annotation, "__name__", str(annotation))
-        return {"str": "TEXT", "int": "N", "float": "NUMBER", "bool": "BOOLEAN"}.get(n, n.upper())
-
-    if desc.is_list:
-        from typing import get_args
-
-        return name(get_args(desc.annotation)[0])
-    if desc.is_tuple:
-        from typing import get_args
-
-        return " ".join(name(a) for a in get_args(desc.annotation))
-    return name(desc.annotation)
-
-
-class _ReadableOption(TyperOption):
-    """A Typer option whose help shows a readable metavar (none for flags) instead of a Python type."""
-
-    def display_type_rich(self, ctx: Any) -> str | None:
-        return self.metavar if self.metavar is not None else _readable_type(self)
-
-
-class _ReadableArgument(TyperArgument):
-    """A Typer argument shown as ``NAME  TYPE`` in the help and ``NAME`` / ``[NAME]`` in the usage line."""
-
-    def display_type_rich(self, ctx: Any) -> str | None:
-        return _readable_type(self)
-
-    def _usage_display_name(self) -> str:
-        name = self.display_name_raw if self.required else f"[{self.display_name_raw}]"
-        return name + ("..." if self.nargs != 1 else "")
-
-
 def _readable_params(cmd: Any) -> None:
-    """Give every parameter of ``cmd`` and of its sub-commands (recursively) a readable metavar."""
+    """Give every argument of ``cmd`` and of its sub-commands (recursively) a readable metavar (its name in
+    capitals, unless set); with typer 0.20 (pinned for Flower) options already show click's readable type names."""
     params = list(getattr(cmd, "params", []))
     if hasattr(cmd, "get_help_option"):  # --help is created lazily per command; create it now (it is cached)
         params.append(cmd.get_help_option(typer.Context(cmd)))
     for p in params:
-        if type(p) is TyperOption:
-            p.__class__ = _ReadableOption
-        elif type(p) is TyperArgument:
-            p.__class__ = _ReadableArgument
-            if p.metavar is None and p.name:
-                p.metavar = p.name.upper()
+        if isinstance(p, TyperArgument) and p.metavar is None and p.name:
+            p.metavar = p.name.upper()
     subs = getattr(cmd, "commands", None)
     if subs is None and GLOBAL_EPILOG not in (cmd.epilog or ""):  # a command: say that the global options work here
         cmd.epilog = f"{cmd.epilog}\n\n{GLOBAL_EPILOG}" if cmd.epilog else GLOBAL_EPILOG
