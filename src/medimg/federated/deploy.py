@@ -19,10 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from medimg.errors import MedimgError
-from medimg.io._atomic import atomic_path
 from medimg.seg.plan import save_json
 
 
@@ -44,8 +41,8 @@ def run_server(
 
     import medimg
     from medimg.federated import flower
-    from medimg.federated.train import _round_log, write_rounds_csv
-    from medimg.seg.train import build_network, write_training_log
+    from medimg.federated.train import write_weights_and_log
+    from medimg.seg.train import build_network
 
     say = on_status or (lambda s: None)
     plan_p, out = Path(plan_path), Path(out_dir)
@@ -83,15 +80,8 @@ def run_server(
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     try:
-        keys = list(net.state_dict())
-        state = {k: torch.from_numpy(np.asarray(w)).float() for k, w in zip(keys, strat.weights, strict=True)}
-        with atomic_path(out / "model.pt") as tmp:
-            torch.save(state, tmp)
+        write_weights_and_log(out, plan, strat.weights, strat.history)
         save_json(plan, out / "plan.json")
-        write_training_log(
-            _round_log(strat.history), out, {"val pseudo-Dice (sites)": "val_pseudo_dice", "train loss": "train_loss"}
-        )
-        write_rounds_csv(strat.history, out / "rounds.csv")
         import flwr
 
         save_json(

@@ -30,7 +30,7 @@ import numpy as np
 from medimg.errors import MedimgError
 from medimg.io._atomic import atomic_path
 from medimg.seg.dataset import SegDataset
-from medimg.seg.train import Trainer, _crop, dice_ce_loss, make_split, prepare_cache
+from medimg.seg.train import Trainer, dice_ce_loss, make_split, prepare_cache
 
 #: Per-case gradient clipping norm for differential privacy (DP-SGD's C).
 DP_MAX_GRAD_NORM = 1.0
@@ -246,35 +246,14 @@ class Site:
 
     def _one_patch_each(self, ids: list[str]) -> tuple[Any, Any]:
         """One patch per case (foreground-centred with the plan's oversampling probability)."""
-        import torch
-
-        tr, patch = self.trainer, self.trainer.patch
-        imgs, labs = [], []
-        for cid in ids:
-            img, lab = self.cache.images[cid], self.cache.labels[cid]
-            fg = self.cache.fg[cid]
-            if fg and tr.rng.random() < self.plan["foreground_oversampling"]:
-                cls = list(fg)[int(tr.rng.integers(len(fg)))]
-                c = fg[cls][int(tr.rng.integers(len(fg[cls])))]
-                start = [
-                    int(ci) - p // 2 + int(tr.rng.integers(-p // 4, p // 4 + 1)) for ci, p in zip(c, patch, strict=True)
-                ]
-            else:
-                start = [
-                    int(tr.rng.integers(min(0, s - p), max(0, s - p) + 1))
-                    for s, p in zip(lab.shape, patch, strict=True)
-                ]
-            imgs.append(_crop(img, start, patch, 1))
-            labs.append(_crop(lab[None], start, patch, 1)[0])
-        return (
-            torch.from_numpy(np.stack(imgs).astype(np.float32)),
-            torch.from_numpy(np.stack(labs).astype(np.int64)),
+        tr, p = self.trainer, self.plan["foreground_oversampling"]
+        return tr.to_batch(
+            [tr.patch_of(self.cache, cid, centred=bool(self.cache.fg[cid]) and tr.rng.random() < p) for cid in ids]
         )
 
     # ------------------------------------------------------------------ privacy ledger
     def _ledger(self) -> dict[str, Any]:
-        p = self.work / "privacy_ledger.json"
-        return json.loads(p.read_text()) if p.exists() else {}
+        return _read_ledger(self.work)
 
     def _record(self, sigma: float, q: float, delta: float, target: float, steps: int) -> None:
         led = self._ledger() or {
@@ -292,13 +271,7 @@ class Site:
 
     def privacy(self) -> dict[str, Any]:
         """The site's privacy ledger with the epsilon spent so far (Opacus RDP accountant); {} without DP."""
-        from medimg.federated import dp
-
-        led = self._ledger()
-        if not led:
-            return {}
-        eps = dp.epsilon_spent(led["noise_multiplier"], led["sample_rate"], led["steps"], led["delta"])
-        return {**led, "epsilon": eps, "accountant": dp.ACCOUNTANT}
+        return site_privacy(self.work)
 
     # ------------------------------------------------------------------ evaluation
     def evaluate(self, weights: list[np.ndarray]) -> tuple[float, int, dict[str, Any]]:
@@ -311,3 +284,20 @@ class Site:
         tr.rng = saved
         d = tr.pseudo_dice(batches)
         return 1.0 - d, len(self.split["val"]), {"pseudo_dice": d}
+
+
+def _read_ledger(work_dir: Path) -> dict[str, Any]:
+    p = work_dir / "privacy_ledger.json"
+    return json.loads(p.read_text()) if p.exists() else {}
+
+
+def site_privacy(work_dir: str | Path) -> dict[str, Any]:
+    """A site's privacy ledger (in its work folder) with the epsilon spent, recomputed from the steps it made by
+    Opacus' RDP accountant; {} when the site trained without DP."""
+    from medimg.federated import dp
+
+    led = _read_ledger(Path(work_dir))
+    if not led:
+        return {}
+    eps = dp.epsilon_spent(led["noise_multiplier"], led["sample_rate"], led["steps"], led["delta"])
+    return {**led, "epsilon": eps, "accountant": f"opacus {dp.ACCOUNTANT}"}

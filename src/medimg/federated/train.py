@@ -157,9 +157,9 @@ def train_federated(
     ``dp_epsilon`` turns on DP-SGD at every site with that (epsilon, ``dp_delta``) target over the whole run."""
     from medimg.domain import ImageDomain
     from medimg.federated import flower
-    from medimg.federated.site import Site
+    from medimg.federated.site import Site, site_privacy
     from medimg.seg import load_dataset
-    from medimg.seg.train import build_network, write_training_log
+    from medimg.seg.train import build_network
 
     say = on_status or (lambda s: None)
     dirs = [Path(d) for d in site_dirs]
@@ -248,19 +248,10 @@ def train_federated(
         )
         flower.simulate(dirs, work, plan, strat, rounds, parallel=slots, val_fraction=val_fraction, dp=dp)
         seconds = time.time() - t_start
-        net = build_network(plan)
-        keys = list(net.state_dict())
-        state = {k: torch.from_numpy(np.asarray(w)).float() for k, w in zip(keys, strat.weights, strict=True)}
-        with atomic_path(out / "model.pt") as tmp:
-            torch.save(state, tmp)
-        log = _round_log(strat.history)
-        write_training_log(log, out, {"val pseudo-Dice (sites)": "val_pseudo_dice", "train loss": "train_loss"})
-        write_rounds_csv(strat.history, out / "rounds.csv")
+        write_weights_and_log(out, plan, strat.weights, strat.history)
         say("validating")
-        site_val = {}
-        for d, w, ds in zip(dirs, works, datasets, strict=True):
-            split = json.loads((w / "split.json").read_text())
-            site_val[d.name] = _dice_on(out, ds, split["val"])
+        splits = [json.loads((w / "split.json").read_text()) for w in works]
+        site_val = {d.name: _dice_on(out, ds, sp["val"]) for d, ds, sp in zip(dirs, datasets, splits, strict=True)}
         if test_ds is not None:
             test_ids = [c.case_id for c in test_ds.cases if c.label is not None]
             glob = {**_dice_on(out, test_ds, test_ids), "data": str(test_dir)}
@@ -275,17 +266,8 @@ def train_federated(
                 "data": "site validation cases",
             }
         save_json({**glob, "sites": site_val}, out / "validation.json")
-        privacy = {}
+        privacy = {d.name: site_privacy(w) for d, w in zip(dirs, works, strict=True)} if dp else {}
         if dp:
-            for d, w in zip(dirs, works, strict=True):
-                led = json.loads((w / "privacy_ledger.json").read_text())
-                from medimg.federated.dp import ACCOUNTANT, epsilon_spent
-
-                privacy[d.name] = {
-                    **led,
-                    "epsilon": epsilon_spent(led["noise_multiplier"], led["sample_rate"], led["steps"], led["delta"]),
-                    "accountant": f"opacus {ACCOUNTANT}",
-                }
             save_json(privacy, out / "privacy.json")
         import flwr
 
@@ -295,10 +277,7 @@ def train_federated(
             "framework": f"flower {flwr.__version__} (simulation runtime)",
             "strategy": strategy,
             **({"proximal_mu": proximal_mu} if strategy == "fedprox" else {}),
-            "sites": [
-                {"name": d.name, "n_train": len(json.loads((w / "split.json").read_text())["train"])}
-                for d, w in zip(dirs, works, strict=True)
-            ],
+            "sites": [{"name": d.name, "n_train": len(sp["train"])} for d, sp in zip(dirs, splits, strict=True)],
             "rounds": rounds,
             "local_steps": local_steps,
             "parallel_sites": slots,
@@ -344,6 +323,25 @@ def train_federated(
                 shutil.rmtree(p) if p.is_dir() else p.unlink()
         raise
     return info
+
+
+def write_weights_and_log(
+    out: Path, plan: dict[str, Any], weights: list[np.ndarray], history: list[dict[str, Any]]
+) -> None:
+    """``model.pt`` from the aggregated weights (float32, keyed as the plan's network), the per-round
+    ``training_log.csv`` / ``training_curve.svg`` and the per-site ``rounds.csv``."""
+    import torch
+
+    from medimg.seg.train import build_network, write_training_log
+
+    keys = list(build_network(plan).state_dict())
+    state = {k: torch.from_numpy(np.asarray(w)).float() for k, w in zip(keys, weights, strict=True)}
+    with atomic_path(out / "model.pt") as tmp:
+        torch.save(state, tmp)
+    write_training_log(
+        _round_log(history), out, {"val pseudo-Dice (sites)": "val_pseudo_dice", "train loss": "train_loss"}
+    )
+    write_rounds_csv(history, out / "rounds.csv")
 
 
 def _round_log(history: list[dict[str, Any]]) -> list[dict[str, Any]]:

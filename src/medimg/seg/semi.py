@@ -96,11 +96,7 @@ class MeanTeacherTrainer(Trainer):
         out = []
         for _ in range(int(self.plan["batch_size"])):
             arr = self.u_images[int(self.rng.integers(len(self.u_images)))]
-            start = [
-                int(self.rng.integers(min(0, s - p), max(0, s - p) + 1))
-                for s, p in zip(arr.shape[1:], self.patch, strict=True)
-            ]
-            out.append(_crop(arr, start, self.patch, 1))
+            out.append(_crop(arr, self.random_start(arr.shape[1:]), self.patch, 1))
         return torch.from_numpy(np.stack(out).astype(np.float32))
 
     # ------------------------------------------------------------------ training
@@ -111,11 +107,10 @@ class MeanTeacherTrainer(Trainer):
         t = min(1.0, self.iteration / max(1.0, self.rampup * self.total_iterations))
         return float(self.consistency * math.exp(-5.0 * (1.0 - t) ** 2))
 
-    def _step(self, img: Any, lab: Any, bf16: bool) -> float:
+    def step_loss(self, img: Any, lab: Any, bf16: bool) -> tuple[Any, Any]:
+        """Supervised loss on the labelled batch plus the ramped consistency loss on an unlabelled one (the student
+        on noisy patches, the teacher on clean ones); the supervised part is what is logged."""
         t = self.torch
-        for g in self.opt.param_groups:
-            g["lr"] = self.learning_rate(self.iteration)
-        self.net.train()
         u = self.unlabeled_batch()
         noisy = u + self.noise_std * t.randn(u.shape, generator=None)
         with t.autocast("cpu", dtype=t.bfloat16, enabled=bf16):
@@ -129,16 +124,14 @@ class MeanTeacherTrainer(Trainer):
         head = (lambda x: x[:, 0]) if out.dim() == lab.dim() + 2 else (lambda x: x)  # deep supervision: full res
         student_p = t.softmax(head(out[n:]), 1)
         teacher_p = t.softmax(head(target.float()), 1)
-        loss = sup + self.consistency_weight() * ((student_p - teacher_p) ** 2).mean()
-        self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        t.nn.utils.clip_grad_norm_(self.net.parameters(), 12.0)
-        self.opt.step()
-        with t.no_grad():  # EMA teacher (warm start: plain average while few steps are done)
+        return sup + self.consistency_weight() * ((student_p - teacher_p) ** 2).mean(), sup
+
+    def after_step(self) -> None:
+        """EMA teacher update (warm start: a plain average while few steps are done)."""
+        with self.torch.no_grad():
             a = min(self.ema_decay, 1 - 1 / (self.iteration + 2))
             for pt, ps in zip(self.teacher.parameters(), self.net.parameters(), strict=True):
                 pt.mul_(a).add_(ps.detach(), alpha=1 - a)
-        return float(sup.detach())
 
     def _choose_precision(self, img: Any, lab: Any) -> None:
         saved = copy.deepcopy(self.teacher.state_dict())

@@ -279,29 +279,44 @@ class Trainer:
 
     # ------------------------------------------------------------------ data
     def sample_batch(self, cache: _Cache, ids: Sequence[str], batch_size: int, fg_fraction: float) -> tuple:
-        imgs, labs = [], []
+        """A batch ``(B, C, *patch)`` / ``(B, *patch)``: random cases, the last ``fg_fraction`` of the batch centred
+        on foreground."""
+        patches = []
         for b in range(batch_size):
             cid = ids[int(self.rng.integers(len(ids)))]
-            img, lab = cache.images[cid], cache.labels[cid]
-            shape = lab.shape
-            force_fg = b >= batch_size * (1 - fg_fraction)
-            fg = cache.fg[cid]
-            if force_fg and fg:
-                cls = list(fg)[int(self.rng.integers(len(fg)))]
-                center = fg[cls][int(self.rng.integers(len(fg[cls])))]
-                start = [
-                    int(c) - p // 2 + int(self.rng.integers(-p // 4, p // 4 + 1))
-                    for c, p in zip(center, self.patch, strict=True)
-                ]
-            else:
-                start = [
-                    int(self.rng.integers(min(0, s - p), max(0, s - p) + 1))
-                    for s, p in zip(shape, self.patch, strict=True)
-                ]
-            imgs.append(_crop(img, start, self.patch, 1))
-            labs.append(_crop(lab[None], start, self.patch, 1)[0])
+            patches.append(self.patch_of(cache, cid, centred=b >= batch_size * (1 - fg_fraction)))
+        return self.to_batch(patches)
+
+    def random_start(self, shape: Sequence[int]) -> list[int]:
+        """A uniformly random patch corner in an array of spatial ``shape`` (patches larger than it are centred
+        anywhere that covers it)."""
+        return [
+            int(self.rng.integers(min(0, s - p), max(0, s - p) + 1)) for s, p in zip(shape, self.patch, strict=True)
+        ]
+
+    def patch_of(self, cache: _Cache, cid: str, centred: bool) -> tuple[np.ndarray, np.ndarray]:
+        """One (image, label) patch of case ``cid``: around a random voxel of a random foreground class (jittered by
+        up to a quarter patch) when ``centred`` and the case has foreground, else at a random position."""
+        img, lab = cache.images[cid], cache.labels[cid]
+        fg = cache.fg[cid]
+        if centred and fg:
+            cls = list(fg)[int(self.rng.integers(len(fg)))]
+            center = fg[cls][int(self.rng.integers(len(fg[cls])))]
+            start = [
+                int(c) - p // 2 + int(self.rng.integers(-p // 4, p // 4 + 1))
+                for c, p in zip(center, self.patch, strict=True)
+            ]
+        else:
+            start = self.random_start(lab.shape)
+        return _crop(img, start, self.patch, 1), _crop(lab[None], start, self.patch, 1)[0]
+
+    def to_batch(self, patches: Sequence[tuple[np.ndarray, np.ndarray]]) -> tuple[Any, Any]:
+        """Stack (image, label) patches into float32 / int64 tensors."""
         t = self.torch
-        return t.from_numpy(np.stack(imgs).astype(np.float32)), t.from_numpy(np.stack(labs).astype(np.int64))
+        return (
+            t.from_numpy(np.stack([i for i, _ in patches]).astype(np.float32)),
+            t.from_numpy(np.stack([lb for _, lb in patches]).astype(np.int64)),
+        )
 
     # ------------------------------------------------------------------ checkpoints
     def _state(self) -> dict[str, Any]:
@@ -340,18 +355,29 @@ class Trainer:
 
     # ------------------------------------------------------------------ loop
     def _step(self, img: Any, lab: Any, bf16: bool) -> float:
+        """One optimiser step (learning rate, loss, gradient clipping to norm 12); returns the logged loss."""
         t = self.torch
         for g in self.opt.param_groups:
             g["lr"] = self.learning_rate(self.iteration)
         self.net.train()
-        with t.autocast("cpu", dtype=t.bfloat16, enabled=bf16):
-            out = (self.net if self.ddp is None else self.ddp)(img)
-        loss = self.loss(out.float(), lab)
+        loss, logged = self.step_loss(img, lab, bf16)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         t.nn.utils.clip_grad_norm_(self.net.parameters(), 12.0)
         self.opt.step()
-        return float(loss.detach())
+        self.after_step()
+        return float(logged.detach())
+
+    def step_loss(self, img: Any, lab: Any, bf16: bool) -> tuple[Any, Any]:
+        """The loss to back-propagate for a batch, and the loss to log (the same here)."""
+        t = self.torch
+        with t.autocast("cpu", dtype=t.bfloat16, enabled=bf16):
+            out = (self.net if self.ddp is None else self.ddp)(img)
+        loss = self.loss(out.float(), lab)
+        return loss, loss
+
+    def after_step(self) -> None:
+        """Called after every optimiser step (e.g. a mean teacher's EMA update); nothing by default."""
 
     def _choose_precision(self, img: Any, lab: Any) -> None:
         if self.precision != "auto":
