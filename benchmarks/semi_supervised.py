@@ -28,29 +28,12 @@ import numpy as np
 
 import medimg
 from medimg.io._atomic import atomic_path
-from medimg.metrics import segmentation_metrics
-from medimg.seg import Predictor, load_dataset, parse_duration, train_model
+from medimg.seg import load_dataset, parse_duration, train_model
 from medimg.seg.train import load_split
 
 HERE = Path(__file__).resolve().parent
-
-
-def held_out_dice(model: Path, ds: Any, ids: list[str]) -> dict[str, Any]:
-    pred = Predictor(model)
-    dice: dict[int, list[float]] = {1: [], 2: []}
-    for cid in ids:
-        case = ds.case(cid)
-        out = pred([medimg.read(p) for p in case.images])
-        m = segmentation_metrics(out, medimg.read_labels(case.label), labels=[1, 2], metrics=("dice",))
-        for c in dice:
-            dice[c].append(m[c]["dice"])
-    per_case = [(a + b) / 2 for a, b in zip(dice[1], dice[2], strict=True)]
-    return {
-        "dice_anterior": float(np.mean(dice[1])),
-        "dice_posterior": float(np.mean(dice[2])),
-        "mean_dice": float(np.mean(per_case)),
-        "per_case_mean_dice": per_case,
-    }
+sys.path.insert(0, str(HERE))
+from hippocampus_heldout import held_out_dice  # noqa: E402
 
 
 def main() -> None:

@@ -27,38 +27,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 import medimg
 from medimg.io._atomic import atomic_path
-from medimg.metrics import segmentation_metrics
-from medimg.seg import Predictor, load_dataset, parse_duration, train_model
+from medimg.seg import load_dataset, parse_duration, train_model
 from medimg.seg.train import load_split
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+from hippocampus_heldout import held_out_dice  # noqa: E402
 from sparse_labels import make_sparse_dataset  # noqa: E402
 
 NAMES = {1: "anterior", 2: "posterior"}
-
-
-def held_out_dice(model: Path, ds_full: Any, val: list[str]) -> dict[str, Any]:
-    """Mean Dice per class of the model on the held-out cases (full reference labels)."""
-    pred = Predictor(model)
-    dice: dict[int, list[float]] = {1: [], 2: []}
-    t0 = time.perf_counter()
-    for cid in val:
-        case = ds_full.case(cid)
-        out = pred([medimg.read(p) for p in case.images])
-        m = segmentation_metrics(out, medimg.read_labels(case.label), labels=[1, 2], metrics=("dice",))
-        for c in dice:
-            dice[c].append(m[c]["dice"])
-    return {
-        "dice_anterior": float(np.mean(dice[1])),
-        "dice_posterior": float(np.mean(dice[2])),
-        "mean_dice": float(np.mean(dice[1] + dice[2])),
-        "predict_seconds": round(time.perf_counter() - t0, 2),
-    }
 
 
 def train(ds: Any, out: Path, budget: float, split: dict[str, list[str]], name: str) -> dict[str, Any]:
