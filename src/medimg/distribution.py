@@ -5,6 +5,9 @@ All need no downloaded weights. The feature spaces are medimg's own:
 - ``radiomics``: the FRD v1 radiomic features (:mod:`medimg.frd`), float32, z-scored with the reference set A's
   mean and SD, features NaN/inf/constant in A dropped (as FRD v1 prepares them).
 - ``pixels``: the images on a common grid (2D 32 x 32, 3D 16^3; anti-aliased), each z-scored, flattened.
+- ``encoder``: the global-average-pooled features of a medimg classifier's encoder (a model medimg trained, e.g. the
+  bundled ``pneumoniamnist``; :meth:`medimg.classify.ClassifierModel.embed`), where FID is also reported: the
+  Fréchet distance of Gaussians fitted to the features (Inception's role, played by a model trained on the domain).
 
 Metrics (A = reference/real, B = generated):
 
@@ -72,6 +75,17 @@ def kid(
             (kxx.sum() - np.trace(kxx)) / (m * (m - 1)) + (kyy.sum() - np.trace(kyy)) / (m * (m - 1)) - 2 * kxy.mean()
         )
     return float(vals.mean()), float(vals.std())
+
+
+def fid(a: np.ndarray, b: np.ndarray) -> float:
+    """Fréchet distance squared between Gaussians fitted to the rows of ``a`` and ``b`` (FID's formula, Heusel et
+    al. 2017, in whatever feature space the rows come from; covariances with ``n - 1``)."""
+    from medimg.frd import frechet_distance_squared
+
+    _check(a, b)
+    return frechet_distance_squared(
+        a.mean(axis=0), np.atleast_2d(np.cov(a, rowvar=False)), b.mean(axis=0), np.atleast_2d(np.cov(b, rowvar=False))
+    )
 
 
 def _pdist(x: np.ndarray, y: np.ndarray) -> np.ndarray:

@@ -1,9 +1,10 @@
 """One model registry for every engine: bundled models and model folders, by kind.
 
 A model folder's kind is told by the file that describes it: ``plan.json`` (segmentation), ``model.json`` with
-``"task": "classification"`` (classification), ``flow.json`` (learned registration), ``promptable.json``
-(interactive). Bundled models live in ``medimg/<engine>/models/<name>/``. :func:`find` resolves a name or folder for
-one kind and, when it names a model of another kind, says which command takes it.
+``"task": "classification"`` (classification) or ``"task": "generation"`` (diffusion generators), ``flow.json``
+(learned registration), ``promptable.json`` (interactive). Bundled models live in
+``medimg/<engine>/models/<name>/``. :func:`find` resolves a name or folder for one kind and, when it names a model
+of another kind, says which command takes it.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ KINDS: dict[str, tuple[str, str]] = {
     "classification": ("classify", "medimg classify predict DATA -m {name} -o probs.csv"),
     "registration": ("register", "medimg register FIXED MOVING -o OUT --method learned --model {name}"),
     "interactive": ("interactive", "medimg interact IMAGE --click X,Y[,Z] -o MASK"),
+    "generation": ("generate", "medimg generate -m {name} --class CLASS -n 16 -o DIR"),
 }
 #: How each kind is named in messages ("a classification model", "a promptable (interactive) model").
 LABEL = {
@@ -28,6 +30,7 @@ LABEL = {
     "classification": "classification",
     "registration": "registration",
     "interactive": "promptable (interactive)",
+    "generation": "generative (diffusion)",
 }
 
 
@@ -54,7 +57,7 @@ def kind_of(folder: Path) -> str | None:
             task = json.loads(info.read_text()).get("task")
         except ValueError:
             return None
-        return "classification" if task == "classification" else None
+        return task if task in ("classification", "generation") else None
     return None
 
 

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from medimg.classify.augment import normalize, resize
 from medimg.classify.networks import Classifier, build_encoder
 from medimg.classify.train import dark_fractions, domain_features, predict_logits, probabilities
 from medimg.errors import MedimgError
@@ -104,6 +105,17 @@ class ClassifierModel:
 
     def logits(self, images: np.ndarray) -> np.ndarray:
         return predict_logits(self.net, self.check(images), self.input_size)
+
+    def embed(self, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
+        """The encoder's global-average-pooled features ``(n, d)`` (the input of the classification head) of raw
+        images, preprocessed as in training; the feature space of FID/KID on this model (no domain check)."""
+        a = self.check(images)
+        out = []
+        with torch.no_grad():
+            for i in range(0, len(a), batch_size):
+                x = normalize(resize(torch.from_numpy(np.ascontiguousarray(a[i : i + batch_size])), self.input_size))
+                out.append(self.net.encoder.embed(x).float().numpy())
+        return np.concatenate(out).astype(np.float64)
 
     def predict_proba(
         self,

@@ -18,6 +18,7 @@ from medimg.cli import (  # noqa: F401
     frd,
     fuse,
     gen_metrics,
+    generate,
     mcp,
     memorization,
     models,

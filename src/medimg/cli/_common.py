@@ -335,3 +335,23 @@ def _progress(items: Any, what: str) -> Any:
     from rich.progress import track
 
     return track(items, description=what, console=err_console, transient=True)
+
+
+def default_command(name: str, options_too: bool = True) -> type[TyperGroup]:
+    """A command group class whose subcommand ``name`` runs when the line names no subcommand: ``medimg federated
+    SITE ...`` is ``medimg federated train SITE ...``; with ``options_too``, a line starting with an option (``medimg
+    generate -m M ...``) goes to ``name`` too (``--help`` stays the group's)."""
+
+    class _Default(TyperGroup):
+        def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+            first = args[0] if args else None
+            if (
+                first
+                and first not in self.commands
+                and first not in ("--help", "-h")
+                and (options_too or not first.startswith("-"))
+            ):
+                args = [name, *args]
+            return super().parse_args(ctx, args)
+
+    return _Default

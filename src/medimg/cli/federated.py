@@ -14,27 +14,16 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from typer.core import TyperGroup
 
-from medimg.cli._common import _run, app, console
+from medimg.cli._common import _run, app, console, default_command
 from medimg.errors import MedimgError
-
-
-class _TrainByDefault(TyperGroup):
-    """``medimg federated SITE ...`` means ``medimg federated train SITE ...``."""
-
-    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
-        if args and not args[0].startswith("-") and args[0] not in self.commands:
-            args = ["train", *args]
-        return super().parse_args(ctx, args)
-
 
 fed_app = typer.Typer(
     help="Federated training: one segmentation model from several sites' data, which never leaves the site "
     "(Flower FedAvg/FedProx, optional differential privacy with Opacus). `medimg federated SITE_DIR ... -o MODEL` "
     "runs all sites here; `server` and `client` run real sites.",
     no_args_is_help=True,
-    cls=_TrainByDefault,
+    cls=default_command("train", options_too=False),  # `federated SITE ...` = `federated train SITE ...`
 )
 
 DpEpsilon = Annotated[

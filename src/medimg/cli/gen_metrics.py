@@ -1,4 +1,4 @@
-"""``medimg gen-metrics A B [--space radiomics|pixels] [--k K] [--json]``."""
+"""``medimg gen-metrics A B [--space radiomics|pixels] [--encoder MODEL] [--k K] [--json]``."""
 
 from __future__ import annotations
 
@@ -20,6 +20,14 @@ def gen_metrics_cmd(
     space: Annotated[
         list[str] | None,
         typer.Option("--space", help="Feature space for KID/PRDC: radiomics, pixels (repeatable; default both)."),
+    ] = None,
+    encoder: Annotated[
+        str | None,
+        typer.Option(
+            "--encoder",
+            help="Also FID/KID/PRDC on this medimg classifier's encoder features (bundled name, e.g. pneumoniamnist, "
+            "or a model folder from `medimg classify train`).",
+        ),
     ] = None,
     k: Annotated[int, typer.Option("--k", help="Neighbours of the k-NN manifolds.")] = 5,
     pairs: Annotated[int, typer.Option("--pairs", help="Random pairs for the MS-SSIM diversity.")] = 200,
@@ -47,6 +55,7 @@ def gen_metrics_cmd(
             "pairs": pairs,
             "seed": seed,
             "workers": workers,
+            "encoder": encoder,
         }
         res = run("gen_metrics", params, Context(roots=root or None, progress=None if as_json else _progress))
         if as_json:
@@ -56,8 +65,9 @@ def gen_metrics_cmd(
         frd = "n/a (identical)" if r["frd"] is None else f"{r['frd']:.4f}"
         out = [f"{r['n_a']} vs {r['n_b']} {r['dims']}D images", f"FRD v1 {frd}  [{r['frd_space']}]"]
         for s in r["spaces"]:
+            fid = "" if s["fid"] is None else f"FID {s['fid']:.4g}  "
             out.append(
-                f"[{s['space']}, {s['n_features']} features] KID {s['kid']:.4g} ± {s['kid_std']:.2g}  "
+                f"[{s['space']}, {s['n_features']} features] {fid}KID {s['kid']:.4g} ± {s['kid_std']:.2g}  "
                 f"precision {s['precision']:.3f}  recall {s['recall']:.3f}  density {s['density']:.3f}  "
                 f"coverage {s['coverage']:.3f}  (k={r['k']})"
             )

@@ -43,9 +43,9 @@ def model_licence(folder: Path, info: dict[str, Any] | None = None) -> str:
 
 
 def all_models(extra: Sequence[Path] = ()) -> list[dict[str, Any]]:
-    """Every bundled model -- segmentation, classification, registration and promptable -- plus model folders inside
-    ``extra``: dicts with name, task, labels, validation, trained, licence, usage (the command that takes it),
-    path and info (the model's JSON)."""
+    """Every bundled model -- segmentation, classification, generation, registration and promptable -- plus model
+    folders inside ``extra``: dicts with name, task, labels, validation, trained, licence, usage (the command that
+    takes it), path and info (the model's JSON)."""
     from medimg.interactive.promptable import bundled_models
     from medimg.registry import bundled_dir
     from medimg.seg import list_models
@@ -53,6 +53,27 @@ def all_models(extra: Sequence[Path] = ()) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     for m in list_models(extra):
         d = Path(m["path"])
+        if m.get("task") == "generation":
+            labels = ", ".join(m["names"])
+            val = "see model card"
+            task = f"generation ({m['mode']}-conditional diffusion, 2D, {'x'.join(str(v) for v in m['size'])})"
+            ref = d.name if d.parent == bundled_dir("generation") else str(d)
+            usage = f"medimg generate -m {ref} " + (
+                "--class CLASS -n 16 -o DIR" if m["mode"] == "class" else "--mask MASK -n 4 -o DIR"
+            )
+            tr = m.get("training", {})
+            rows.append(
+                dict(
+                    name=m.get("name", d.name),
+                    task=task,
+                    labels=labels,
+                    validation=val,
+                    trained=f"{tr.get('seconds', 0) / 60:.1f} min, {tr.get('n_images', '?')} images",
+                    usage=usage,
+                    info={**m, "name": m.get("name", d.name)},
+                )
+            )
+            continue
         if m.get("task") == "classification":
             labels = ", ".join(m["classes"])
             val = f"AUROC {m['validation']['auroc']:.4f}" if "validation" in m else "-"

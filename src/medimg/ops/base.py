@@ -74,11 +74,19 @@ class OpParams(BaseModel):
 @dataclass
 class Context:
     """How an operation is called: allowed root folders (None: anywhere), a progress callback
-    ``progress(items, description) -> iterable``, and free-form notes the operation adds for the caller."""
+    ``progress(items, description) -> iterable``, an ``on_event`` listener for the progress of long operations, and
+    free-form notes the operation adds for the caller."""
 
     roots: Sequence[Path] | None = None
     progress: Callable[[Sequence[Any], str], Any] | None = None
     notes: list[str] = field(default_factory=list)
+    #: Called with progress events of long operations (e.g. ``{"step": 500, "loss": 0.1}``) when set.
+    on_event: Callable[[dict[str, Any]], None] | None = None
+
+    def log(self, event: dict[str, Any]) -> None:
+        """Report a progress event of a long operation to the caller (if it listens)."""
+        if self.on_event is not None:
+            self.on_event(event)
 
     def iterate(self, items: Sequence[Any], what: str) -> Any:
         return self.progress(items, what) if self.progress else items

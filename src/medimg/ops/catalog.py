@@ -722,6 +722,7 @@ from medimg.ops import (  # noqa: E402
     frd_op,  # noqa: F401
     fuse_op,  # noqa: F401
     gen_metrics_op,  # noqa: F401
+    generate_op,  # noqa: F401
     memorization_op,  # noqa: F401
     report_op,  # noqa: F401
 )

@@ -7,6 +7,7 @@ import math
 import time
 from typing import Literal
 
+import numpy as np
 from pydantic import BaseModel, Field
 
 from medimg.ops.base import Context, OpParams, OpResult, operation
@@ -30,14 +31,23 @@ class GenMetricsParams(OpParams):
     pairs: int = Field(200, ge=1, le=100000, description="Random image pairs for the MS-SSIM diversity.")
     seed: int = Field(0, description="Seed of the random subsets and pairs.")
     workers: int = Field(1, ge=1, le=64, description="Processes for the radiomics extraction.")
+    encoder: str | None = Field(
+        None,
+        description="A medimg classifier (bundled name, e.g. 'pneumoniamnist', or model folder) whose encoder "
+        "features add an 'encoder' space with FID: FID/KID on a network medimg trained on the domain.",
+    )
 
 
 class SpaceMetrics(BaseModel):
     space: str = Field(
-        description="Feature space: 'radiomics' (FRD v1 features, z-scored against set_a) or "
-        "'pixels' (images on a 32^2 / 16^3 grid, each z-scored)."
+        description="Feature space: 'radiomics' (FRD v1 features, z-scored against set_a), "
+        "'pixels' (images on a 32^2 / 16^3 grid, each z-scored) or 'encoder:<model>' (a medimg classifier's "
+        "pooled encoder features)."
     )
     n_features: int
+    fid: float | None = Field(
+        None, description="Encoder space only: Fréchet distance squared of Gaussians fitted to the features."
+    )
     kid: float = Field(description="Unbiased MMD^2, cubic polynomial kernel, mean over subsets (0: same).")
     kid_std: float
     precision: float
@@ -61,16 +71,30 @@ class GenMetricsResult(OpResult):
     seconds: float
 
 
+def encoder_features(model: str, arrays: list[np.ndarray]) -> np.ndarray:
+    """Pooled encoder features ``(n, d)`` of grey images under a medimg classifier (resampled to its input size);
+    refuses a model of other dimensionality or channels."""
+    from medimg.classify import ClassifierModel
+    from medimg.distribution import DistributionInputError, to_common
+
+    m = ClassifierModel(model)
+    if int(m.info["dims"]) != arrays[0].ndim or int(m.info["channels"]) != 1:
+        raise DistributionInputError(
+            f"Classifier {model!r} takes {m.info['dims']}D images with {m.info['channels']} channel(s); these are "
+            f"{arrays[0].ndim}D grey images. Choose an encoder trained on images like these."
+        )
+    return m.embed(to_common(arrays, m.input_size)[:, None])
+
+
 @operation(
     "gen_metrics",
     "Judge a generated image set against a real one: FRD, KID, precision/recall/density/coverage (radiomics and "
-    "pixel feature spaces) and MS-SSIM diversity, with no downloaded weights.",
+    "pixel feature spaces; optionally FID/KID on a medimg classifier's encoder) and MS-SSIM diversity, with no "
+    "downloaded weights.",
     reads=("set_a", "set_b"),
 )
 def gen_metrics(p: GenMetricsParams, ctx: Context) -> GenMetricsResult:
-    import numpy as np
-
-    from medimg.distribution import kid, ms_ssim_diversity, pixel_features, prdc, zscore_against
+    from medimg.distribution import fid, kid, ms_ssim_diversity, pixel_features, prdc, zscore_against
     from medimg.frd import FRDInputError, features, load_set, squared_frechet
 
     t0 = time.perf_counter()
@@ -88,19 +112,25 @@ def gen_metrics(p: GenMetricsParams, ctx: Context) -> GenMetricsResult:
         raise FRDInputError("The two sets give different feature lists (images of very different sizes); resize them.")
     d2, _ = squared_frechet(fa.values, fb.values, "v1")
     rows = []
-    for space in p.spaces:
+    spaces: list[str] = list(p.spaces) + ([f"encoder:{p.encoder}"] if p.encoder else [])
+    for space in spaces:
+        fd = None
         if space == "radiomics":
             xa, xb = zscore_against(
                 fa.values.astype(np.float32).astype(np.float64), fb.values.astype(np.float32).astype(np.float64)
             )
-        else:
+        elif space == "pixels":
             xa, xb = pixel_features(arr_a), pixel_features(arr_b)
+        else:
+            xa, xb = encoder_features(str(p.encoder), arr_a), encoder_features(str(p.encoder), arr_b)
+            fd = fid(xa, xb)
         km, ks = kid(xa, xb, p.kid_subsets, p.kid_subset_size, p.seed)
         pr = prdc(xa, xb, p.k)
         rows.append(
             SpaceMetrics(
                 space=space,
                 n_features=xa.shape[1],
+                fid=fd,
                 kid=km,
                 kid_std=ks,
                 precision=pr.precision,

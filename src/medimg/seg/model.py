@@ -25,18 +25,19 @@ BUNDLED_DIR = Path(__file__).parent / "models"
 
 
 def list_models(extra_dirs: Sequence[Path] = ()) -> list[dict[str, Any]]:
-    """Bundled models — segmentation and classification — (and model folders inside ``extra_dirs``) with their
-    model.json summaries."""
+    """Bundled models — segmentation, classification and diffusion generators — (and model folders inside
+    ``extra_dirs``) with their model.json summaries."""
     from medimg.registry import bundled_dir
 
     out = []
-    for base in [BUNDLED_DIR, bundled_dir("classification"), *extra_dirs]:
+    for base in [BUNDLED_DIR, bundled_dir("classification"), bundled_dir("generation"), *extra_dirs]:
         if not base.is_dir():
             continue
         for d in sorted(base.iterdir()):
             if (d / "model.json").exists() and (d / "model.pt").exists():
                 info = json.loads((d / "model.json").read_text())
                 info["path"] = str(d)
+                info.setdefault("name", d.name)
                 out.append(info)
     return out
 
