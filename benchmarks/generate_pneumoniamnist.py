@@ -202,55 +202,78 @@ def stage_evaluate(args: argparse.Namespace) -> dict:
     return out
 
 
+def _wrap(text: str, indent: str = "") -> str:
+    """One Markdown list item (or paragraph) wrapped at 116 columns."""
+    import textwrap
+
+    return textwrap.fill(" ".join(text.split()), 116, initial_indent=indent, subsequent_indent=" " * (len(indent)))
+
+
 def model_card(info: dict, res: dict) -> str:
     tr, ev = info["training"], res.get("evaluate", {})
     ca, fr, mem, enc = ev["class_accuracy"], ev["frd"], ev["memorization"], ev["encoder_space"]
     cl = res["train"]["cleaning"]
     n_params = sum(v.numel() for v in torch.load(BUNDLED / "model.pt", weights_only=True).values())
-    return f"""# pneumoniamnist — medimg class-conditional diffusion generator
-
-Draws 28x28 chest X-rays (PneumoniaMNIST format, 8-bit greyscale) of a chosen class: **normal** (0) or
-**pneumonia** (1). `medimg generate -m pneumoniamnist --class normal --class pneumonia -n 100 -o DIR`.
-
-- **Training data**: PneumoniaMNIST (MedMNIST v2; Yang et al., Sci. Data 10, 41 (2023); images from Kermany et al.,
-  Cell 172(5), 2018), the copy in ../shared/data/pneumoniamnist (CC BY 4.0). Its training split ({cl["n_before"]}
-  images, a modified copy with 10 % normal images) was cleaned as for the bundled classifier: {cl["duplicates_dropped"]}
-  exact duplicates and {cl["leaked_into_held_out_dropped"]} images also in the official validation split dropped
-  ({cl["n_after"]} left: {tr["class_counts"][0]} normal, {tr["class_counts"][1]} pneumonia). The official validation
-  split (524 images) was not trained on; it is the held-out reference below.
-- **Model**: DDPM with a cosine noise schedule and v-prediction; a U-Net with widths {info["widths"]}, {info["blocks"]}
-  residual block per level, self-attention at 7x7, sinusoidal time and learned class embeddings
-  ({n_params / 1e6:.1f} M parameters); the class is dropped for {tr["cond_dropout"]:.0%} of the training images so the
-  model also learns the unconditional distribution (classifier-free guidance).
-- **How it was trained**: `python benchmarks/generate_pneumoniamnist.py --stage all --time-budget
-  {tr["time_budget_s"] / 60:g}m --ship` (medimg 0.1.0): AdamW (peak lr {tr["lr"]}, warm-up, cosine decay over the
-  wall-clock budget), batch {tr["batch_size"]}, classes sampled in proportion to the square root of their counts,
-  EMA of the weights ({tr["ema_decay"]}), {tr["precision"]} autocast, seed {tr["seed"]}: {tr["steps"]} steps in
-  {tr["seconds"] / 60:.1f} min on {res["machine"]}. Training log: training_log.csv.
-- **Sampling**: DDIM, 50 steps, guidance 2 (defaults); {ev["sampling_s_per_image"] * 1000:.0f} ms per image on
-  that machine.
-- **Measured** ({ev["n_per_class"]} samples per class; benchmarks/results/generate_pneumoniamnist.json):
-  - the bundled `pneumoniamnist` classifier assigns **{ca["overall"]:.1%}** of the samples their requested class
-    (normal {ca["per_class"]["normal"]:.1%}, pneumonia {ca["per_class"]["pneumonia"]:.1%}; it scores
-    {ca["reference_real_val_accuracy"]:.1%} on the real validation images);
-  - FRD v1 to the held-out images: samples {fr["samples_to_val"]:.3f}, real training images (same number)
-    {fr["train_to_val"]:.3f}: the samples' Fréchet distance is **{fr["distance_ratio"]:.2f}x** the real images';
-  - FID on the classifier's encoder: samples {enc["fid_samples_to_val"]:.3f}, real training images
-    {enc["fid_train_to_val"]:.3f};
-  - memorisation (`medimg memorization` against the training images, threshold calibrated at 5 % false alarms on
-    the training set itself): **{mem["rate"]:.1%}** of the samples flagged.
-- **Bundled weights**: float16, loaded as float32.
-- **Limits**: 28x28 only; paediatric chest X-rays of one centre; synthetic images are for research (augmentation,
-  teaching, testing pipelines), not for diagnosis, and must not be presented as real patients' images. Not a
-  medical device.
-- **Licence**: derived from CC BY 4.0 data; shared under CC BY 4.0 with the attribution above.
-"""
+    items = [
+        f"""**Training data**: PneumoniaMNIST (MedMNIST v2; Yang et al., Sci. Data 10, 41 (2023); images from Kermany
+        et al., Cell 172(5), 2018), the copy in ../shared/data/pneumoniamnist (CC BY 4.0). Its training split
+        ({cl["n_before"]} images, a modified copy with 10 % normal images) was cleaned as for the bundled classifier:
+        {cl["duplicates_dropped"]} exact duplicates and {cl["leaked_into_held_out_dropped"]} images also in the
+        official validation split dropped ({cl["n_after"]} left: {tr["class_counts"][0]} normal,
+        {tr["class_counts"][1]} pneumonia). The official validation split (524 images) was not trained on; it is the
+        held-out reference below.""",
+        f"""**Model**: DDPM with a cosine noise schedule and v-prediction; a U-Net with widths {info["widths"]},
+        {info["blocks"]} residual block per level, self-attention at 7x7, sinusoidal time and learned class
+        embeddings ({n_params / 1e6:.1f} M parameters). The class is dropped for {tr["cond_dropout"]:.0%} of the
+        training images, so the model also learns the unconditional distribution (classifier-free guidance).""",
+        f"""**How it was trained**: `python benchmarks/generate_pneumoniamnist.py --stage all --time-budget
+        {tr["time_budget_s"] / 60:g}m --ship` (medimg 0.1.0): AdamW (peak lr {tr["lr"]}, warm-up, cosine decay over
+        the wall-clock budget), batch {tr["batch_size"]}, classes sampled in proportion to the square root of their
+        counts, EMA of the weights ({tr["ema_decay"]}), {tr["precision"]} autocast, seed {tr["seed"]}:
+        {tr["steps"]} steps in {tr["seconds"] / 60:.1f} min on {res["machine"]}. Training log:
+        training_log.csv.""",
+        f"""**Sampling**: DDIM, 50 steps, guidance 2 (the defaults), bf16 autocast:
+        {ev["sampling_s_per_image"] * 1000:.0f} ms per image on that machine.""",
+        f"""**Measured** ({ev["n_per_class"]} samples per class; benchmarks/results/generate_pneumoniamnist.json):""",
+    ]
+    measured = [
+        f"""the bundled `pneumoniamnist` classifier assigns **{ca["overall"]:.1%}** of the samples their requested
+        class (normal {ca["per_class"]["normal"]:.1%}, pneumonia {ca["per_class"]["pneumonia"]:.1%}); on the real
+        validation images it scores {ca["reference_real_val_accuracy"]:.1%};""",
+        f"""FRD v1 to the held-out images: samples {fr["samples_to_val"]:.3f}, real training images (same number and
+        class mix) {fr["train_to_val"]:.3f}: the samples' Fréchet distance is **{fr["distance_ratio"]:.2f}x** the
+        real images';""",
+        f"""FID on the classifier's encoder: samples {enc["fid_samples_to_val"]:.1f}, real training images
+        {enc["fid_train_to_val"]:.1f};""",
+        f"""memorisation (`medimg memorization` against the training images; threshold calibrated at 5 % false
+        alarms on the training set itself): **{mem["rate"]:.1%}** of the samples flagged (normal
+        {mem["rate_per_class"]["normal"]:.1%}, pneumonia {mem["rate_per_class"]["pneumonia"]:.1%}); real held-out
+        images: {mem["rate_heldout_real_images"]:.1%}. The normal class, with 388 training images, is the closer to
+        its training set.""",
+    ]
+    tail = [
+        "**Bundled weights**: float16, loaded as float32.",
+        """**Limits**: 28x28 only; paediatric chest X-rays of one centre. Synthetic images are for research
+        (augmentation, teaching, testing pipelines), not for diagnosis, and must not be presented as real patients'
+        images. Not a medical device.""",
+        "**Licence**: derived from CC BY 4.0 data; shared under CC BY 4.0 with the attribution above.",
+    ]
+    head = _wrap(
+        """Draws 28x28 chest X-rays (PneumoniaMNIST format, 8-bit greyscale) of a chosen class: **normal** (0) or
+        **pneumonia** (1): `medimg generate -m pneumoniamnist --class normal --class pneumonia -n 100 -o DIR`."""
+    )
+    body = [_wrap(t, "- ") for t in items] + [_wrap(t, "  - ") for t in measured] + [_wrap(t, "- ") for t in tail]
+    return (
+        "# pneumoniamnist — medimg class-conditional diffusion generator\n\n" + head + "\n\n" + "\n".join(body) + "\n"
+    )
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=HERE.parents[1] / "shared/data/pneumoniamnist/pneumoniamnist.npz")
-    ap.add_argument("--stage", choices=["train", "evaluate", "all"], default="all")
+    ap.add_argument(
+        "--stage", choices=["train", "evaluate", "all", "none"], default="all", help="none: only --ship (card)."
+    )
     ap.add_argument("--time-budget", default="25m")
     ap.add_argument("--model", type=Path, default=Path("/tmp/medimg_gen_pneumoniamnist"))
     ap.add_argument("--n-per-class", type=int, default=380, help="At most 388 (the normal training images).")
@@ -258,7 +281,8 @@ def main() -> None:
     ap.add_argument("--ship", action="store_true", help="Copy the model into the package as 'pneumoniamnist'.")
     args = ap.parse_args()
     res = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
-    res.update({"data": str(args.data), "machine": machine(), "date": time.strftime("%Y-%m-%d")})
+    if args.stage != "none":
+        res.update({"data": str(args.data), "machine": machine(), "date": time.strftime("%Y-%m-%d")})
     if args.stage in ("train", "all"):
         res["train"] = stage_train(args)
         RESULTS.write_text(json.dumps(res, indent=2) + "\n")
