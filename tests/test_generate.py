@@ -249,3 +249,14 @@ def test_encoder_fid_separates_real_from_noise(tmp_path: Path) -> None:
     assert enc_same.n_features == 256 and enc_same.fid is not None and enc_noise.fid is not None
     assert enc_noise.fid > 5 * enc_same.fid and enc_noise.kid > enc_same.kid
     assert [s.fid for s in same.spaces if s.space == "pixels"] == [None]
+
+
+def test_models_list_shows_the_bundled_generator() -> None:
+    r = runner.invoke(app, ["models", "list"])
+    assert r.exit_code == 0, r.output
+    from medimg.cli.models import all_models
+
+    rows = [m for m in all_models() if m["task"].startswith("generation")]
+    assert [m["name"] for m in rows] == ["pneumoniamnist"]
+    assert rows[0]["licence"] == "CC BY 4.0" and rows[0]["labels"] == "normal, pneumonia"
+    assert rows[0]["usage"].startswith("medimg generate -m pneumoniamnist --class")
