@@ -131,7 +131,7 @@ def main() -> None:
     for stem in held:
         m = np.asarray(medimg.read_labels(masks / f"{stem}.png").array)
         r = np.asarray(medimg.read(real / f"{stem}.png").array, np.float32)
-        g = np.asarray(medimg.read(gen / "imagesTr" / f"{stem}_gen000_0000.png").array, np.float32)
+        g = np.asarray(medimg.read(next((gen / "imagesTr").glob(f"{stem}_gen000_0000.*"))).array, np.float32)
         rows.append((contrast(r, m), contrast(g, m)))
     cr, cg = np.array(rows).T
     mem = memorization_folders(gen_imgs, ds / "imagesTr")
@@ -171,7 +171,7 @@ def main() -> None:
     for stem in held[:4]:
         m = np.asarray(medimg.read_labels(masks / f"{stem}.png").array).T * 255
         r = np.asarray(medimg.read(real / f"{stem}.png").array).T
-        g = np.asarray(medimg.read(gen / "imagesTr" / f"{stem}_gen000_0000.png").array).T
+        g = np.asarray(medimg.read(next((gen / "imagesTr").glob(f"{stem}_gen000_0000.*"))).array).T
         tiles.append(np.concatenate([m, r, g], axis=1).astype(np.uint8))
     fig = np.concatenate(tiles, axis=0)
     PILImage.fromarray(fig).save(HERE.parent / "docs" / "images" / "generate_hc18.png")

@@ -215,6 +215,19 @@ def test_mask_conditioned_model_keeps_geometry_and_writes_a_dataset(tmp_path: Pa
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
 
 
+def test_mask_data_of_several_sizes_needs_a_size(tmp_path: Path) -> None:
+    ds = _slice_dataset(tmp_path)
+    case = "hippocampus_003z0"
+    for sub, name, cls in (("imagesTr", f"{case}_0000.nii.gz", Image), ("labelsTr", f"{case}.nii.gz", LabelMap)):
+        im = medimg.read(ds / sub / name) if cls is Image else medimg.read_labels(ds / sub / name)
+        medimg.write(cls(np.asarray(im.array)[:30, :50], spacing=im.spacing), ds / sub / name)
+    with pytest.raises(GeneratorError, match="--size ROWSxCOLS"):
+        load_mask_data(ds)
+    data = load_mask_data(ds, size=(28, 20))
+    assert data.images.shape == (15, 1, 28, 20) and data.masks is not None and data.masks.shape == (15, 28, 20)
+    assert set(np.unique(data.masks)) <= {0, 1, 2}
+
+
 def test_encoder_fid_separates_real_from_noise(tmp_path: Path) -> None:
     from medimg.image import Image as Img
 

@@ -78,9 +78,10 @@ def load_class_data(path: str | Path, split: str = "train", labels_csv: str | Pa
     return GenData(d.images.astype(np.float32), "class", labels=d.labels.astype(np.int64), names=d.classes, ids=d.ids)
 
 
-def load_mask_data(root: str | Path, progress: Any = None) -> GenData:
-    """Mask-conditional training data: a segmentation dataset (``imagesTr/`` + ``labelsTr/``) of 2D images of one
-    size (numpy image order; one channel)."""
+def load_mask_data(root: str | Path, progress: Any = None, size: tuple[int, int] | None = None) -> GenData:
+    """Mask-conditional training data: a segmentation dataset (``imagesTr/`` + ``labelsTr/``) of 2D images (numpy
+    image order; one channel). Images of several sizes need ``size`` ``(rows, cols)``: each image is then resampled
+    to it (bilinear, anti-aliased; its mask nearest)."""
     import medimg
     from medimg.seg.dataset import load_dataset
 
@@ -112,7 +113,18 @@ def load_mask_data(root: str | Path, progress: Any = None) -> GenData:
         ids.append(c.case_id)
     shapes = {x.shape for x in imgs}
     if len(shapes) > 1:
-        raise GeneratorError(f"{root}: images of several sizes {sorted(shapes)[:4]}; resample them to one size first.")
+        if size is None:
+            raise GeneratorError(
+                f"{root}: images of several sizes (rows x cols) {sorted(shapes)[:4]}; give --size ROWSxCOLS to train "
+                "at one size (each image is resampled to it), or resample the images to one size first."
+            )
+        eight_bit = all(x.min() >= 0 and x.max() <= 255 and np.all(x == np.round(x)) for x in imgs)
+        imgs = [_resize(x[None, None], size, nearest=False)[0, 0] for x in imgs]
+        if eight_bit:  # keep 8-bit data 8-bit (the model then writes 8-bit PNGs like its inputs)
+            imgs = [np.clip(np.round(x), 0, 255) for x in imgs]
+        masks = [
+            _resize(m[None, None].astype(np.float32), size, nearest=True)[0, 0].round().astype(np.int64) for m in masks
+        ]
     names = [str(ds.labels.get(k, k)) for k in range(ds.n_classes)]
     return GenData(np.stack(imgs)[:, None], "mask", masks=np.stack(masks), names=names, ids=ids)
 

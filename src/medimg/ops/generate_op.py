@@ -72,14 +72,18 @@ def generate_train(p: GenerateTrainParams, ctx: Context) -> GenerateTrainResult:
         raise GeneratorError(
             f"{p.data}: mask-conditional training needs a segmentation dataset (imagesTr/, labelsTr/)."
         )
-    data = load_mask_data(p.data, ctx.progress) if mode == "mask" else load_class_data(p.data, p.split, p.labels_csv)
+    size = (p.size[0], p.size[1]) if p.size else None
+    if mode == "mask":
+        data = load_mask_data(p.data, ctx.progress, size)
+    else:
+        data = load_class_data(p.data, p.split, p.labels_csv)
     with staged_folder(out) as tmp:
         info = train_generator(
             data,
             tmp,
             time_budget_s=p.time_budget_s,
             max_steps=p.max_steps,
-            size=tuple(p.size) if p.size else None,  # type: ignore[arg-type]
+            size=size,
             widths=tuple(p.widths),
             batch_size=p.batch_size,
             lr=p.lr,
