@@ -210,7 +210,11 @@ def test_help_shows_readable_metavars_everywhere() -> None:
 def test_models_list_every_bundled_model_with_licence() -> None:
     r = runner.invoke(app, ["models", "list", "--json"])
     assert r.exit_code == 0, r.output
-    rows = {m["name"]: m for m in json.loads(r.stdout)}
+    rows: dict[str, dict] = {}
+    for m in json.loads(r.stdout):  # pneumoniamnist is a classifier and a generator: the classifier comes first
+        rows.setdefault(m["name"], m)
+    gens = [m for m in json.loads(r.stdout) if m["task"].startswith("generation")]
+    assert [(m["name"], m["licence"]) for m in gens] == [("pneumoniamnist", "CC BY 4.0")]
     assert {n: rows[n]["licence"] for n in ("hippocampus", "pneumoniamnist", "hippocampus_flow", "promptable")} == {
         "hippocampus": "CC BY-SA 4.0",
         "pneumoniamnist": "CC BY 4.0",
@@ -224,6 +228,10 @@ def test_models_list_every_bundled_model_with_licence() -> None:
     assert r.exit_code == 0 and "licence" in r.output and "hippocampus_flow" in r.output and "promptable" in r.output
     r = runner.invoke(app, ["models", "info", "hippocampus_flow"])
     assert r.exit_code == 0 and json.loads(r.stdout)["licence"] == "CC BY-SA 4.0"
+    r = runner.invoke(app, ["models", "info", "pneumoniamnist"])
+    assert r.exit_code == 0 and json.loads(r.stdout)["task"] == "classification"
+    r = runner.invoke(app, ["models", "info", "pneumoniamnist", "--kind", "generation"])
+    assert r.exit_code == 0 and json.loads(r.stdout)["mode"] == "class"
 
 
 def test_volumes_folder_csv_names_2d_and_single_file(tmp_path: Path) -> None:

@@ -154,12 +154,25 @@ def models_list(
 
 
 @models_app.command("info")
-def models_info(name: Annotated[str, typer.Argument(help="Bundled model name or model folder.")]) -> None:
+def models_info(
+    name: Annotated[str, typer.Argument(help="Bundled model name or model folder.")],
+    kind: Annotated[
+        str | None,
+        typer.Option(
+            "--kind",
+            help="When several bundled models share the name (pneumoniamnist: a classifier and a generator): "
+            "segmentation | classification | generation | registration | interactive.",
+        ),
+    ] = None,
+) -> None:
     """Show a model's JSON (model.json, flow.json or promptable.json; segmentation: plus a plan summary), its
     licence and the command that uses it."""
 
     def body() -> None:
-        rows = {r["name"]: r for r in all_models()}
+        rows: dict[str, dict[str, Any]] = {}
+        for r in all_models():  # the first model of a name wins, unless --kind picks another
+            if kind is None or r["task"].startswith(kind):
+                rows.setdefault(r["name"], r)
         p = Path(name)
         if name not in rows and p.is_dir():  # a folder of your own
             rows = {r["name"]: r for r in all_models([p.parent]) if Path(r["path"]).resolve() == p.resolve()}
