@@ -20,6 +20,7 @@ from medimg.cli import (  # noqa: F401
     gen_metrics,
     generate,
     mcp,
+    measure,
     memorization,
     models,
     op,

@@ -723,6 +723,7 @@ from medimg.ops import (  # noqa: E402
     fuse_op,  # noqa: F401
     gen_metrics_op,  # noqa: F401
     generate_op,  # noqa: F401
+    measure_op,  # noqa: F401
     memorization_op,  # noqa: F401
     report_op,  # noqa: F401
 )

@@ -1,0 +1,65 @@
+"""``medimg measure ellipse MASK [--label L] [--spacing MM] [--json]`` (operation ``measure_ellipse``)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from medimg.cli._common import _run, app, console
+
+measure_app = typer.Typer(
+    help="Shape measurements of label maps: `medimg measure ellipse MASK` (e.g. fetal head circumference).",
+    no_args_is_help=True,
+)
+
+
+@measure_app.command("ellipse")
+def ellipse_cmd(
+    mask: Annotated[Path, typer.Argument(help="2D label map: a filled structure or a drawn outline.")],
+    label: Annotated[
+        int | None, typer.Option("--label", help="Label value to measure (default: all non-zero).")
+    ] = None,
+    spacing: Annotated[
+        str | None,
+        typer.Option("--spacing", help="Pixel size in mm, MM or MMxMM, when the file has none (PNG); overrides it."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the whole result (with provenance) as JSON.")] = False,
+    root: Annotated[
+        list[Path] | None, typer.Option("--root", help="Only allow paths inside these folders (repeatable).")
+    ] = None,
+) -> None:
+    """Fit an ellipse to a 2D structure: circumference, semi-axes, area and angle in mm."""
+    from medimg.errors import MedimgError
+    from medimg.ops import Context, run
+
+    def body() -> None:
+        sp = None
+        if spacing:
+            try:
+                sp = [float(v) for v in spacing.lower().replace(",", "x").split("x")]
+            except ValueError:
+                raise MedimgError(
+                    f"--spacing {spacing!r}: give the pixel size in mm, e.g. 0.07 or 0.07x0.08."
+                ) from None
+        params = {"mask": str(mask), "label": label, "spacing": sp}
+        r = run("measure_ellipse", params, Context(roots=root or None)).model_dump(mode="json")
+        if as_json:
+            sys.stdout.write(json.dumps(r, indent=2) + "\n")
+            return
+        a, b = r["semi_axes_mm"]
+        console.print(
+            f"circumference {r['circumference_mm']:.2f} mm  semi-axes {a:.2f} x {b:.2f} mm  area {r['area_mm2']:.1f} "
+            f"mm²  angle {r['angle_deg']:.1f}°  centre ({r['center_mm'][0]:.2f}, {r['center_mm'][1]:.2f}) mm  fit RMS "
+            f"{r['rms_residual_mm']:.3f} mm" + ("  [touches the image border]" if r["touches_border"] else ""),
+            markup=False,
+            highlight=False,
+        )
+
+    _run(body)
+
+
+app.add_typer(measure_app, name="measure")
