@@ -32,6 +32,7 @@ from medimg.classify.calibrate import fit_temperature
 from medimg.classify.data import ClassificationData, DatasetError
 from medimg.classify.networks import Classifier, build_encoder, default_encoder_config
 from medimg.errors import MedimgError
+from medimg.precision import bf16_is_faster
 
 DEFAULT_CONFIG: dict[str, Any] = {
     "input_size": None,
@@ -281,19 +282,9 @@ def train_classifier(
 
     t_start = time.perf_counter()
     precision = str(cfg["precision"])
-    if precision == "auto":  # time a few steps each way on a copy, then restore the initial state
-        saved = copy.deepcopy(net.state_dict()), copy.deepcopy(opt.state_dict())
+    if precision == "auto":  # time a few steps each way, then restore the initial state
         xb, yb = batch(rng.integers(0, len(train), bs))
-        timing = {}
-        for mode in (False, True):
-            step(xb, yb, 0.0, mode)
-            t0 = time.perf_counter()
-            for _ in range(2):
-                step(xb, yb, 0.0, mode)
-            timing[mode] = time.perf_counter() - t0
-        net.load_state_dict(saved[0])
-        opt.load_state_dict(saved[1])
-        precision = "bf16" if timing[True] < 0.8 * timing[False] else "fp32"
+        precision = "bf16" if bf16_is_faster(lambda m: step(xb, yb, 0.0, m), (net, opt)) else "fp32"
     bf16 = precision == "bf16"
     ema = _EMA(net, float(cfg["ema_decay"]))
 

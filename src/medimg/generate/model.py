@@ -25,6 +25,7 @@ import torch
 from medimg.errors import MedimgError
 from medimg.generate.diffusion import ddim_sample, training_loss
 from medimg.generate.unet import DiffusionUNet
+from medimg.precision import bf16_is_faster
 
 KIND = "medimg-diffusion"
 Mode = Literal["class", "mask"]
@@ -255,19 +256,8 @@ def train_generator(
         opt.step()
         return float(loss.detach())
 
-    if bf16 is None:  # pick the faster precision from two timed probe steps each (not counted as training)
-        timing = {}
-        state = {k: v.clone() for k, v in net.state_dict().items()}
-        ostate = opt.state_dict()
-        for cand in (False, True):
-            step(cand)
-            t0 = time.perf_counter()
-            step(cand)
-            timing[cand] = time.perf_counter() - t0
-        net.load_state_dict(state)
-        opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=0.0)
-        opt.load_state_dict(ostate)
-        bf16 = timing[True] < 0.8 * timing[False]
+    if bf16 is None:  # pick the faster precision from two probe steps each (undone; not counted as training)
+        bf16 = bf16_is_faster(step, (net, opt), timed_steps=1)
     out.mkdir(parents=True, exist_ok=True)
     log_rows: list[dict[str, Any]] = []
     t_start = time.perf_counter()

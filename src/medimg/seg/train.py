@@ -382,19 +382,10 @@ class Trainer:
     def _choose_precision(self, img: Any, lab: Any) -> None:
         if self.precision != "auto":
             return
-        import copy
+        from medimg.precision import bf16_is_faster
 
-        saved_net, saved_opt = copy.deepcopy(self.net.state_dict()), copy.deepcopy(self.opt.state_dict())
-        timings = {}
-        for name, bf16 in (("fp32", False), ("bf16", True)):
-            self._step(img, lab, bf16)
-            t0 = time.perf_counter()
-            for _ in range(2):
-                self._step(img, lab, bf16)
-            timings[name] = time.perf_counter() - t0
-        self.net.load_state_dict(saved_net)
-        self.opt.load_state_dict(saved_opt)
-        self.precision = "bf16" if timings["bf16"] < 0.8 * timings["fp32"] else "fp32"
+        faster = bf16_is_faster(lambda m: self._step(img, lab, m), (self.net, self.opt))
+        self.precision = "bf16" if faster else "fp32"
 
     def pseudo_dice(self, val_batches: list[tuple[Any, Any]]) -> float:
         """Dice over foreground classes pooled over fixed validation patches (nnU-Net's 'pseudo Dice')."""
