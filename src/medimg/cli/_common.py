@@ -14,6 +14,7 @@ import importlib.machinery
 import os
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from types import ModuleType
 from typing import Annotated, Any, TypeVar
 
@@ -309,6 +310,12 @@ IrregularOpt = Annotated[
     bool, typer.Option("--allow-irregular", help="DICOM: interpolate series with missing slices onto a regular grid.")
 ]
 NonfiniteOpt = Annotated[bool, typer.Option("--allow-nonfinite", help="Accept NaN/Inf voxels.")]
+#: ``--root`` of the commands that run an operation: the folders its paths must lie in.
+RootsOpt = Annotated[
+    list[Path] | None, typer.Option("--root", help="Only allow paths inside these folders (repeatable).")
+]
+#: ``--json`` of the commands that run an operation: print its whole result.
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the whole result (with provenance) as JSON.")]
 
 
 def _parse_names(text: str | None) -> dict[int, str] | None:

@@ -11,7 +11,7 @@ from typing import Annotated, cast
 import typer
 from rich.table import Table
 
-from medimg.cli._common import _progress, _run, app, console
+from medimg.cli._common import RootsOpt, _progress, _run, app, console
 
 al_app = typer.Typer(help="Active learning: which unlabelled cases to annotate next.", no_args_is_help=True)
 
@@ -43,9 +43,7 @@ def next_cmd(
         typer.Option("--passes", help="tta: mirror combinations (default all); mc-dropout: passes (default 8)."),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON instead of a table.")] = False,
-    root: Annotated[
-        list[Path] | None, typer.Option("--root", help="Only allow paths inside these folders (repeatable).")
-    ] = None,
+    root: RootsOpt = None,
 ) -> None:
     """Rank the unlabelled cases by how informative they are for the model and propose the top N to label.
     Images outside the model's training domain are refused and listed, not ranked."""

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from medimg.cli._common import _progress, _run, app, console
+from medimg.cli._common import RootsOpt, _progress, _run, app, console
 
 
 @app.command("deid")
@@ -42,9 +42,7 @@ def deid_cmd(
     report: Annotated[Path | None, typer.Option("--report", help="Write the JSON report of what changed here.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the JSON report on stdout.")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing non-empty OUT.")] = False,
-    root: Annotated[
-        list[Path] | None, typer.Option("--root", help="Only allow paths inside these folders (repeatable).")
-    ] = None,
+    root: RootsOpt = None,
 ) -> None:
     """De-identify DICOM files with the DICOM PS3.15 Basic Application Level Confidentiality Profile: identifiers
     removed or replaced (a pseudonym per patient), UIDs remapped consistently, private tags removed, dates

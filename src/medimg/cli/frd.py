@@ -9,7 +9,7 @@ from typing import Annotated, Literal
 
 import typer
 
-from medimg.cli._common import _progress, _run, app, console
+from medimg.cli._common import JsonOpt, RootsOpt, _progress, _run, app, console
 from medimg.errors import MedimgError
 
 
@@ -30,10 +30,8 @@ def frd_cmd(
         bool,
         typer.Option("--drop-degenerate", help="v1: leave out features constant in A up to rounding (not frd-score)."),
     ] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the whole result (with provenance) as JSON.")] = False,
-    root: Annotated[
-        list[Path] | None, typer.Option("--root", help="Only allow paths inside these folders (repeatable).")
-    ] = None,
+    as_json: JsonOpt = False,
+    root: RootsOpt = None,
 ) -> None:
     """Fréchet Radiomic Distance between image folders A (reference) and B, with medimg's own radiomics
     (frd-score compatible; v1: log of the squared distance of A-z-scored features). Lower is closer."""

@@ -11,7 +11,7 @@ from typing import Annotated, cast
 import typer
 from rich.table import Table
 
-from medimg.cli._common import _progress, _run, app, console
+from medimg.cli._common import RootsOpt, _progress, _run, app, console
 
 
 @app.command("fuse")
@@ -34,9 +34,7 @@ def fuse_cmd(
         Path | None, typer.Option("--raters-json", help="Write the per-rater sensitivity/specificity JSON here.")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON instead of a table.")] = False,
-    root: Annotated[
-        list[Path] | None, typer.Option("--root", help="Only allow paths inside these folders (repeatable).")
-    ] = None,
+    root: RootsOpt = None,
 ) -> None:
     """Fuse several raters' label maps of one image into one label map on the same grid (majority vote, STAPLE
     or multi-label STAPLE) and report every rater's sensitivity and specificity per label (STAPLE's estimates;

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from medimg.cli._common import _progress, _run, app, console
+from medimg.cli._common import JsonOpt, RootsOpt, _progress, _run, app, console
 from medimg.errors import MedimgError
 
 
@@ -33,10 +33,8 @@ def gen_metrics_cmd(
     pairs: Annotated[int, typer.Option("--pairs", help="Random pairs for the MS-SSIM diversity.")] = 200,
     seed: Annotated[int, typer.Option("--seed", help="Seed of subsets and pairs.")] = 0,
     workers: Annotated[int, typer.Option("--workers", help="Processes for the radiomics extraction.")] = 1,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the whole result (with provenance) as JSON.")] = False,
-    root: Annotated[
-        list[Path] | None, typer.Option("--root", help="Only allow paths inside these folders (repeatable).")
-    ] = None,
+    as_json: JsonOpt = False,
+    root: RootsOpt = None,
 ) -> None:
     """FRD, KID, precision, recall, density, coverage and MS-SSIM diversity of image folder B against A (the
     reference), with no downloaded weights; each metric names its feature space."""

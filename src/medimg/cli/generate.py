@@ -15,7 +15,7 @@ from typing import Annotated, Any
 
 import typer
 
-from medimg.cli._common import _run, app, console, default_command
+from medimg.cli._common import JsonOpt, RootsOpt, _run, app, console, default_command
 
 gen_app = typer.Typer(
     help="Diffusion generators: `medimg generate train DATA -o MODEL` trains a class- or mask-conditional model; "
@@ -23,9 +23,6 @@ gen_app = typer.Typer(
     no_args_is_help=True,
     cls=default_command("sample"),  # `generate -m M ...` = `generate sample -m M ...`
 )
-
-Root = Annotated[list[Path] | None, typer.Option("--root", help="Only allow paths inside these folders (repeatable).")]
-AsJson = Annotated[bool, typer.Option("--json", help="Print the whole result (with provenance) as JSON.")]
 
 
 @gen_app.command("train")
@@ -51,8 +48,8 @@ def train_cmd(
     ] = "sqrt",
     max_steps: Annotated[int | None, typer.Option("--max-steps", help="Stop after this many steps.")] = None,
     seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 0,
-    as_json: AsJson = False,
-    root: Root = None,
+    as_json: JsonOpt = False,
+    root: RootsOpt = None,
 ) -> None:
     """Train a class- or mask-conditional 2D diffusion model within a time budget."""
     from medimg.errors import MedimgError
@@ -119,8 +116,8 @@ def sample_cmd(
         float | None, typer.Option("--guidance", help="Classifier-free guidance (default 2 for classes, 1 for masks).")
     ] = None,
     seed: Annotated[int, typer.Option("--seed", help="Random seed (same seed, same images).")] = 0,
-    as_json: AsJson = False,
-    root: Root = None,
+    as_json: JsonOpt = False,
+    root: RootsOpt = None,
 ) -> None:
     """Draw images from a generator: `--class C` (class-conditional) or `--mask M` (mask-conditioned)."""
     from medimg.ops import Context, run

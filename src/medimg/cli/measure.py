@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from medimg.cli._common import _run, app, console
+from medimg.cli._common import JsonOpt, RootsOpt, _floats, _run, app, console
 
 measure_app = typer.Typer(
     help="Shape measurements of label maps: `medimg measure ellipse MASK` (e.g. fetal head circumference).",
@@ -27,25 +27,15 @@ def ellipse_cmd(
         str | None,
         typer.Option("--spacing", help="Pixel size in mm, MM or MMxMM, when the file has none (PNG); overrides it."),
     ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the whole result (with provenance) as JSON.")] = False,
-    root: Annotated[
-        list[Path] | None, typer.Option("--root", help="Only allow paths inside these folders (repeatable).")
-    ] = None,
+    as_json: JsonOpt = False,
+    root: RootsOpt = None,
 ) -> None:
     """Fit an ellipse to a 2D structure: circumference, semi-axes, area and angle in mm."""
-    from medimg.errors import MedimgError
     from medimg.ops import Context, run
 
     def body() -> None:
-        sp = None
-        if spacing:
-            try:
-                sp = [float(v) for v in spacing.lower().replace(",", "x").split("x")]
-            except ValueError:
-                raise MedimgError(
-                    f"--spacing {spacing!r}: give the pixel size in mm, e.g. 0.07 or 0.07x0.08."
-                ) from None
-        params = {"mask": str(mask), "label": label, "spacing": sp}
+        sp = _floats(spacing.lower() if spacing else None, "--spacing (the pixel size in mm)")
+        params = {"mask": str(mask), "label": label, "spacing": list(sp) if sp else None}
         r = run("measure_ellipse", params, Context(roots=root or None)).model_dump(mode="json")
         if as_json:
             sys.stdout.write(json.dumps(r, indent=2) + "\n")

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from medimg.cli._common import _run, app, console
+from medimg.cli._common import JsonOpt, RootsOpt, _run, app, console
 
 
 @app.command("memorization")
@@ -35,10 +35,8 @@ def memorization_cmd(
     report: Annotated[
         Path | None, typer.Option("--report", help="Write the per-sample table (.csv) or the whole result (.json).")
     ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the whole result (with provenance) as JSON.")] = False,
-    root: Annotated[
-        list[Path] | None, typer.Option("--root", help="Only allow paths inside these folders (repeatable).")
-    ] = None,
+    as_json: JsonOpt = False,
+    root: RootsOpt = None,
 ) -> None:
     """Flag generated images that copy or nearly copy a training image (shifted, rescaled, intensity-changed,
     noised, mirrored): nearest training image, similarity (max. correlation of band-passed structure), and a

@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.table import Table
 
-from medimg.cli._common import _progress, _run, app, console
+from medimg.cli._common import RootsOpt, _progress, _run, app, console
 from medimg.errors import MedimgError
 
 op_app = typer.Typer(help="The operations layer: list, show schemas, run with JSON parameters.", no_args_is_help=True)
@@ -46,9 +45,7 @@ def op_schema(name: Annotated[str, typer.Argument(help="Operation name (see `med
 def op_run(
     name: Annotated[str, typer.Argument(help="Operation name (see `medimg op list`).")],
     params: Annotated[str, typer.Argument(help='Parameters as JSON, e.g. \'{"path": "seg.nii.gz"}\'.')],
-    root: Annotated[
-        list[Path] | None, typer.Option("--root", help="Only allow paths inside these folders (repeatable).")
-    ] = None,
+    root: RootsOpt = None,
 ) -> None:
     """Run one operation with JSON parameters; prints its typed result (with provenance) as JSON."""
     from medimg.ops import Context, run

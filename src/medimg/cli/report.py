@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from medimg.cli._common import _progress, _run, app, console
+from medimg.cli._common import RootsOpt, _progress, _run, app, console
 from medimg.errors import MedimgError
 
 
@@ -41,9 +41,7 @@ def report_cmd(
     force: Annotated[
         bool, typer.Option("--force", help="Segment even outside the model's training domain (recorded).")
     ] = False,
-    root: Annotated[
-        list[Path] | None, typer.Option("--root", help="Only allow paths inside these folders (repeatable).")
-    ] = None,
+    root: RootsOpt = None,
 ) -> None:
     """Report what was measured in a study: structure volumes (from --labels or --model, with the model's domain
     check), lesion counts and sizes (--lesion-label), volume change against an earlier visit (--previous), and
