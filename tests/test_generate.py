@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -237,31 +238,16 @@ def test_encoder_fid_separates_real_from_noise(tmp_path: Path) -> None:
         (tmp_path / name).mkdir()
         for i, a in enumerate(arrs):
             medimg.write(Img(np.ascontiguousarray(a.astype(np.uint8).T), ndim=2), tmp_path / name / f"{i:03d}.png")
-    same = run(
-        "gen_metrics",
-        {
-            "set_a": str(tmp_path / "a"),
-            "set_b": str(tmp_path / "b"),
-            "spaces": ["pixels"],
-            "encoder": "pneumoniamnist",
-            "pairs": 20,
-        },
-    )
-    noise = run(
-        "gen_metrics",
-        {
-            "set_a": str(tmp_path / "a"),
-            "set_b": str(tmp_path / "noise"),
-            "spaces": ["pixels"],
-            "encoder": "pneumoniamnist",
-            "pairs": 20,
-        },
-    )
-    enc_same = next(s for s in same.spaces if s.space.startswith("encoder"))
-    enc_noise = next(s for s in noise.spaces if s.space.startswith("encoder"))
+
+    def encoder_space(b: str) -> Any:
+        params = {"set_a": str(tmp_path / "a"), "set_b": str(tmp_path / b), "spaces": ["pixels"]}
+        res = run("gen_metrics", {**params, "encoder": "pneumoniamnist", "pairs": 20})
+        assert [s.fid for s in res.spaces if s.space == "pixels"] == [None]
+        return next(s for s in res.spaces if s.space.startswith("encoder"))
+
+    enc_same, enc_noise = encoder_space("b"), encoder_space("noise")
     assert enc_same.n_features == 256 and enc_same.fid is not None and enc_noise.fid is not None
     assert enc_noise.fid > 5 * enc_same.fid and enc_noise.kid > enc_same.kid
-    assert [s.fid for s in same.spaces if s.space == "pixels"] == [None]
 
 
 def test_models_list_shows_the_bundled_generator() -> None:
