@@ -134,11 +134,16 @@ def load_npz(
     return ClassificationData(images, labels, names, [f"{split}_{i}" for i in range(len(images))], multilabel)
 
 
-def _read_image_file(path: Path) -> np.ndarray:
-    """One image file -> ``(c, *spatial)`` in numpy image order."""
+def _read_image_file(path: Path, grid: dict[str, Any] | None = None) -> np.ndarray:
+    """One image file -> ``(c, *spatial)`` in numpy image order (resampled onto ``grid`` when given, see
+    :mod:`medimg.classify.grid`)."""
     import medimg
 
     img = medimg.read(path, allow_nonfinite=True)  # the classifier's own check names NaN images
+    if grid is not None:
+        from medimg.classify.grid import on_grid
+
+        return on_grid(img, grid)
     a = np.asarray(img.array, dtype=np.float32)
     sd = img.ndim
     a = np.moveaxis(a, -1, 0) if a.ndim == sd + 1 else a[None]  # channels first
@@ -147,10 +152,13 @@ def _read_image_file(path: Path) -> np.ndarray:
     return np.ascontiguousarray(np.transpose(a, (0, *range(a.ndim - 1, 0, -1))))
 
 
-def load_folder(folder: str | Path, labels_csv: str | Path, image_column: str = "image") -> ClassificationData:
+def load_folder(
+    folder: str | Path, labels_csv: str | Path, image_column: str = "image", grid: dict[str, Any] | None = None
+) -> ClassificationData:
     """Images in ``folder`` listed by a CSV: either ``image,label`` (multi-class; labels are class names or
     integers) or ``image,<class 1>,<class 2>,...`` with 0/1 values (multi-label). Every image must have the same
-    shape. Errors name the CSV row (1-based, header is row 1)."""
+    shape, unless ``grid`` resamples each onto one physical grid (:mod:`medimg.classify.grid`). Errors name the CSV
+    row (1-based, header is row 1)."""
     folder, csv_path = Path(folder), Path(labels_csv)
     if not csv_path.exists():
         raise DatasetError(f"No such labels CSV: {csv_path}.")
@@ -209,7 +217,7 @@ def load_folder(folder: str | Path, labels_csv: str | Path, image_column: str = 
         if not p.exists():
             raise DatasetError(f"{csv_path} row {r}: image {name!r} not found in {folder}.")
         try:
-            a = _read_image_file(p)
+            a = _read_image_file(p, grid)
         except MedimgError as e:
             raise DatasetError(f"{csv_path} row {r}: cannot read {name!r}: {e}") from None
         if arrays and a.shape != arrays[0].shape:
@@ -256,14 +264,26 @@ def from_segmentation(
     return ClassificationData(np.stack(imgs), np.stack(targets), names, ids, multilabel=True)
 
 
-def load(path: str | Path, split: str = "train", labels_csv: str | Path | None = None) -> ClassificationData:
-    """An NPZ file (``split`` selects the arrays) or an image folder with ``labels_csv``."""
+def load(
+    path: str | Path, split: str = "train", labels_csv: str | Path | None = None, grid: dict[str, Any] | None = None
+) -> ClassificationData:
+    """An NPZ file (``split`` selects the arrays) or an image folder with ``labels_csv`` (its files resampled onto
+    ``grid`` when given; NPZ arrays must then already have the grid's shape)."""
     p = Path(path)
     if p.suffix.lower() == ".npz":
-        return load_npz(p, split)
+        d = load_npz(p, split)
+        if grid is not None:
+            from medimg.classify.grid import numpy_shape
+
+            if tuple(d.images.shape[2:]) != numpy_shape(grid):
+                raise DatasetError(
+                    f"{p}: arrays of shape {tuple(d.images.shape[2:])} cannot be on a grid of {numpy_shape(grid)} "
+                    "voxels (numpy order); give a folder of image files (NIfTI, NRRD ...) to resample them."
+                )
+        return d
     if p.is_dir():
         csv_path = Path(labels_csv) if labels_csv else p / "labels.csv"
-        return load_folder(p, csv_path)
+        return load_folder(p, csv_path, grid=grid)
     raise DatasetError(f"{p}: give an NPZ file (MedMNIST layout) or a folder of images with a labels CSV.")
 
 
@@ -326,9 +346,12 @@ def npz_splits(path: str | Path) -> list[str]:
         return sorted({k.rsplit("_", 1)[0] for k in z.files if k.endswith("_images")})
 
 
-def load_images(path: str | Path, split: str = "val", labels_csv: str | Path | None = None) -> ClassificationData:
+def load_images(
+    path: str | Path, split: str = "val", labels_csv: str | Path | None = None, grid: dict[str, Any] | None = None
+) -> ClassificationData:
     """Images to predict: an NPZ split (labels optional), a folder (with a labels CSV if there is one, else every
-    image file in it), or one image file. Unknown labels are -1."""
+    image file in it), or one image file. Unknown labels are -1. Image files are resampled onto ``grid`` when the
+    model has one (NPZ arrays are taken as already on it)."""
     p = Path(path)
     if not p.exists():
         raise DatasetError(f"No such file or folder: {p}.")
@@ -347,11 +370,11 @@ def load_images(path: str | Path, split: str = "val", labels_csv: str | Path | N
     if p.is_dir():
         csv_path = Path(labels_csv) if labels_csv else p / "labels.csv"
         if csv_path.exists():
-            return load_folder(p, csv_path)
+            return load_folder(p, csv_path, grid=grid)
         files = [f for f in sorted(p.iterdir()) if f.is_file() and not f.name.startswith(".") and f.suffix != ".csv"]
         if not files:
             raise DatasetError(f"{p} contains no image files.")
-        arrays = [_read_image_file(f) for f in files]
+        arrays = [_read_image_file(f, grid) for f in files]
         shapes = {a.shape for a in arrays}
         if len(shapes) > 1:
             raise DatasetError(
@@ -361,5 +384,5 @@ def load_images(path: str | Path, split: str = "val", labels_csv: str | Path | N
         return ClassificationData(
             np.stack(arrays), -np.ones(len(arrays), np.int64), ["0", "1"], [f.name for f in files]
         )
-    a = _read_image_file(p)
+    a = _read_image_file(p, grid)
     return ClassificationData(a[None], -np.ones(1, np.int64), ["0", "1"], [p.name])

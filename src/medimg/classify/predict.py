@@ -36,6 +36,8 @@ class ClassifierModel:
         self.multilabel = bool(self.info.get("multilabel", False))
         self.temperature = float(self.info.get("temperature", 1.0))
         self.input_size = list(self.info["input_size"])
+        #: The physical grid image files are resampled onto (:mod:`medimg.classify.grid`), or None.
+        self.grid: dict[str, Any] | None = self.info.get("grid")
         self.net = Classifier(build_encoder(self.info["encoder"]), len(self.classes), 0.0)
         state = torch.load(self.path / "model.pt", map_location="cpu", weights_only=True)
         self.net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
@@ -98,6 +100,16 @@ class ClassifierModel:
                     else ""
                 )
             )
+        if self.grid is not None:
+            from medimg.classify.grid import numpy_shape
+
+            if tuple(a.shape[2:]) != numpy_shape(self.grid):
+                sp = "x".join(f"{v:g}" for v in self.grid["spacing_mm"])
+                raise MedimgError(
+                    f"This model takes images on a {sp} mm grid of {'x'.join(map(str, self.grid['size']))} voxels "
+                    f"(x, y[, z]); got an array of shape {tuple(a.shape[2:])} (numpy order). Give image files with "
+                    "their spacing (NIfTI, NRRD, DICOM): they are resampled onto the grid."
+                )
         if not np.all(np.isfinite(a)):
             bad = np.nonzero(~np.isfinite(a.reshape(len(a), -1)).all(axis=1))[0]
             raise MedimgError(f"Image(s) {bad[:10].tolist()} contain NaN or infinite values; fix or drop them.")

@@ -367,6 +367,8 @@ def train_classifier(
         "dims": train.dims,
         "channels": train.channels,
         "input_size": [int(v) for v in size],
+        # the physical grid image files are resampled onto before the network (medimg.classify.grid), if any
+        **({"grid": cfg["grid"]} if cfg.get("grid") else {}),
         "normalization": "per-image z-score",
         "array_order": "numpy (rows, cols) / (slices, rows, cols)",
         "temperature": temperature,

@@ -318,8 +318,9 @@ RootsOpt = Annotated[
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the whole result (with provenance) as JSON.")]
 
 
-def _parse_names(text: str | None) -> dict[int, str] | None:
-    """``1=liver,2=spleen``, or the name of a class list medimg ships (``totalsegmentator``, ...)."""
+def _parse_names(text: str | None, option: str = "--names") -> dict[int, str] | None:
+    """``1=liver,2=spleen``, or the name of a class list medimg ships (``totalsegmentator``, ...); errors name
+    ``option``."""
     if not text:
         return None
     from medimg.io import class_map, class_map_names
@@ -331,7 +332,7 @@ def _parse_names(text: str | None) -> dict[int, str] | None:
         k, sep, v = part.partition("=")
         if not sep or not k.strip().isdigit():
             raise MedimgError(
-                f"--names must look like '1=liver,2=spleen' or name a shipped list ({', '.join(class_map_names())}); "
+                f"{option} must look like '1=liver,2=spleen' or name a shipped list ({', '.join(class_map_names())}); "
                 f"got {part!r}."
             )
         out[int(k)] = v.strip()

@@ -24,12 +24,15 @@ CsvOpt = Annotated[Path | None, typer.Option("--labels-csv", help="Labels CSV (d
 ClassesOpt = Annotated[str | None, typer.Option("--classes", help="Class names in label order, e.g. normal,pneumonia.")]
 
 
-def _load_for_model(data: Path, split: str, labels_csv: Path | None, channel: str | None) -> Any:
-    """Images to classify, with ``--channel`` applied (an index, or 'grey' for RGB(A) -> luminance)."""
+def _load_for_model(
+    data: Path, split: str, labels_csv: Path | None, channel: str | None, grid: dict[str, Any] | None = None
+) -> Any:
+    """Images to classify, with ``--channel`` applied (an index, or 'grey' for RGB(A) -> luminance); image files
+    are resampled onto the model's physical ``grid`` when it has one."""
     from medimg.classify.data import load_images
     from medimg.transforms.intensity import select_channel_array
 
-    d = load_images(data, split, labels_csv)
+    d = load_images(data, split, labels_csv, grid)
     if channel is not None:
         d.images = select_channel_array(d.images, channel, axis=1)
     return d
@@ -47,11 +50,17 @@ def _named(data: Any, classes: str | None) -> Any:
 
 
 def _load_training(
-    path: Path, split: str, labels_csv: Path | None, classes: str | None, keep_dups: bool, val_split: str | None
+    path: Path,
+    split: str,
+    labels_csv: Path | None,
+    classes: str | None,
+    keep_dups: bool,
+    val_split: str | None,
+    grid: dict[str, Any] | None = None,
 ) -> tuple[Any, Any]:
     from medimg.classify.data import drop_duplicates, load, load_npz, npz_splits
 
-    train = _named(load(path, split, labels_csv), classes)
+    train = _named(load(path, split, labels_csv, grid), classes)
     val = _named(load_npz(path, val_split), classes) if val_split else None
     if keep_dups:
         return train, val
@@ -98,15 +107,44 @@ def classify_train(
     keep_duplicates: Annotated[
         bool, typer.Option("--keep-duplicates", help="Do not drop duplicate/leaked training images.")
     ] = False,
+    grid_spacing: Annotated[
+        str | None,
+        typer.Option(
+            "--grid-spacing",
+            help="Resample every image file to this spacing in mm (x,y[,z]) on a --grid-size grid centred on the "
+            "image (where physical size matters, e.g. nodule crops); prediction does the same.",
+        ),
+    ] = None,
+    grid_size: Annotated[
+        str | None, typer.Option("--grid-size", help="Voxels of the --grid-spacing grid (x,y[,z]), e.g. 32,32,32.")
+    ] = None,
+    grid_pad: Annotated[
+        float, typer.Option("--grid-pad", help="Value outside the image on the grid (e.g. -1000 for CT air).")
+    ] = 0.0,
     seed: Annotated[int, typer.Option("--seed")] = 0,
 ) -> None:
     """Train a 2D/3D classifier within a time budget; writes a model folder (model.pt, model.json, logs)."""
     from medimg.classify import train_classifier
+    from medimg.classify.grid import make_grid
+    from medimg.errors import MedimgError
     from medimg.seg.train import parse_duration
 
     def body() -> None:
-        train, val = _load_training(data, split, labels_csv, classes, keep_duplicates, val_split)
+        grid = None
+        if (grid_spacing is None) != (grid_size is None):
+            raise MedimgError(
+                "--grid-spacing and --grid-size go together (e.g. --grid-spacing 1,1,1 --grid-size 32,32,32)."
+            )
+        if grid_spacing is not None and grid_size is not None:
+            grid = make_grid(
+                _floats(grid_spacing, "--grid-spacing") or [],
+                [int(v) for v in _floats(grid_size, "--grid-size") or []],
+                grid_pad,
+            )
+        train, val = _load_training(data, split, labels_csv, classes, keep_duplicates, val_split, grid)
         cfg: dict[str, Any] = {"val_fraction": val_fraction, "seed": seed, "freeze_encoder": freeze_encoder}
+        if grid is not None:
+            cfg["grid"] = grid
         size = _floats(input_size, "--input-size")
         if size:
             cfg["input_size"] = [int(v) for v in size]
@@ -156,7 +194,7 @@ def classify_predict(
 
     def body() -> None:
         m = ClassifierModel(model)
-        d = _load_for_model(data, split, labels_csv, channel)
+        d = _load_for_model(data, split, labels_csv, channel, m.grid)
         probs = m.predict_proba(d.images, calibrated=not uncalibrated, force=force, ids=d.ids)
         known = bool(np.all(d.labels >= 0)) and (d.multilabel or int(d.labels.max()) < len(m.classes))
         write_probabilities_csv(
@@ -197,7 +235,7 @@ def classify_explain(
 
     def body() -> None:
         m = ClassifierModel(model)
-        d = _load_for_model(data, split, None, channel)
+        d = _load_for_model(data, split, None, channel, m.grid)
         if not 0 <= index < len(d):
             raise DatasetError(f"--index {index} is outside the {len(d)} image(s).")
         m.check_domain(d.images[index : index + 1], force, [d.ids[index]])

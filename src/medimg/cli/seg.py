@@ -10,6 +10,7 @@ from typing import Annotated, Any
 import typer
 
 from medimg.cli._common import (
+    _floats,
     _parse_names,
     _progress,
     _run,
@@ -87,6 +88,74 @@ def dataset_export_nnunet(
             else "note: nnU-Net finds raw datasets as nnUNet_raw/DatasetXXX_Name (three digits); rename the folder "
             "to use it with nnUNetv2_plan_and_preprocess -d XXX"
         )
+
+    _run(body)
+
+
+@dataset_app.command("import")
+def dataset_import(
+    src: Annotated[
+        Path,
+        typer.Argument(
+            help="Folder with images/ + masks/ (or labels/, annotations/), one folder with --label-suffix, "
+            "an .npz file, or a folder of .h5 files."
+        ),
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="New dataset folder (imagesTr/, labelsTr/, dataset.json).")],
+    spacing: Annotated[
+        str | None, typer.Option("--spacing", help="Voxel spacing in mm for every image, e.g. 0.1,0.1 or 1.5,1.5,8.")
+    ] = None,
+    spacing_csv: Annotated[
+        Path | None, typer.Option("--spacing-csv", help="CSV with each image's spacing (file name + spacing column).")
+    ] = None,
+    spacing_column: Annotated[
+        str | None, typer.Option("--spacing-column", help="The --spacing-csv column holding the spacing (mm).")
+    ] = None,
+    label_suffix: Annotated[
+        str | None,
+        typer.Option("--label-suffix", help="Masks are named like their image plus this, e.g. _mask or _1stHO."),
+    ] = None,
+    image_key: Annotated[str | None, typer.Option("--image-key", help="NPZ/HDF5: the image array's name.")] = None,
+    label_key: Annotated[str | None, typer.Option("--label-key", help="NPZ/HDF5: the label array's name.")] = None,
+    axes: Annotated[
+        str, typer.Option("--axes", help="NPZ/HDF5 axis order: zyx (numpy image order, default) or xyz.")
+    ] = "zyx",
+    labels: Annotated[
+        str | None, typer.Option("--labels", help="Label names, e.g. '1=head' or '1=liver,2=kidney'.")
+    ] = None,
+    fill_holes: Annotated[
+        bool, typer.Option("--fill-holes", help="Fill drawn outlines into regions (e.g. HC18's head ellipses).")
+    ] = False,
+    grey: Annotated[bool, typer.Option("--grey", help="Convert RGB images to one luminance channel.")] = False,
+) -> None:
+    """Import an image collection (PNG/JPEG/NIfTI... pairs, NPZ, HDF5) as a dataset `medimg train` reads.
+
+    Masks stored as 0/255 become 0/1; RGB images become three channels (R, G, B) unless --grey. Without --spacing
+    or --spacing-csv, files without a spacing (PNG, NPZ) are marked as having an unknown spacing."""
+    from medimg.seg.importer import import_collection
+
+    def body() -> None:
+        sp = _floats(spacing, "--spacing")
+        meta = import_collection(
+            src,
+            out,
+            spacing=sp,
+            spacing_csv=spacing_csv,
+            spacing_column=spacing_column,
+            label_suffix=label_suffix,
+            image_key=image_key,
+            label_key=label_key,
+            axes=axes,
+            labels=_parse_names(labels, "--labels"),
+            fill_holes=fill_holes,
+            grey=grey,
+            progress=_progress,
+        )
+        console.print(
+            f"wrote {out}: {meta['numTraining']} cases, channels {list(meta['channel_names'].values())}, labels "
+            f"{meta['labels']}, spacing {'known' if meta['spacing_known'] else '[yellow]unknown[/] (give --spacing)'}"
+        )
+        console.print(f"next: medimg dataset check {out}  then  medimg train {out} -o MODEL")
 
     _run(body)
 

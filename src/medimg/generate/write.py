@@ -12,43 +12,22 @@ or interrupted run leaves nothing half-written.
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import json
-import os
-import shutil
-import tempfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from medimg.generate.model import GeneratorError, _resize, sample
+from medimg.io._atomic import check_new_folder as _check_new_folder
+from medimg.io._atomic import staged_folder
 
 
 def check_new_folder(out: str | Path) -> Path:
     """``out`` must not exist, or be an empty folder (nothing is ever overwritten)."""
-    p = Path(out)
-    if p.exists() and (not p.is_dir() or any(p.iterdir())):
-        raise GeneratorError(f"{p} already exists and is not an empty folder; choose a new output folder.")
-    if not p.parent.exists():
-        raise GeneratorError(f"The parent folder {p.parent} does not exist; create it first.")
-    return p
-
-
-@contextlib.contextmanager
-def staged_folder(out: Path) -> Iterator[Path]:
-    """A temporary folder next to ``out``, renamed to ``out`` on success and removed on failure."""
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
-        yield tmp
-        if out.exists():
-            out.rmdir()
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    return _check_new_folder(out, GeneratorError)
 
 
 def _image(arr: np.ndarray, like: Any = None) -> Any:

@@ -9,10 +9,11 @@ import contextlib
 import os
 import secrets
 import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from medimg.errors import OutputPathError
+from medimg.errors import MedimgError, OutputPathError
 
 
 def split_ext(path: str | Path) -> tuple[str, str]:
@@ -74,3 +75,28 @@ def atomic_path(path: str | Path, overwrite: bool = True) -> Iterator[Path]:
         elif tmp.exists():
             with contextlib.suppress(OSError):
                 tmp.unlink()
+
+
+def check_new_folder(out: str | Path, error: type[MedimgError] = OutputPathError) -> Path:
+    """``out`` must not exist, or be an empty folder (a folder output never overwrites anything)."""
+    p = Path(out)
+    if p.exists() and (not p.is_dir() or any(p.iterdir())):
+        raise error(f"{p} already exists and is not an empty folder; choose a new output folder.")
+    if not p.parent.exists():
+        raise error(f"The parent folder {p.parent} does not exist; create it first.")
+    return p
+
+
+@contextlib.contextmanager
+def staged_folder(out: Path) -> Iterator[Path]:
+    """A temporary folder next to ``out``, renamed to ``out`` on success and removed on failure, so an interrupted
+    or failed writer leaves nothing half-written."""
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        yield tmp
+        if out.exists():
+            out.rmdir()
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

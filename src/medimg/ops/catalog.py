@@ -646,7 +646,7 @@ def classify(p: ClassifyParams, ctx: Context) -> ClassifyResult:
     from medimg.classify.data import load_images
 
     m = ClassifierModel(p.model)
-    d = load_images(p.images, p.split)
+    d = load_images(p.images, p.split, grid=m.grid)
     if m.info["channels"] == 1 and d.images.shape[1] in (3, 4):
         from medimg.transforms.intensity import select_channel_array
 

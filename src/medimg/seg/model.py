@@ -307,7 +307,15 @@ def package_model(model_dir: Path, dest: Path, card: str) -> Path:
     import torch
 
     dest.mkdir(parents=True, exist_ok=True)
-    for f in ("plan.json", "model.json", "fingerprint.json", "split.json", "training_log.csv", "training_curve.svg"):
+    for f in (
+        "plan.json",
+        "model.json",
+        "fingerprint.json",
+        "domain.json",
+        "split.json",
+        "training_log.csv",
+        "training_curve.svg",
+    ):
         if (model_dir / f).exists():
             shutil.copy(model_dir / f, dest / f)
     val = json.loads((model_dir / "validation.json").read_text())
