@@ -146,7 +146,12 @@ def test_bad_inputs_are_refused_and_leave_nothing(hc_src: Path, tmp_path: Path) 
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".o1")]
     # an existing output, both spacing options, a CSV without the image, no pairs
     r = runner.invoke(app, ["dataset", "import", str(hc_src), "-o", str(hc_src)])
+    assert r.exit_code != 0 and "is also an input" in out_text(r)
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "keep.txt").write_text("mine")
+    r = runner.invoke(app, ["dataset", "import", str(hc_src), "-o", str(tmp_path / "full")])
     assert r.exit_code != 0 and "choose a new output folder" in out_text(r)
+    assert (tmp_path / "full" / "keep.txt").read_text() == "mine"
     r = runner.invoke(
         app,
         ["dataset", "import", str(hc_src), "-o", str(tmp_path / "o2"), "--spacing", "1,1", "--spacing-csv", "x.csv"],

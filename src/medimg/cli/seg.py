@@ -132,27 +132,27 @@ def dataset_import(
 
     Masks stored as 0/255 become 0/1; RGB images become three channels (R, G, B) unless --grey. Without --spacing
     or --spacing-csv, files without a spacing (PNG, NPZ) are marked as having an unknown spacing."""
-    from medimg.seg.importer import import_collection
+    from medimg.ops import Context, run
 
     def body() -> None:
         sp = _floats(spacing, "--spacing")
-        meta = import_collection(
-            src,
-            out,
-            spacing=sp,
-            spacing_csv=spacing_csv,
-            spacing_column=spacing_column,
-            label_suffix=label_suffix,
-            image_key=image_key,
-            label_key=label_key,
-            axes=axes,
-            labels=_parse_names(labels, "--labels"),
-            fill_holes=fill_holes,
-            grey=grey,
-            progress=_progress,
-        )
+        params = {
+            "source": str(src),
+            "output": str(out),
+            "spacing": list(sp) if sp else None,
+            "spacing_csv": str(spacing_csv) if spacing_csv else None,
+            "spacing_column": spacing_column,
+            "label_suffix": label_suffix,
+            "image_key": image_key,
+            "label_key": label_key,
+            "axes": axes,
+            "labels": _parse_names(labels, "--labels"),
+            "fill_holes": fill_holes,
+            "grey": grey,
+        }
+        meta = run("dataset_import", params, Context(progress=_progress)).model_dump(mode="json")
         console.print(
-            f"wrote {out}: {meta['numTraining']} cases, channels {list(meta['channel_names'].values())}, labels "
+            f"wrote {out}: {meta['n_cases']} cases, channels {meta['channels']}, labels "
             f"{meta['labels']}, spacing {'known' if meta['spacing_known'] else '[yellow]unknown[/] (give --spacing)'}"
         )
         console.print(f"next: medimg dataset check {out}  then  medimg train {out} -o MODEL")

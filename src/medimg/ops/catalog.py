@@ -718,6 +718,7 @@ def evaluate(p: EvaluateParams, ctx: Context) -> EvaluateResult:
 # operations defined in their own modules register themselves on import
 from medimg.ops import (  # noqa: E402
     al_op,  # noqa: F401
+    dataset_op,  # noqa: F401
     deid_op,  # noqa: F401
     frd_op,  # noqa: F401
     fuse_op,  # noqa: F401
