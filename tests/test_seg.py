@@ -13,8 +13,10 @@ from typer.testing import CliRunner
 import medimg
 from medimg.cli import app
 from medimg.errors import MedimgError
+from medimg.image import Image
 from medimg.seg import Predictor, Trainer, check_dataset, fingerprint, load_dataset, make_plan, make_split
 from medimg.seg.dataset import export_nnunet
+from medimg.seg.plan import preprocess_image
 from medimg.seg.predict import export_torchscript, largest_component
 
 from conftest import DATA, SHARED, needs_shared
@@ -151,6 +153,57 @@ def test_predict_resampling_plan_restores_grid(dataset: Path, tmp_path: Path) ->
     img = medimg.read(dataset / "imagesTr" / "hippocampus_003.nii.gz")
     out = Predictor(tmp_path / "r")(img)
     assert out.same_geometry(img, atol=0) and out.array.dtype == np.uint8
+
+
+def test_resize_plan_trains_on_a_fixed_grid_and_predicts_on_the_input_grid(dataset: Path, tmp_path: Path) -> None:
+    """``make_plan(fp, resize_to=...)``: every case resampled to one voxel grid over its own extent (ultrasound-style
+    collections); the prediction still lands on the input's exact grid, whatever its geometry."""
+    ds = load_dataset(dataset)
+    plan = make_plan(fingerprint(ds), resize_to=[32, 32, 32])
+    assert plan["resize_to"] == [32, 32, 32] and plan["patch_size"] == [32, 32, 32] and plan["resample"] is False
+    plan["network"]["filters"] = [8, 16, 32, 32]
+    plan["network"]["strides"] = plan["network"]["strides"][:4]
+    plan["network"]["kernel_sizes"] = plan["network"]["kernel_sizes"][:4]
+    plan["network"]["deep_supervision"] = 1
+    plan["batch_size"] = 2
+    plan["training"].update(iterations_per_epoch=2, precision="fp32", val_patches=2)
+    img = medimg.read(dataset / "imagesTr" / "hippocampus_003.nii.gz")
+    arr, grid = preprocess_image([img], plan)
+    assert arr.shape == (1, 32, 32, 32)
+    # the network grid covers the image's own extent: outer voxel edges coincide
+    ext_in = np.asarray(img.spacing) * np.asarray(img.shape)
+    assert np.allclose(np.asarray(grid.spacing) * 32, ext_in)
+    assert np.allclose(grid.index_to_world([-0.5] * 3), img.index_to_world([-0.5] * 3))
+    tr = Trainer(ds, plan, tmp_path / "z", make_split([c.case_id for c in ds.cases], 0.2, 0), 3600, 2)
+    tr.run()
+    from medimg.transforms import reorient
+
+    odd = reorient(img, "PIL")
+    odd.origin = (7.0, -2.0, 31.5)
+    out = Predictor(tmp_path / "z")(odd)
+    assert out.same_geometry(odd, atol=0)
+    with pytest.raises(MedimgError, match="resize_to"):
+        make_plan(fingerprint(ds), resize_to=[32, 32])
+
+
+def test_resample_to_shape_keeps_extent_and_world_positions() -> None:
+    from medimg.transforms.spatial import resample_to_shape
+
+    rot = np.array([[0.0, 0.0, 1.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+    arr = np.zeros((40, 30, 12), np.float32)
+    arr[25:29, 10:13, 4:7] = 100.0
+    img = Image(arr, spacing=(0.5, 0.8, 2.5), origin=(10.0, -5.0, 3.0), direction=rot)
+    out = resample_to_shape(img, (20, 24, 30))
+    assert out.shape == (20, 24, 30)
+    assert np.allclose(np.asarray(out.spacing) * np.asarray(out.shape), np.asarray(img.spacing) * np.asarray(img.shape))
+    assert np.array_equal(out.direction, img.direction)
+
+    # the bright block's centre of mass stays at the same world position
+    def com(im: Image) -> np.ndarray:
+        idx = np.argwhere(im.array > 50).mean(axis=0)
+        return np.asarray(im.index_to_world(idx))
+
+    assert np.allclose(com(out), com(img), atol=0.6)
 
 
 def test_largest_component() -> None:

@@ -57,16 +57,20 @@ _SAME_FORMAT = {
 
 def group_cases(files: list[Path], n_channels: int) -> dict[str, list[Path]]:
     """Group a folder's image files into cases: nnU-Net's ``CASE_0000.ext, CASE_0001.ext ...`` are the channels of
-    ``CASE``; other files are one case each (named by their stem)."""
+    ``CASE``; other files are one case each (named by their stem; for a multi-channel model such a file must hold
+    every channel, e.g. an RGB photograph for a model trained on R, G, B)."""
     from medimg.io._atomic import split_ext
 
     cases: dict[str, list[Path]] = {}
+    plain: set[str] = set()  # cases given as one file without a channel suffix: it must hold every channel
     for f in files:
         stem = split_ext(f)[0]
         m = _CHANNEL_SUFFIX.match(stem)
         cases.setdefault(m.group("case") if m else stem, []).append(f)
+        if not m:
+            plain.add(stem)
     for case, fs in cases.items():
-        if len(fs) != n_channels:
+        if len(fs) != n_channels and not (len(fs) == 1 and case in plain):
             raise MedimgError(
                 f"Case {case!r} has {len(fs)} file(s) ({', '.join(f.name for f in fs)}); the model takes "
                 f"{n_channels} channel(s), given as {case}_0000, {case}_0001, ... in nnU-Net naming."

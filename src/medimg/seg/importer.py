@@ -296,7 +296,9 @@ def _npz_cases(path: Path, image_key: str | None, label_key: str | None, axes: s
         raise DatasetImportError(f"{path}: {len(imgs)} images but {len(labs)} label maps.")
     nd = labs.ndim - 1
     if nd not in (2, 3) or imgs.ndim not in (nd + 1, nd + 2):
-        raise DatasetImportError(f"{path}: arrays {imgs.shape} / {labs.shape} are not (n, *spatial[, c]) / (n, *spatial).")
+        raise DatasetImportError(
+            f"{path}: arrays {imgs.shape} / {labs.shape} are not (n, *spatial[, c]) / (n, *spatial)."
+        )
     width = len(str(len(imgs) - 1))
 
     flip = axes.lower().startswith("z") or axes.lower() == "yx"

@@ -3,6 +3,11 @@
 The plan follows nnU-Net's recipe, scaled for a CPU: target spacing = median spacing; patch = median shape after
 resampling (rounded to the network's stride), capped by a voxel budget; axes with coarse spacing are not
 downsampled until the others catch up; per-case z-score for MR-like data, dataset-wide clip + z-score for CT.
+
+``make_plan(fp, resize_to=[400, 272])`` plans instead for collections where the field of view, not the voxel size, is
+what images share (ultrasound zoomed onto the structure: HC18's pixels are 0.05-0.33 mm but every head fills a
+similar share of its image): each image is resampled to that many voxels over its own extent (``"resize_to"`` in
+the plan; :func:`to_network_grid`), and predictions are mapped back onto the input's exact grid as usual.
 """
 
 from __future__ import annotations
@@ -123,6 +128,7 @@ def make_plan(
     base_filters: int = 16,
     max_filters: int = 128,
     patch_budget: int = PATCH_VOXEL_BUDGET,
+    resize_to: list[int] | None = None,
 ) -> dict[str, Any]:
     """Turn a fingerprint into a plan dictionary (see module docstring)."""
     spacing = [float(s) for s in fp["median_spacing"]]
@@ -131,12 +137,19 @@ def make_plan(
     spacings = np.asarray(fp["spacings"])[:, :n]
     resample = bool(fp["spacing_known"]) and bool(np.any(np.abs(spacings / np.asarray(spacing) - 1) > 0.05))
     shapes = np.asarray(fp["shapes"])[:, :n] * (spacings / np.asarray(spacing) if resample else 1.0)
+    topo_spacing = spacing
+    if resize_to is not None:
+        if len(resize_to) != n or min(resize_to) < 8:
+            raise MedimgError(f"resize_to needs {n} sizes of at least 8 voxels, got {resize_to}.")
+        resample = False  # the network grid follows each image's own extent instead
+        shapes = np.asarray([resize_to] * len(shapes), np.float64)
+        topo_spacing = [1.0] * n
     median_shape = np.median(shapes, axis=0)
     patch = [math.ceil(s) for s in np.percentile(shapes, 75, axis=0)]
     while int(np.prod(patch)) > patch_budget:  # shrink the largest physical extent first
-        a = int(np.argmax([p * s for p, s in zip(patch, spacing, strict=True)]))
+        a = int(np.argmax([p * s for p, s in zip(patch, topo_spacing, strict=True)]))
         patch[a] = max(8, int(patch[a] * 0.9))
-    kernels, strides, total = _network_topology(patch, spacing)
+    kernels, strides, total = _network_topology(patch, topo_spacing)
     patch = [int(math.ceil(p / t) * t) for p, t in zip(patch, total, strict=True)]
     filters = [min(max_filters, base_filters * 2**i) for i in range(len(strides))]
     stats = fp["foreground_intensity"]
@@ -160,6 +173,7 @@ def make_plan(
         "spacing_known": fp["spacing_known"],
         "target_spacing": spacing,
         "resample": resample,
+        **({"resize_to": [int(v) for v in resize_to]} if resize_to is not None else {}),
         "median_shape_after_resampling": [float(x) for x in median_shape],
         "patch_size": patch,
         "normalization": normalization,
@@ -216,13 +230,29 @@ def normalize(arr: np.ndarray, scheme: dict[str, Any]) -> np.ndarray:
     return (a - np.float32(a.mean())) / np.float32(max(float(a.std()), 1e-8))
 
 
+def to_network_grid(img: Image, plan: dict[str, Any], interpolation: Any) -> Image:
+    """An image (or label map) on the network's grid: resized to ``plan["resize_to"]`` voxels over its own field of
+    view when the plan says so (for collections whose field of view, not voxel size, is what is comparable, e.g.
+    ultrasound zoomed onto the structure), else resampled to ``target_spacing`` when ``resample``, else unchanged."""
+    from medimg.transforms.spatial import resample_to_shape, resample_to_spacing
+
+    if plan.get("resize_to"):
+        return resample_to_shape(img, plan["resize_to"], interpolation)
+    if plan["resample"]:
+        return resample_to_spacing(img, plan["target_spacing"], interpolation)
+    return img
+
+
 def preprocess_image(images: list[Image], plan: dict[str, Any]) -> tuple[np.ndarray, Image]:
     """Resample (if the plan says so) and normalise the channels of one case.
 
     Returns the ``(C, x, y[, z])`` float32 array and the image (first channel) on the network grid, whose geometry
     is used to map predictions back."""
-    from medimg.transforms.spatial import resample_to_spacing
 
+    n_ch = len(plan["channels"])
+    if len(images) == 1 and n_ch > 1 and images[0].n_channels == n_ch:  # e.g. an RGB photograph: its colours are
+        one = images[0]  # the model's channels (R, G, B files in the dataset), in the file's channel order
+        images = [Image(one.array[..., k], one.spacing, one.origin, one.direction, one.meta) for k in range(n_ch)]
     if len(images) != len(plan["channels"]):
         raise MedimgError(
             f"The model expects {len(plan['channels'])} channel(s) ({', '.join(plan['channels'])}), got {len(images)}."
@@ -232,8 +262,7 @@ def preprocess_image(images: list[Image], plan: dict[str, Any]) -> tuple[np.ndar
         img.require(ndim=plan["dims"], scalar=True, what=f"channel {i}")
         if i and not img.same_geometry(images[0]):
             raise MedimgError(f"Channel {i} does not share the grid of channel 0; resample it first.")
-        if plan["resample"]:
-            img = resample_to_spacing(img, plan["target_spacing"], "bspline" if img.dtype != np.uint8 else "linear")
+        img = to_network_grid(img, plan, "bspline" if img.dtype != np.uint8 else "linear")
         if i == 0:
             grid = img
         out.append(normalize(img.array, scheme))
@@ -241,9 +270,6 @@ def preprocess_image(images: list[Image], plan: dict[str, Any]) -> tuple[np.ndar
 
 
 def preprocess_label(label: LabelMap, plan: dict[str, Any]) -> np.ndarray:
-    """Resample (nearest) a label map to the network grid when the plan resamples."""
-    from medimg.transforms.spatial import resample_to_spacing
-
-    if plan["resample"]:
-        label = resample_to_spacing(label, plan["target_spacing"], "nearest")  # type: ignore[assignment]
+    """Resample (nearest) a label map to the network grid when the plan resamples or resizes."""
+    label = to_network_grid(label, plan, "nearest")  # type: ignore[assignment]
     return label.array.astype(np.uint8 if label.array.max(initial=0) < 256 else np.int16)

@@ -157,7 +157,7 @@ class Predictor:
         domain = self.check_domain(images, force)
         original = images[0]
         probs, grid = self.probabilities(images, tta)
-        if self.plan["resample"]:
+        if self.plan["resample"] or self.plan.get("resize_to"):
             chans = [
                 resample_to(Image(p, grid.spacing, grid.origin, grid.direction), original, "linear").array
                 for p in probs

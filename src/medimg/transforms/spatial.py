@@ -101,6 +101,29 @@ def resample_to_spacing(
     )
 
 
+def resample_to_shape(
+    image: Image, shape: Sequence[int], interpolation: Interpolation | None = None, fill: float = 0.0
+) -> Image:
+    """Resample onto a grid of ``shape`` voxels covering the same physical extent as ``image`` (the outer voxel
+    edges coincide; the spacing becomes ``spacing * size / shape`` per axis, the direction stays)."""
+    n = image.ndim
+    new_n = np.asarray([int(v) for v in shape], np.float64)
+    if len(new_n) != n or np.any(new_n < 1):
+        raise GeometryError(f"Target shape must be {n} positive sizes, got {tuple(shape)}.")
+    old_sp = np.asarray(image.spacing, np.float64)
+    new_sp = old_sp * np.asarray(image.shape[:n], np.float64) / new_n
+    origin = np.asarray(image.origin, np.float64) + np.asarray(image.direction) @ ((new_sp - old_sp) / 2)
+    return resample(
+        image,
+        size=[int(v) for v in new_n],
+        spacing=tuple(float(v) for v in new_sp),
+        origin=tuple(float(v) for v in origin),
+        direction=image.direction,
+        interpolation=interpolation,
+        fill=fill,
+    )
+
+
 def resample_to(image: Image, reference: Image, interpolation: Interpolation | None = None, fill: float = 0.0) -> Image:
     """Resample ``image`` onto the voxel grid of ``reference`` (shape, spacing, origin, direction)."""
     if image.ndim != reference.ndim:
