@@ -125,6 +125,7 @@ def train(ds_dir: Path, model: Path, budget_s: float, resize: list[int]) -> dict
     plan = make_plan(fingerprint(ds), resize_to=resize)
     plan["postprocessing"] = {"largest_component": [1]}
     plan["augmentation"]["rotation_deg"] = 30.0  # heads lie at any angle in these images
+    plan["inference"]["mirror_tta"] = True  # held-out: Dice 0.947 -> 0.950, HC error 4.7 -> 4.3 mm, 50 -> 230 ms
     split = json.loads(SPLIT.read_text())
     return train_model(
         ds,
@@ -246,6 +247,7 @@ def ship(model: Path, result: dict) -> None:
         hc_mae=ho["hc_mean_abs_diff_mm"],
         hc_bias=ho["hc_mean_diff_mm"],
         hc_max=ho["hc_max_abs_diff_mm"],
+        hc_median=ho["hc_median_abs_diff_mm"],
         ms=ho["seconds_per_image"] * 1000,
         grid="x".join(str(v) for v in tr["network_grid"]),
     )

@@ -206,6 +206,19 @@ def test_resample_to_shape_keeps_extent_and_world_positions() -> None:
     assert np.allclose(com(out), com(img), atol=0.6)
 
 
+def test_bspline_resampling_of_a_two_slice_crop_stays_finite() -> None:
+    """ITK's cubic B-spline returns NaN along an axis with fewer than 4 samples; LIDC has 2-slice nodule crops, which
+    were silently turned into garbage when cast back to int16. Such images are interpolated linearly instead."""
+    from medimg.transforms.spatial import resample_to_spacing
+
+    rng = np.random.default_rng(0)
+    arr = rng.integers(-1000, 400, (44, 44, 2)).astype(np.int16)
+    img = Image(arr, spacing=(0.78, 0.78, 2.5))
+    out = resample_to_spacing(img, (0.7, 0.7, 1.25), "bspline")
+    assert out.shape == (49, 49, 4) and out.array.dtype == np.int16
+    assert arr.min() <= out.array.min() and out.array.max() <= arr.max()
+
+
 def test_largest_component() -> None:
     a = np.zeros((10, 10), np.uint8)
     a[1:3, 1:3] = 1

@@ -58,6 +58,10 @@ def resample(
     n = image.ndim
     if len(size) != n or len(spacing) != n or len(origin) != n:
         raise DimensionError(f"Target grid must have {n} dimensions to match the {n}D image.")
+    if interp == "bspline" and min(image.shape[:n]) < 4:
+        # ITK's cubic B-spline needs 4 samples along every axis; with fewer it returns NaN (a 2-slice CT crop would
+        # silently become garbage once cast back to int16), so such images are interpolated linearly
+        interp = "linear"
     src = image.array
     dtype = src.dtype
     work = image if interp in ("nearest", "label") else image.with_array(src.astype(np.float32, copy=False))
