@@ -47,6 +47,7 @@ def prepare(data: Path, work: Path) -> Path:
     from medimg.seg.importer import import_collection
 
     ds = work / "chase_ds"
+    work.mkdir(parents=True, exist_ok=True)
     if not (ds / "dataset.json").exists():
         import_collection(data, ds, label_suffix="_1stHO", labels={1: "vessel"})
     cases = sorted(p.name.removesuffix(".nii.gz") for p in (ds / "labelsTr").glob("*.nii.gz"))

@@ -3,6 +3,7 @@ segments or classifies what it was trained for, in one command, and refuses what
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 from pathlib import Path
@@ -75,3 +76,84 @@ def test_fetal_head_refuses_unknown_spacing_and_other_images(tmp_path: Path) -> 
     mri = DATA / "hippocampus" / "imagesTr" / "hippocampus_001.nii.gz"
     r = runner.invoke(app, ["segment", str(mri), "-m", "fetal-head", "-o", str(out)])
     assert r.exit_code != 0 and "outside the domain" in text(r) and not out.exists()
+
+
+LIDC = DATA / "lidc"
+NODULES = ["LIDC-IDRI-0014_R_1", "LIDC-IDRI-0024_R_2", "LIDC-IDRI-0024_R_3", "LIDC-IDRI-0051_R_2"]
+
+
+def test_nodule_segments_held_out_crops_on_their_own_grid(tmp_path: Path) -> None:
+    r = runner.invoke(app, ["segment", str(LIDC / "images"), "-m", "nodule", "-o", str(tmp_path / "out")])
+    assert r.exit_code == 0, r.output
+    for c in NODULES:
+        img = medimg.read(LIDC / "images" / f"{c}.nii.gz")
+        out = medimg.read_labels(tmp_path / "out" / f"{c}.nii.gz")
+        ref = medimg.read_labels(LIDC / "masks" / f"{c}.nii.gz")
+        assert out.same_geometry(img, atol=0)
+        assert segmentation_metrics(out, ref, labels=[1], metrics=("dice",))[1]["dice"] >= 0.8, c
+
+
+def test_nodule_refuses_a_whole_scan_and_mri(tmp_path: Path) -> None:
+    out = tmp_path / "x.nii.gz"
+    crop = medimg.read(LIDC / "images" / "LIDC-IDRI-0024_R_2.nii.gz")
+    # a CT volume with the field of view of a chest scan (350 mm), not a crop around a nodule
+    big = Image(np.full((500, 500, 40), -800, np.int16), spacing=(0.7, 0.7, 2.5), meta={"modality": "CT"})
+    s0, s1, s2 = crop.shape
+    big.array[:s0, :s1, :s2] = crop.array
+    medimg.write(big, tmp_path / "chest.nii.gz")
+    r = runner.invoke(app, ["segment", str(tmp_path / "chest.nii.gz"), "-m", "nodule", "-o", str(out)])
+    assert r.exit_code != 0 and "outside the domain" in text(r) and not out.exists()
+    mri = DATA / "hippocampus" / "imagesTr" / "hippocampus_001.nii.gz"
+    r = runner.invoke(app, ["segment", str(mri), "-m", "nodule", "-o", str(out)])
+    assert r.exit_code != 0 and "outside the domain" in text(r) and not out.exists()
+
+
+def test_malignancy_classifies_crops_on_its_physical_grid(tmp_path: Path) -> None:
+    out = tmp_path / "p.csv"
+    r = runner.invoke(app, ["classify", "predict", str(LIDC / "images"), "-m", "malignancy", "-o", str(out)])
+    assert r.exit_code == 0, r.output
+    rows = {row["id"].removesuffix(".nii.gz"): row for row in csv.DictReader(out.open())}
+    assert sorted(rows) == NODULES  # crops of different sizes and spacings, each resampled onto the 1 mm grid
+    for row in rows.values():
+        p = float(row["p_malignant"])
+        assert 0 <= p <= 1 and abs(p + float(row["p_benign"]) - 1) < 1e-5
+    # the two crops rated malignant score above the small benign one
+    assert min(float(rows[c]["p_malignant"]) for c in ("LIDC-IDRI-0024_R_2", "LIDC-IDRI-0051_R_2")) > float(
+        rows["LIDC-IDRI-0024_R_3"]["p_malignant"]
+    )
+
+
+def test_malignancy_refuses_mri_and_pictures(tmp_path: Path) -> None:
+    out = tmp_path / "p.csv"
+    mri = DATA / "hippocampus" / "imagesTr" / "hippocampus_001.nii.gz"
+    r = runner.invoke(app, ["classify", "predict", str(mri), "-m", "malignancy", "-o", str(out)])
+    assert r.exit_code != 0 and "outside the domain" in text(r) and "intensity percentile" in text(r)
+    r = runner.invoke(app, ["classify", "predict", str(HC / "338_HC.png"), "-m", "malignancy", "-o", str(out)])
+    assert r.exit_code != 0 and "3D images" in text(r)
+    assert not out.exists()
+
+
+CHASE = DATA / "chasedb1"
+
+
+def test_vessels_segments_an_rgb_photograph_as_well_as_a_second_annotator(tmp_path: Path) -> None:
+    out = tmp_path / "v.nii.gz"
+    r = runner.invoke(app, ["segment", str(CHASE / "Image_06L.jpg"), "-m", "vessels", "-o", str(out)])
+    assert r.exit_code == 0, r.output
+    pred = medimg.read_labels(out)
+    first = medimg.LabelMap((np.asarray(medimg.read(CHASE / "Image_06L_1stHO.png").array) > 0).astype(np.uint8))
+    second = medimg.LabelMap((np.asarray(medimg.read(CHASE / "Image_06L_2ndHO.png").array) > 0).astype(np.uint8))
+    assert pred.shape == first.shape == (999, 960)
+
+    def dice(a: medimg.LabelMap) -> float:
+        return segmentation_metrics(a, first, labels=[1], metrics=("dice",))[1]["dice"]
+
+    human = dice(second)
+    assert 0.7 < human < 0.85  # the second annotator against the first: the human level on this image
+    assert dice(pred) >= 0.8 and dice(pred) > human
+
+
+def test_vessels_refuses_a_grey_image(tmp_path: Path) -> None:
+    out = tmp_path / "v.nii.gz"
+    r = runner.invoke(app, ["segment", str(HC / "338_HC.png"), "-m", "vessels", "-o", str(out)])
+    assert r.exit_code != 0 and "channel" in text(r) and not out.exists()

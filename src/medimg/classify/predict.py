@@ -67,6 +67,11 @@ class ClassifierModel:
             return self.last_domain
         assessed = self.domain.assess(domain_features(self.net, a, self.input_size), dark_fractions(a, self.input_size))
         ids = list(ids) if ids is not None else [str(i) for i in range(len(a))]
+        if self.info.get("input_intensity"):  # grid models: raw intensities (e.g. HU) must look like the training's
+            from medimg.classify.grid import intensity_differences
+
+            extra = intensity_differences(a, self.info["input_intensity"])
+            assessed = [(score, list(reasons) + more) for (score, reasons), more in zip(assessed, extra, strict=True)]
         recs = [{**domain_record(reasons, force), "score": score} for score, reasons in assessed]
         bad = [i for i, r in enumerate(recs) if not r["in_domain"]]
         if bad and not force:

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from medimg.classify.augment import augment, normalize, resize
 from medimg.classify.calibrate import fit_temperature
 from medimg.classify.data import ClassificationData, DatasetError
+from medimg.classify.grid import intensity_record
 from medimg.classify.networks import Classifier, build_encoder, default_encoder_config
 from medimg.errors import MedimgError
 from medimg.precision import bf16_is_faster
@@ -368,7 +369,7 @@ def train_classifier(
         "channels": train.channels,
         "input_size": [int(v) for v in size],
         # the physical grid image files are resampled onto before the network (medimg.classify.grid), if any
-        **({"grid": cfg["grid"]} if cfg.get("grid") else {}),
+        **({"grid": cfg["grid"], "input_intensity": intensity_record(train.images)} if cfg.get("grid") else {}),
         "normalization": "per-image z-score",
         "array_order": "numpy (rows, cols) / (slices, rows, cols)",
         "temperature": temperature,

@@ -2,8 +2,10 @@
 
 * Data: cases are preprocessed once into ``<model>/preprocessed/`` (``.npy``; memory-mapped when the dataset is
   larger than :data:`IN_MEMORY_LIMIT_BYTES`), patches are sampled with foreground oversampling.
-* Schedule: ``--time-budget`` is turned into a fixed number of iterations after measuring the speed of the first
-  epoch, so the learning-rate schedule (poly) and therefore a resumed run are deterministic.
+* Schedule: ``--time-budget`` is turned into a number of iterations from the measured speed of the first epoch,
+  refined after the second and third (each from its own epoch: the first also pays for one-time work such as data
+  caching); the schedule is then fixed, so the learning-rate schedule (poly) and therefore a resumed run are
+  deterministic.
 * Checkpoint every epoch (``checkpoint.pt``, atomic) holding weights, optimiser, RNG states and the log: a killed
   run resumes exactly where it stopped.
 * Mixed precision: ``precision="auto"`` times float32 and bfloat16 autocast on the first batch and keeps the
@@ -485,7 +487,7 @@ class Trainer:
             self.precision = self._agree(self.precision)
         bf16 = self.precision == "bf16"
         losses: list[float] = []
-        t_loop, it_loop = time.perf_counter(), self.iteration
+        t_epoch, it_epoch = time.perf_counter(), self.iteration
         bar = self.progress(range(10**9), "training") if self.progress else None
         bar_iter = iter(bar) if bar is not None else None
         while True:
@@ -506,10 +508,16 @@ class Trainer:
                 self.elapsed = time.perf_counter() - t_start
                 pd = self.pseudo_dice(val_batches)
                 self.ema = pd if self.ema is None else 0.9 * self.ema + 0.1 * pd
-                if self.total_iterations is None:  # fix the schedule from the measured speed of epoch 1
-                    per_it = (time.perf_counter() - t_loop) / max(1, self.iteration - it_loop)
-                    remaining = budget_end - time.perf_counter()
-                    self.total_iterations = self._agree(self.iteration + max(0, int(remaining / per_it)))
+                if self.total_iterations is None or (
+                    not resumed and self.max_iterations is None and self.iteration <= 3 * per_epoch
+                ):
+                    # fix the schedule from the measured speed of this run's first epochs, each from its own epoch:
+                    # the first one also pays for one-time work (data caching), which alone made a 12-minute LIDC
+                    # run stop after 5.5 minutes
+                    now = time.perf_counter()
+                    per_it = (now - t_epoch) / max(1, self.iteration - it_epoch)
+                    self.total_iterations = self._agree(self.iteration + max(0, int((budget_end - now) / per_it)))
+                t_epoch, it_epoch = time.perf_counter(), self.iteration
                 entry = {
                     "epoch": self.iteration // per_epoch,
                     "iteration": self.iteration,
