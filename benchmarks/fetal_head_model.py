@@ -253,7 +253,7 @@ def ship(model: Path, result: dict) -> None:
     )
     package_model(model, BUNDLE, card)
     domain = json.loads((BUNDLE / "domain.json").read_text())
-    domain.update(description='HC18 fetal-head ultrasound images (2D, standard head plane)', modality='US')
+    domain.update(description="HC18 fetal-head ultrasound images (2D, standard head plane)", modality="US")
     (BUNDLE / "domain.json").write_text(json.dumps(domain, indent=2) + "\n")
     print(f"bundled into {BUNDLE}")
 

@@ -194,7 +194,7 @@ def ship(model: Path, result: dict) -> None:
     )
     package_model(model, BUNDLE, card)
     domain = json.loads((BUNDLE / "domain.json").read_text())
-    domain.update(description='LIDC-IDRI CT crops centred on a lung nodule', modality='CT')
+    domain.update(description="LIDC-IDRI CT crops centred on a lung nodule", modality="CT")
     (BUNDLE / "domain.json").write_text(json.dumps(domain, indent=2) + "\n")
     print(f"bundled into {BUNDLE}")
 

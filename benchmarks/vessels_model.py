@@ -151,7 +151,7 @@ def ship(model: Path, result: dict) -> None:
     )
     package_model(model, BUNDLE, card)
     domain = json.loads((BUNDLE / "domain.json").read_text())
-    domain.update(description='CHASE_DB1 colour fundus photographs (RGB)', modality=None)
+    domain.update(description="CHASE_DB1 colour fundus photographs (RGB)", modality=None)
     (BUNDLE / "domain.json").write_text(json.dumps(domain, indent=2) + "\n")
     print(f"bundled into {BUNDLE}")
 

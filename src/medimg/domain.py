@@ -45,6 +45,34 @@ def _fmt(v: Sequence[float] | np.ndarray, unit: str = "") -> str:
     return " x ".join(f"{x:.3g}" for x in v) + unit
 
 
+#: Per-image intensity percentiles whose training range is recorded (raw values, e.g. Hounsfield units).
+PERCENTILES = (1.0, 50.0, 99.0)
+#: Share of the training images' overall intensity span by which a percentile may leave its training range.
+PERCENTILE_MARGIN = 0.1
+
+
+def percentile_record(arrays: Sequence[np.ndarray]) -> dict[str, Any]:
+    """The range over training images of each one's 1st, 50th and 99th intensity percentile (raw units)."""
+    q = np.stack([np.percentile(np.asarray(a, np.float64), PERCENTILES) for a in arrays], axis=1)  # (3, n)
+    return {
+        "percentiles": list(PERCENTILES),
+        "min": [float(v) for v in q.min(axis=1)],
+        "max": [float(v) for v in q.max(axis=1)],
+        "span": float(q[-1].max() - q[0].min()),
+    }
+
+
+def percentile_differences(array: np.ndarray, record: dict[str, Any]) -> list[str]:
+    """Why an image's raw intensity percentiles are outside a :func:`percentile_record` (empty when inside)."""
+    q = np.percentile(np.asarray(array, np.float64), record["percentiles"])
+    m = PERCENTILE_MARGIN * max(float(record["span"]), 1e-6)
+    return [
+        f"its {p:g} % intensity percentile is {v:.4g}, the training images' are {lo:.4g} to {hi:.4g}"
+        for p, v, lo, hi in zip(record["percentiles"], q, record["min"], record["max"], strict=True)
+        if not lo - m <= v <= hi + m
+    ]
+
+
 @dataclass
 class ImageDomain:
     """The inputs a segmentation model was trained on (all lengths in mm).
@@ -52,6 +80,10 @@ class ImageDomain:
     ``extent_min_mm`` / ``extent_max_mm`` are the smallest and largest *sorted* fields of view (shape x spacing)
     seen in training; ``spacing_min_mm`` / ``spacing_max_mm`` the smallest and largest voxel size along any axis.
     ``intensity`` holds raw ``min`` / ``max`` / ``p00_5`` / ``p99_5`` over the training foreground.
+    ``case_percentiles`` (CT models: Hounsfield units are absolute) holds the range of every training image's 1st,
+    50th and 99th intensity percentile (:func:`percentile_record`): an image whose percentiles lie outside it by more
+    than :data:`PERCENTILE_MARGIN` (a tenth) of the training span is out of domain (an MR crop of soft-tissue-like values has
+    no lung air, unlike every LIDC nodule crop).
     """
 
     description: str
@@ -64,6 +96,7 @@ class ImageDomain:
     intensity: dict[str, float] = field(default_factory=dict)
     modality: str | None = None
     spacing_known: bool = True
+    case_percentiles: dict[str, Any] | None = None
 
     @classmethod
     def from_fingerprint(cls, fp: dict[str, Any], description: str = "", modality: str | None = None) -> ImageDomain:
@@ -130,6 +163,17 @@ class ImageDomain:
                     f"{100 * below:.0f} % of the voxels are below {floor:.4g}, the lowest intensity in training "
                     f"(e.g. CT Hounsfield units given to an MR model)"
                 )
+            if self.case_percentiles:
+                out += percentile_differences(a, self.case_percentiles)
+            if (self.modality or "").upper() == "CT" and "max" in self.intensity:
+                # Hounsfield units are absolute (MR intensities are not): far above the training maximum is not CT
+                ceiling = self.intensity["max"] + BELOW_MIN_TOLERANCE * max(span, 1e-6)
+                above = float(np.count_nonzero(a > ceiling)) / max(a.size, 1)
+                if above > BELOW_MIN_FRACTION:
+                    out.append(
+                        f"{100 * above:.0f} % of the voxels are above {ceiling:.4g}, the highest intensity in training "
+                        "(Hounsfield units of CT end near there; e.g. an MR image given to a CT model)"
+                    )
         return out
 
     def save(self, path: str | Path) -> Path:

@@ -66,37 +66,18 @@ def on_grid(image: Image, grid: dict[str, Any]) -> np.ndarray:
     return np.ascontiguousarray(np.transpose(a, (0, *range(a.ndim - 1, 0, -1))))
 
 
-#: Per-image intensity percentiles recorded for a grid model's training images (raw values, before normalisation).
-QUANTILES = (1.0, 50.0, 99.0)
-#: Margin, as a share of the training images' overall intensity span, by which a percentile may leave its range.
-INTENSITY_MARGIN = 0.25
-
-
 def intensity_record(images: np.ndarray) -> dict[str, Any]:
     """The range of each image's 1st, 50th and 99th intensity percentile over training images ``(n, c, *spatial)``
-    on the grid (raw units, e.g. HU). The network itself only sees per-image z-scored values, so without this an MR
-    crop resampled onto a CT model's grid can look like a CT crop to its features."""
-    flat = np.asarray(images, np.float64).reshape(len(images), -1)
-    q = np.percentile(flat, QUANTILES, axis=1)  # (3, n)
-    return {
-        "percentiles": list(QUANTILES),
-        "min": [float(v) for v in q.min(axis=1)],
-        "max": [float(v) for v in q.max(axis=1)],
-        "span": float(q[-1].max() - q[0].min()),
-    }
+    on the grid (raw units, e.g. HU; :func:`medimg.domain.percentile_record`). The network itself only sees per-image
+    z-scored values, so without this an MR crop resampled onto a CT model's grid can look like a CT crop to its
+    features."""
+    from medimg.domain import percentile_record
+
+    return percentile_record(list(np.asarray(images)))
 
 
 def intensity_differences(images: np.ndarray, record: dict[str, Any]) -> list[list[str]]:
     """Per image, why its raw intensities are outside the training range (empty lists when inside)."""
-    flat = np.asarray(images, np.float64).reshape(len(images), -1)
-    q = np.percentile(flat, record["percentiles"], axis=1)
-    m = INTENSITY_MARGIN * max(float(record["span"]), 1e-6)
-    out: list[list[str]] = []
-    for i in range(len(flat)):
-        bad = [
-            f"its {p:g} % intensity percentile is {q[k, i]:.4g}, the training images' are {lo:.4g} to {hi:.4g}"
-            for k, (p, lo, hi) in enumerate(zip(record["percentiles"], record["min"], record["max"], strict=True))
-            if not lo - m <= q[k, i] <= hi + m
-        ]
-        out.append(bad)
-    return out
+    from medimg.domain import percentile_differences
+
+    return [percentile_differences(a, record) for a in np.asarray(images)]

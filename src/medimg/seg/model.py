@@ -267,7 +267,24 @@ def write_domain(model_dir: Path, dataset: SegDataset) -> None:
     modality = (
         "CT" if mods == {"CT"} else ("MR" if mods and mods <= {"MR", "MRI", "T1", "T2", "FLAIR", "ADC"} else None)
     )
-    ImageDomain.from_fingerprint(fp, f"images of the {dataset.name} dataset", modality).save(model_dir / "domain.json")
+    domain = ImageDomain.from_fingerprint(fp, f"images of the {dataset.name} dataset", modality)
+    if modality == "CT":  # Hounsfield units are absolute: record every training image's intensity percentiles
+        domain.case_percentiles = ct_percentiles(dataset)
+    domain.save(model_dir / "domain.json")
+
+
+def ct_percentiles(dataset: SegDataset, cases: list[str] | None = None) -> dict[str, Any]:
+    """:func:`medimg.domain.percentile_record` of the first channel of ``cases`` (default: every labelled case)."""
+    import medimg
+    from medimg.domain import percentile_record
+
+    wanted = set(cases) if cases is not None else None
+    arrays = [
+        np.asarray(medimg.read(c.images[0]).array)
+        for c in dataset.cases
+        if c.label is not None and (wanted is None or c.case_id in wanted)
+    ]
+    return percentile_record(arrays)
 
 
 def _new_dirs(path: Path) -> list[Path]:
