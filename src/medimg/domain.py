@@ -82,8 +82,8 @@ class ImageDomain:
     ``intensity`` holds raw ``min`` / ``max`` / ``p00_5`` / ``p99_5`` over the training foreground.
     ``case_percentiles`` (CT models: Hounsfield units are absolute) holds the range of every training image's 1st,
     50th and 99th intensity percentile (:func:`percentile_record`): an image whose percentiles lie outside it by more
-    than :data:`PERCENTILE_MARGIN` (a tenth) of the training span is out of domain (an MR crop of soft-tissue-like values has
-    no lung air, unlike every LIDC nodule crop).
+    than :data:`PERCENTILE_MARGIN` (a tenth) of the training span is out of domain (an MR crop of soft-tissue-like
+    values has no lung air, unlike every LIDC nodule crop).
     """
 
     description: str
