@@ -469,6 +469,13 @@ def test_models_lists_bundled_and_served_model_folders(tmp_path: Path) -> None:
         r = c.post(f"/api/images/{sid}/segment", json={"model": "models/my_hippo"})
         assert r.status_code == 200, r.text
         assert set(r.json()["labels"]) == {"1", "2"}
+        # for an open image, the models whose domain accepts it come first; the others say why not
+        ranked = c.get("/api/models", params={"image": sid}).json()
+        accepting = [m["model"] for m in ranked if m["in_domain"]]
+        assert set(accepting) == {"hippocampus", "models/my_hippo"}
+        assert [m["model"] for m in ranked[: len(accepting)]] == accepting
+        fetal = next(m for m in ranked if m["model"] == "fetal-head")
+        assert not fetal["in_domain"] and "2D" in fetal["why"]
 
 
 def test_segment_progress(client: TestClient) -> None:

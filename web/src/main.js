@@ -267,6 +267,7 @@ async function showSession(info, path, t0 = performance.now()) {
   const ticket = (state.openTicket = (state.openTicket || 0) + 1);
   state.image = info;
   state.path = path;
+  await loadModels(info.id);
   state.labelNames = normaliseNames(info.labels || {});
   state.object = null;
   state.lastPrompt = null;
@@ -429,18 +430,24 @@ nv.onLocationChange = (loc) => {
 
 // ---------------------------------------------------------------- auto segmentation
 
-/** The model select: bundled segmentation models, then model folders found under the served folders. */
-async function loadModels() {
+/** The model select: bundled segmentation models, then model folders found under the served folders. With an
+ * open image, the models whose training domain accepts it come first (and are selected); the others say why not. */
+async function loadModels(imageId = null) {
   try {
-    const models = await api.get("/api/models");
+    const models = await api.get(imageId ? `/api/models?image=${encodeURIComponent(imageId)}` : "/api/models");
     const sel = $("model");
     sel.innerHTML = "";
     for (const m of models) {
       const o = document.createElement("option");
       o.value = m.model;
       o.textContent = m.source === "bundled" ? m.name : `${m.model} (folder)`;
+      if (m.in_domain === false) {
+        o.textContent += " — outside its domain";
+        o.title = m.why;
+      }
       sel.append(o);
     }
+    if (models.length) sel.value = models[0].model;
   } catch (err) {
     fail(err);
   }

@@ -278,17 +278,26 @@ def create_app(
             }
 
     @app.get("/api/models")
-    def models() -> list[dict[str, Any]]:
-        """Segmentation models the open image can be given: the bundled ones (by name) and model folders under
-        the served folders (by path)."""
+    def models(image: str | None = None) -> list[dict[str, Any]]:
+        """Segmentation models: the bundled ones (by name) and model folders under the served folders (by path).
+        With ``image`` (an open image's id) each says whether that image is inside its training domain
+        (``in_domain``, ``why``), and the models that accept it come first."""
+        from medimg.domain import load_image_domain
         from medimg.registry import bundled
 
-        out: list[dict[str, Any]] = [
-            {"model": m.name, "name": m.name, "source": "bundled"} for m in bundled("segmentation")
+        entries: list[tuple[dict[str, Any], Path]] = [
+            ({"model": m.name, "name": m.name, "source": "bundled"}, m.path) for m in bundled("segmentation")
         ]
         for folder in store.model_folders():
-            out.append({"model": store.rel(folder), "name": folder.name, "source": "served folder"})
-        return out
+            entries.append(({"model": store.rel(folder), "name": folder.name, "source": "served folder"}, folder))
+        if image is None:
+            return [e for e, _ in entries]
+        img = store.get(image).image
+        for entry, folder in entries:
+            dom = load_image_domain(folder)
+            diffs = dom.differences([img]) if dom is not None else []
+            entry.update(in_domain=not diffs, why=diffs[0] if diffs else "")
+        return [e for e, _ in sorted(entries, key=lambda ef: not ef[0]["in_domain"])]
 
     @app.get("/api/images/{sid}/progress")
     def progress(sid: str) -> dict[str, Any]:
