@@ -158,10 +158,20 @@ def evaluate(model: Path, ds_dir: Path, data: Path) -> dict:
         sec = time.perf_counter() - t0
         dice = segmentation_metrics(out, ref, labels=[1], metrics=("dice",))[1]["dice"]
         try:
-            hc = fit_ellipse(out, 1).circumference_mm
+            fit = fit_ellipse(out, 1)
+            hc, elliptical = fit.circumference_mm, fit.elliptical
         except medimg.MedimgError:
-            hc = float("nan")
-        rows.append({"image": stem, "dice": dice, "hc_mm": hc, "hc_reference_mm": table[stem][1], "seconds": sec})
+            hc, elliptical = float("nan"), False
+        rows.append(
+            {
+                "image": stem,
+                "dice": dice,
+                "hc_mm": hc,
+                "hc_reference_mm": table[stem][1],
+                "elliptical": elliptical,
+                "seconds": sec,
+            }
+        )
     hc_err = np.array([abs(r["hc_mm"] - r["hc_reference_mm"]) for r in rows])
     hc_diff = np.array([r["hc_mm"] - r["hc_reference_mm"] for r in rows])
     return {
@@ -175,6 +185,13 @@ def evaluate(model: Path, ds_dir: Path, data: Path) -> dict:
         "hc_median_abs_diff_mm": float(np.nanmedian(hc_err)),
         "hc_mean_diff_mm": float(np.nanmean(hc_diff)),
         "hc_max_abs_diff_mm": float(np.nanmax(hc_err)),
+        # `measure ellipse` flags outlines that are not ellipses: how many, and whether the large errors are among them
+        "not_elliptical_flagged": int(sum(not r["elliptical"] for r in rows)),
+        "errors_over_9mm": int(np.sum(hc_err > 9)),
+        "errors_over_9mm_flagged": int(sum(e > 9 and not r["elliptical"] for e, r in zip(hc_err, rows, strict=True))),
+        "hc_mean_abs_diff_mm_unflagged": float(
+            np.nanmean([e for e, r in zip(hc_err, rows, strict=True) if r["elliptical"]])
+        ),
         "seconds_per_image": float(np.mean([r["seconds"] for r in rows])),
         "per_image": rows,
     }

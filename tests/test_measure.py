@@ -49,7 +49,7 @@ def test_exact_on_a_drawn_ellipse_on_an_oblique_anisotropic_grid() -> None:
     assert f.angle_deg == pytest.approx(35.0, abs=0.3)
     true_c = math.pi * (3 * (45 + 28) - math.sqrt((3 * 45 + 28) * (45 + 3 * 28)))
     assert f.circumference_mm == pytest.approx(true_c, rel=2e-3)
-    assert not f.touches_border and not f.outline and f.rms_residual_mm < 0.2
+    assert not f.touches_border and not f.outline and f.rms_residual_mm < 0.2 and f.elliptical
     # cut by the field of view: fitted to the visible outline, flagged
     cut = LabelMap(np.asarray(lab.array)[:, :150], spacing=lab.spacing, direction=lab.direction)
     g = fit_ellipse(cut)
@@ -64,7 +64,7 @@ def test_hc18_annotations_give_the_challenge_head_circumference(name: str, pixel
     import json
 
     res = json.loads(r.stdout)
-    assert res["outline"] is True and res["spacing_mm"] == [pixel_mm, pixel_mm]
+    assert res["outline"] is True and res["spacing_mm"] == [pixel_mm, pixel_mm] and res["elliptical"] is True
     assert res["circumference_mm"] == pytest.approx(hc_mm, abs=0.05)
     # the filled head gives the outline's outer edge: a little larger
     a = np.asarray(medimg.read(path).array)
@@ -85,3 +85,16 @@ def test_refusals(tmp_path: Path) -> None:
     vol = DATA / "hippocampus" / "labelsTr" / "hippocampus_001.nii.gz"
     with pytest.raises(MeasureError, match="2D structure"):
         run("measure_ellipse", {"mask": str(vol)})
+
+
+def test_a_structure_that_is_not_an_ellipse_is_flagged(tmp_path: Path) -> None:
+    """An ellipse with a neighbouring blob attached (what a segmentation that took in another structure gives): the
+    fit still returns numbers, but says the outline is not an ellipse, and the CLI warns."""
+    lab = _ellipse_mask((300, 300), (0.2, 0.2), (30.0, 30.0), 15.0, 11.0, 0.0, np.eye(2))
+    arr = np.asarray(lab.array).copy()
+    arr[150:230, 140:200] = np.maximum(arr[150:230, 140:200], 3)  # a 16 x 12 mm block stuck to one side
+    blob = LabelMap(arr, spacing=lab.spacing)
+    assert not fit_ellipse(blob, 3).elliptical and fit_ellipse(lab, 3).elliptical
+    medimg.write(blob, tmp_path / "blob.nii.gz")
+    r = runner.invoke(app, ["measure", "ellipse", str(tmp_path / "blob.nii.gz")])
+    assert r.exit_code == 0 and "not an ellipse" in " ".join(r.output.split())

@@ -44,7 +44,14 @@ def ellipse_cmd(
         console.print(
             f"circumference {r['circumference_mm']:.2f} mm  semi-axes {a:.2f} x {b:.2f} mm  area {r['area_mm2']:.1f} "
             f"mm²  angle {r['angle_deg']:.1f}°  centre ({r['center_mm'][0]:.2f}, {r['center_mm'][1]:.2f}) mm  fit RMS "
-            f"{r['rms_residual_mm']:.3f} mm" + ("  [touches the image border]" if r["touches_border"] else ""),
+            f"{r['rms_residual_mm']:.3f} mm"
+            + ("  [touches the image border]" if r["touches_border"] else "")
+            + (
+                ""
+                if r["elliptical"]
+                else "\nwarning: the outline is not an ellipse (fit RMS above 5 % of the minor semi-axis): the mask "
+                "may include another structure; check it before using this circumference"
+            ),
             markup=False,
             highlight=False,
         )

@@ -30,6 +30,10 @@ class MeasureEllipseResult(OpResult):
     n_points: int
     touches_border: bool = Field(description="The structure reaches the image border (fitted to the visible part).")
     outline: bool = Field(description="The structure is a drawn outline, fitted to the line's centre.")
+    elliptical: bool = Field(
+        description="The outline is an ellipse (RMS distance to the fit <= 5 % of the minor semi-axis); when false the "
+        "circumference describes a fitted ellipse, not the structure: check the mask."
+    )
     spacing_mm: list[float]
 
 
@@ -68,5 +72,6 @@ def measure_ellipse(p: MeasureEllipseParams, ctx: Context) -> MeasureEllipseResu
         n_points=f.n_points,
         touches_border=f.touches_border,
         outline=f.outline,
+        elliptical=f.elliptical,
         spacing_mm=[float(v) for v in lab.spacing],
     )
