@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import math
 import os
 import platform
 import time
@@ -40,7 +39,7 @@ import numpy as np
 
 import medimg
 from medimg.image import Image, LabelMap
-from medimg.measure import fit_ellipse
+from medimg.measure import ellipse_mask, fit_ellipse
 from medimg.metrics import segmentation_metrics
 
 HERE = Path(__file__).parent
@@ -62,13 +61,8 @@ def reference_table(data: Path) -> dict[str, tuple[float, float]]:
 
 def ellipse_label(annotation: np.ndarray) -> np.ndarray:
     """The head as the pixels inside the centre line of the drawn ellipse outline (uint8 {0,1})."""
-    fit = fit_ellipse(Image(annotation.astype(np.uint8), ndim=2))  # index space: spacing 1, origin 0
-    (c0, c1), (a, b), th = fit.center_mm, fit.semi_axes_mm, math.radians(fit.angle_deg)
-    i, j = np.meshgrid(np.arange(annotation.shape[0]), np.arange(annotation.shape[1]), indexing="ij")
-    di, dj = i - c0, j - c1
-    u = di * math.cos(th) + dj * math.sin(th)
-    v = -di * math.sin(th) + dj * math.cos(th)
-    return ((u / a) ** 2 + (v / b) ** 2 <= 1.0).astype(np.uint8)
+    grid = Image(annotation.astype(np.uint8), ndim=2)  # index space: spacing 1, origin 0
+    return ellipse_mask(fit_ellipse(grid), grid)
 
 
 def subject(stem: str) -> str:

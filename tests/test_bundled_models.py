@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +14,7 @@ from typer.testing import CliRunner
 import medimg
 from medimg.cli import app
 from medimg.image import Image
-from medimg.measure import fit_ellipse
+from medimg.measure import ellipse_mask, fit_ellipse
 from medimg.metrics import segmentation_metrics
 from medimg.registry import bundled
 
@@ -31,13 +30,8 @@ def text(r: object) -> str:
 
 def centre_line_ellipse(annotation: Path, spacing: float) -> medimg.LabelMap:
     """HC18's reference head: the inside of the drawn outline's centre line (as the model was trained)."""
-    ann = np.asarray(medimg.read(annotation).array) > 0
-    fit = fit_ellipse(Image(ann.astype(np.uint8), ndim=2))
-    (c0, c1), (a, b), th = fit.center_mm, fit.semi_axes_mm, math.radians(fit.angle_deg)
-    i, j = np.meshgrid(np.arange(ann.shape[0]), np.arange(ann.shape[1]), indexing="ij")
-    u = (i - c0) * math.cos(th) + (j - c1) * math.sin(th)
-    v = -(i - c0) * math.sin(th) + (j - c1) * math.cos(th)
-    return medimg.LabelMap(((u / a) ** 2 + (v / b) ** 2 <= 1).astype(np.uint8), spacing=(spacing, spacing))
+    grid = Image((np.asarray(medimg.read(annotation).array) > 0).astype(np.uint8), ndim=2)
+    return medimg.LabelMap(ellipse_mask(fit_ellipse(grid), grid), spacing=(spacing, spacing))
 
 
 def test_models_list_shows_the_task_models() -> None:

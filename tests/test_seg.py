@@ -632,3 +632,15 @@ def test_export_nnunet_chaos_float_labels(tmp_path: Path) -> None:
     src = medimg.read_labels(ds.cases[0].label)
     out = medimg.read_labels(tmp_path / "Dataset010_CHAOS" / "labelsTr" / f"{ds.cases[0].case_id}.nii.gz")
     assert out.array.dtype == np.uint8 and np.array_equal(out.array, src.array)
+
+
+def test_ct_domain_takes_case_percentiles_from_the_fingerprint(dataset: Path) -> None:
+    """The fingerprint's one pass over the data records each case's 1st/50th/99th percentile; a CT domain is built
+    from them (no second read), an MR one ignores them."""
+    from medimg.domain import ImageDomain, percentile_record
+
+    ds = load_dataset(dataset)
+    fp = fingerprint(ds)
+    arrays = [medimg.read(c.images[0]).array for c in ds.cases if c.label is not None]
+    assert ImageDomain.from_fingerprint(fp, "x", "CT").case_percentiles == percentile_record(arrays)
+    assert ImageDomain.from_fingerprint(fp, "x", "MR").case_percentiles is None

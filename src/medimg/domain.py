@@ -53,7 +53,13 @@ PERCENTILE_MARGIN = 0.1
 
 def percentile_record(arrays: Sequence[np.ndarray]) -> dict[str, Any]:
     """The range over training images of each one's 1st, 50th and 99th intensity percentile (raw units)."""
-    q = np.stack([np.percentile(np.asarray(a, np.float64), PERCENTILES) for a in arrays], axis=1)  # (3, n)
+    return percentile_range([np.percentile(np.asarray(a, np.float64), PERCENTILES) for a in arrays])
+
+
+def percentile_range(per_image: Sequence[Sequence[float]] | Sequence[np.ndarray]) -> dict[str, Any]:
+    """:func:`percentile_record` from each image's :data:`PERCENTILES` already computed (``(n, 3)``, e.g. the
+    fingerprint's ``case_percentiles``)."""
+    q = np.asarray(per_image, np.float64).T  # (3, n)
     return {
         "percentiles": list(PERCENTILES),
         "min": [float(v) for v in q.min(axis=1)],
@@ -116,6 +122,10 @@ class ImageDomain:
             intensity={k: float(v) for k, v in inten[0].items() if k in ("min", "max", "p00_5", "p99_5")},
             modality=modality,
             spacing_known=bool(fp.get("spacing_known", True)),
+            # Hounsfield units are absolute: CT models also check each image's intensity percentiles
+            case_percentiles=percentile_range(fp["case_percentiles"])
+            if modality == "CT" and fp.get("case_percentiles")
+            else None,
         )
 
     def differences(self, images: Sequence[Image]) -> list[str]:

@@ -54,6 +54,21 @@ class EllipseFit:
         return self.rms_residual_mm <= MAX_RELATIVE_RMS * self.semi_axes_mm[1]
 
 
+def ellipse_mask(fit: EllipseFit, like: Image) -> np.ndarray:
+    """The pixels of ``like``'s grid whose centres lie inside ``fit`` (uint8 {0, 1}, ``like``'s array shape), in
+    world coordinates, so any spacing, origin and direction works."""
+    n0, n1 = like.shape[:2]
+    ij = np.stack(np.meshgrid(np.arange(n0), np.arange(n1), indexing="ij"), -1).astype(np.float64)
+    sp = np.asarray(like.spacing, np.float64)
+    w = np.asarray(like.origin, np.float64) + (ij * sp) @ np.asarray(like.direction, np.float64).T
+    th = math.radians(fit.angle_deg)
+    d0, d1 = w[..., 0] - fit.center_mm[0], w[..., 1] - fit.center_mm[1]
+    u = d0 * math.cos(th) + d1 * math.sin(th)
+    v = -d0 * math.sin(th) + d1 * math.cos(th)
+    a, b = fit.semi_axes_mm
+    return ((u / a) ** 2 + (v / b) ** 2 <= 1.0).astype(np.uint8)
+
+
 def ellipse_circumference(a: float, b: float) -> float:
     """Ramanujan's second approximation of an ellipse's perimeter with semi-axes ``a``, ``b``."""
     h = ((a - b) / (a + b)) ** 2

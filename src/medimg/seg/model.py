@@ -256,35 +256,19 @@ def write_domain(model_dir: Path, dataset: SegDataset) -> None:
     from medimg.domain import ImageDomain
 
     fp_path = model_dir / "fingerprint.json"
-    if fp_path.exists():
-        fp = json.loads(fp_path.read_text())
-    else:  # trained from a given plan: fingerprint the training data now (reads every case once)
+    fp = json.loads(fp_path.read_text()) if fp_path.exists() else {}
+    mods = {str(c).upper() for c in fp.get("channels", dataset.channels)}
+    modality = (
+        "CT" if mods == {"CT"} else ("MR" if mods and mods <= {"MR", "MRI", "T1", "T2", "FLAIR", "ADC"} else None)
+    )
+    # trained from a given plan, or a fingerprint from before CT models recorded per-case intensity percentiles:
+    # fingerprint the training data now (reads every case once)
+    if not fp or (modality == "CT" and "case_percentiles" not in fp):
         fp = fingerprint(dataset)
         save_json(fp, fp_path)
     if "spacings" not in fp or "shapes" not in fp:
         return
-    mods = {str(c).upper() for c in fp.get("channels", [])}
-    modality = (
-        "CT" if mods == {"CT"} else ("MR" if mods and mods <= {"MR", "MRI", "T1", "T2", "FLAIR", "ADC"} else None)
-    )
-    domain = ImageDomain.from_fingerprint(fp, f"images of the {dataset.name} dataset", modality)
-    if modality == "CT":  # Hounsfield units are absolute: record every training image's intensity percentiles
-        domain.case_percentiles = ct_percentiles(dataset)
-    domain.save(model_dir / "domain.json")
-
-
-def ct_percentiles(dataset: SegDataset, cases: list[str] | None = None) -> dict[str, Any]:
-    """:func:`medimg.domain.percentile_record` of the first channel of ``cases`` (default: every labelled case)."""
-    import medimg
-    from medimg.domain import percentile_record
-
-    wanted = set(cases) if cases is not None else None
-    arrays = [
-        np.asarray(medimg.read(c.images[0]).array)
-        for c in dataset.cases
-        if c.label is not None and (wanted is None or c.case_id in wanted)
-    ]
-    return percentile_record(arrays)
+    ImageDomain.from_fingerprint(fp, f"images of the {dataset.name} dataset", modality).save(model_dir / "domain.json")
 
 
 def _new_dirs(path: Path) -> list[Path]:

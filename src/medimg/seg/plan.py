@@ -36,9 +36,11 @@ def fingerprint(ds: SegDataset, progress: Any = None, samples_per_case: int = 10
     Voxels of the dataset's ignore label are neither foreground nor a class. Raises :class:`MedimgError` naming
     the cases whose image and label sizes differ (after reading every case, so that all are listed)."""
     import medimg
+    from medimg.domain import PERCENTILES
 
     rng = np.random.default_rng(seed)
     spacings, shapes, known = [], [], []
+    case_percentiles: list[list[float]] = []  # each case's 1st/50th/99th raw percentile, first channel
     fg_values: list[list[np.ndarray]] = [[] for _ in ds.channels]
     class_voxels: dict[int, int] = {}
     mismatches: list[tuple[str, tuple[int, ...], tuple[int, ...]]] = []
@@ -67,6 +69,7 @@ def fingerprint(ds: SegDataset, progress: Any = None, samples_per_case: int = 10
             if vals.size > samples_per_case:
                 vals = rng.choice(vals, samples_per_case, replace=False)
             fg_values[i].append(vals.astype(np.float64))
+        case_percentiles.append([float(v) for v in np.percentile(arrays[0], PERCENTILES)])
         n += 1
     if mismatches:
         raise size_mismatch_error(ds, mismatches)
@@ -93,6 +96,7 @@ def fingerprint(ds: SegDataset, progress: Any = None, samples_per_case: int = 10
         "median_spacing": [float(x) for x in np.median(np.asarray(spacings), axis=0)],
         "median_shape": [float(x) for x in np.median(np.asarray(shapes), axis=0)],
         "foreground_intensity": stats,
+        "case_percentiles": case_percentiles,
         "class_voxels": {str(k): v for k, v in sorted(class_voxels.items())},
         "channels": ds.channels,
         "labels": {str(k): v for k, v in ds.labels.items()}
