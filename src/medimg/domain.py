@@ -111,6 +111,11 @@ class ImageDomain:
         shapes = np.asarray(fp["shapes"], dtype=np.float64)
         extents = np.sort(spacings * shapes, axis=1)
         inten = fp.get("foreground_intensity") or [{}]
+        intensity = {k: float(v) for k, v in inten[0].items() if k in ("min", "max", "p00_5", "p99_5")}
+        if "min" in intensity and fp.get("case_percentiles"):
+            # the floor covers whole images, not only the labelled structures: an MR background darker than every
+            # organ (CHAOS: 0 around the body, liver >= 14) is part of every training image (1st percentiles)
+            intensity["min"] = min(intensity["min"], float(np.min(np.asarray(fp["case_percentiles"])[:, 0])))
         return cls(
             description=description or f"the {fp.get('name', 'training')} dataset",
             dims=int(spacings.shape[1]),
@@ -119,7 +124,7 @@ class ImageDomain:
             spacing_max_mm=float(spacings.max()),
             extent_min_mm=[round(float(v), 3) for v in extents.min(axis=0)],
             extent_max_mm=[round(float(v), 3) for v in extents.max(axis=0)],
-            intensity={k: float(v) for k, v in inten[0].items() if k in ("min", "max", "p00_5", "p99_5")},
+            intensity=intensity,
             modality=modality,
             spacing_known=bool(fp.get("spacing_known", True)),
             # Hounsfield units are absolute: CT models also check each image's intensity percentiles

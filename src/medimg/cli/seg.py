@@ -17,6 +17,7 @@ from medimg.cli._common import (
     app,
     console,
 )
+from medimg.errors import MedimgError
 
 dataset_app = typer.Typer(help="Segmentation datasets (MSD / nnU-Net layouts, plain folders).", no_args_is_help=True)
 models_app = typer.Typer(help="Trained models (bundled and your own folders).", no_args_is_help=True)
@@ -164,6 +165,9 @@ def dataset_import(
 def plan_cmd(
     dataset: Annotated[Path, typer.Argument(help="Dataset folder.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Where to write plan.json.")] = Path("plan.json"),
+    configuration: Annotated[
+        str, typer.Option("--configuration", help="3d_fullres (3D patches) or 2d (one slice at a time).")
+    ] = "3d_fullres",
 ) -> None:
     """Fingerprint a dataset and write an editable training plan (JSON)."""
     from medimg.seg import fingerprint, load_dataset, make_plan
@@ -171,11 +175,11 @@ def plan_cmd(
 
     def body() -> None:
         fp = fingerprint(load_dataset(dataset), _progress)
-        plan = make_plan(fp)
+        plan = make_plan(fp, configuration=configuration)
         save_json(plan, out)
         console.print(
-            f"wrote {out}: patch {plan['patch_size']}, spacing {plan['target_spacing']} mm, batch "
-            f"{plan['batch_size']}, filters {plan['network']['filters']}"
+            f"wrote {out}: {plan['configuration']}, patch {plan['patch_size']}, spacing {plan['target_spacing']} mm, "
+            f"batch {plan['batch_size']}, filters {plan['network']['filters']}"
             + (f"; ignore label {plan['ignore_label']} (no loss, no metric)" if "ignore_label" in plan else "")
         )
 
@@ -222,6 +226,14 @@ def train(
     method: Annotated[
         str, typer.Option("--method", help="Semi-supervised method with --unlabeled: mean-teacher.")
     ] = "mean-teacher",
+    configurations: Annotated[
+        str,
+        typer.Option(
+            "--configurations",
+            help="auto, 3d_fullres, 2d, or several (3d_fullres,2d): several share the budget and the better one by "
+            "validation Dice is kept. auto adds 2d to 3d_fullres for thick-slice data (slices >= 3x coarser).",
+        ),
+    ] = "auto",
 ) -> None:
     """Train a segmentation model (plans itself unless --plan); writes a complete model folder."""
     from medimg.seg import load_dataset, make_split, parse_duration, train_model
@@ -242,6 +254,10 @@ def train(
             console.print(f"split: {which}{split_file} ({len(sp['train'])} train, {len(sp['val'])} val)")
         else:
             sp = make_split(ids, val_fraction, seed, fold)
+        if plan is not None and configurations != "auto":
+            raise MedimgError(
+                "--plan fixes the configuration (its network and patch); drop --configurations, or drop --plan."
+            )
         plan_d = json.loads(plan.read_text()) if plan else None
         if plan_d is not None:
             plan_d["training"]["seed"] = seed
@@ -267,7 +283,14 @@ def train(
             oversubscribe=oversubscribe,
             unlabeled=unlabeled,
             method=method,
+            configurations=None if plan_d is not None else configurations.split(","),
         )
+        for c, r in info.get("configurations", {}).items():
+            console.print(
+                f"configuration {c}: validation mean Dice {r['validation_mean_dice']:.4f} "
+                f"({r['iterations']} iterations, {r['training_seconds'] / 60:.1f} min)"
+                + ("  [green]kept[/]" if c == info["configuration"] else "")
+            )
         console.print(
             f"[green]model ready[/] in {out}: validation Dice "
             + ", ".join(f"{info['labels'][k]} {v:.4f}" for k, v in info["validation_dice"].items())

@@ -4,6 +4,11 @@ A model folder holds: ``plan.json`` (editable), ``fingerprint.json``, ``model.pt
 (name, labels, channels, medimg version, training settings, validation metrics), ``split.json``,
 ``training_log.csv`` + ``training_curve.svg``, ``validation.json`` and ``model_card.md``. Bundled models live in
 ``medimg/seg/models/<name>/`` (weights stored as float16 to stay small).
+
+When several configurations are trained (``configurations=["3d_fullres", "2d"]``, nnU-Net's names; see
+:mod:`medimg.seg.plan`), each is a complete model folder under ``configurations/<name>/`` trained on an equal share
+of the budget, and the folder itself holds a copy of the one with the higher validation mean Dice; ``model.json``
+then records every candidate's validation Dice under ``"configurations"`` and the winner under ``"configuration"``.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ import numpy as np
 
 from medimg.errors import MedimgError
 from medimg.seg.dataset import SegDataset
-from medimg.seg.plan import fingerprint, make_plan, save_json
+from medimg.seg.plan import CONFIGURATIONS, configurations_for, fingerprint, make_plan, save_json
 
 BUNDLED_DIR = Path(__file__).parent / "models"
 
@@ -126,6 +131,7 @@ def train_model(
     oversubscribe: bool = False,
     unlabeled: Path | None = None,
     method: str = "mean-teacher",
+    configurations: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """Fingerprint, plan (unless given), train, validate and write the complete model folder. Returns model.json,
     plus ``note`` (not stored) when an existing checkpoint was resumed or continued to a new budget.
@@ -139,9 +145,52 @@ def train_model(
     Rerunning on a finished model folder with the same budget retrains nothing and returns the stored model.json.
 
     ``unlabeled`` (a folder of images without labels) trains semi-supervised (:mod:`medimg.seg.semi`, ``method``
-    ``mean-teacher``) in the same budget; its images are checked against the labelled data's domain first."""
+    ``mean-teacher``) in the same budget; its images are checked against the labelled data's domain first.
+
+    ``configurations`` (``"auto"``, ``"3d_fullres"``, ``"2d"``, or several; default: the single plan of
+    :func:`make_plan`) chooses what is planned when no ``plan`` is given; ``"auto"`` means
+    :func:`medimg.seg.plan.configurations_for`. Several are trained one after the other, each on an equal share of
+    ``time_budget_s``, and the better one by validation mean Dice is kept (see the module docstring)."""
     import medimg
     from medimg.seg.train import Trainer, write_training_log
+
+    if configurations is not None and plan is None:
+        created, before = _new_dirs(out_dir), ({p.name for p in out_dir.iterdir()} if out_dir.is_dir() else set())
+        try:
+            confs = _resolve_configurations(dataset, out_dir, configurations, progress)
+        except BaseException:
+            _remove_unless_checkpointed(out_dir, before, created)
+            raise
+        if len(confs) > 1:
+            return _train_configurations(
+                dataset,
+                out_dir,
+                confs,
+                time_budget_s=time_budget_s,
+                split=split,
+                max_iterations=max_iterations,
+                name=name,
+                progress=progress,
+                on_epoch=on_epoch,
+                resume=resume,
+                on_note=on_note,
+                devices=devices,
+                oversubscribe=oversubscribe,
+                unlabeled=unlabeled,
+                method=method,
+                undo=(before, created),
+            )
+        stored_plan = out_dir / "plan.json"
+        if resume and stored_plan.exists():
+            have = json.loads(stored_plan.read_text()).get("configuration", "3d_fullres")
+            if have != confs[0]:
+                raise MedimgError(
+                    f"{out_dir} holds a {have} model; --configurations {confs[0]} would train another. Use a new "
+                    f"--out folder, or --configurations {have} to continue this one."
+                )
+        else:
+            fp = json.loads((out_dir / "fingerprint.json").read_text())
+            plan = make_plan(fp, configuration=confs[0])
 
     if devices != 1:
         from medimg.seg.distributed import check_devices
@@ -219,6 +268,7 @@ def train_model(
         "labels": plan["labels"],
         "channels": plan["channels"],
         "dims": plan["dims"],
+        "configuration": plan.get("configuration", "3d_fullres"),
         "medimg_version": medimg.__version__,
         "dataset": dataset.name,
         "n_train": len(split["train"]),
@@ -248,6 +298,115 @@ def train_model(
     save_json(info, out_dir / "model.json")
     write_domain(out_dir, dataset)
     return {**info, "note": res["note"]} if res["note"] else info
+
+
+def _resolve_configurations(dataset: SegDataset, out_dir: Path, requested: Sequence[str], progress: Any) -> list[str]:
+    """Validate the requested configuration names (``auto`` expands) and leave the dataset's fingerprint in
+    ``out_dir/fingerprint.json`` (computed once, reused by every configuration)."""
+    names = [c.strip() for c in requested if c.strip()]
+    bad = [c for c in names if c not in (*CONFIGURATIONS, "auto")]
+    if bad or not names:
+        raise MedimgError(
+            f"Unknown configuration(s) {', '.join(bad) or '(none given)'}; use auto, {', '.join(CONFIGURATIONS)} "
+            "or several separated by commas (e.g. 3d_fullres,2d)."
+        )
+    fp_path = out_dir / "fingerprint.json"
+    if fp_path.exists():
+        fp = json.loads(fp_path.read_text())
+    else:
+        fp = fingerprint(dataset, progress)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        save_json(fp, fp_path)
+    out: list[str] = []
+    for c in names:
+        for x in configurations_for(fp) if c == "auto" else [c]:
+            if x not in out:
+                out.append(x)
+    if len(fp["median_spacing"]) == 2:  # on 2D data both configurations are the same 2D network
+        out = ["2d"]
+    return out
+
+
+#: Files of a model folder copied from the winning configuration (no checkpoint, no cache).
+_MODEL_FILES = (
+    "plan.json",
+    "model.pt",
+    "model.json",
+    "domain.json",
+    "split.json",
+    "validation.json",
+    "training_log.csv",
+    "training_curve.svg",
+)
+
+
+def _train_configurations(
+    dataset: SegDataset,
+    out_dir: Path,
+    confs: list[str],
+    *,
+    time_budget_s: float,
+    split: dict[str, list[str]],
+    undo: tuple[set[str], list[Path]],
+    **kw: Any,
+) -> dict[str, Any]:
+    """Train each configuration in ``out_dir/configurations/<name>`` on ``time_budget_s / len(confs)``, then copy
+    the one with the highest validation mean Dice into ``out_dir`` (model.json lists all)."""
+    import shutil
+
+    from medimg.io._atomic import atomic_path
+
+    fp = json.loads((out_dir / "fingerprint.json").read_text())
+    share = time_budget_s / len(confs)
+    results: dict[str, dict[str, Any]] = {}
+    notes = []
+    for i, c in enumerate(confs):
+        if kw.get("on_note"):
+            kw["on_note"](f"configuration {c} ({i + 1} of {len(confs)}): {share / 60:.1f} min of the budget")
+        sub = out_dir / "configurations" / c
+        if not (sub / "fingerprint.json").exists():  # the shared fingerprint: the domain record is written from it
+            sub.mkdir(parents=True, exist_ok=True)
+            shutil.copy(out_dir / "fingerprint.json", sub / "fingerprint.json")
+        stored_plan = sub / "plan.json"
+        plan = (
+            json.loads(stored_plan.read_text())
+            if kw.get("resume", True) and stored_plan.exists()
+            else make_plan(fp, configuration=c)
+        )
+        try:
+            info = train_model(dataset, sub, time_budget_s=share, split=split, plan=plan, **kw)
+        except BaseException:
+            if not any((out_dir / "configurations").glob("*/checkpoint.pt")):  # nothing to resume: no leftovers
+                _remove_unless_checkpointed(out_dir, *undo)
+            raise
+        if info.get("note"):
+            notes.append(f"{c}: {info['note']}")
+        results[c] = info
+    best = max(confs, key=lambda c: (results[c]["validation_mean_dice"], -confs.index(c)))
+    src = out_dir / "configurations" / best
+    for f in _MODEL_FILES:
+        if (src / f).exists():
+            with atomic_path(out_dir / f) as tmp:
+                shutil.copy(src / f, tmp)
+    info = {
+        **{k: v for k, v in results[best].items() if k != "note"},
+        "name": kw.get("name") or out_dir.name,
+        "configuration": best,
+        "configurations": {
+            c: {
+                "validation_mean_dice": r["validation_mean_dice"],
+                "validation_dice": r["validation_dice"],
+                "training_seconds": r["training_seconds"],
+                "iterations": r["iterations"],
+            }
+            for c, r in results.items()
+        },
+        "time_budget_s": time_budget_s,
+        "training_seconds": round(sum(r["training_seconds"] for r in results.values()), 1),
+        "total_seconds": round(sum(r["total_seconds"] for r in results.values()), 1),
+    }
+    save_json(info, out_dir / "model.json")
+    return {**info, "note": "; ".join(notes)} if notes else info
 
 
 def write_domain(model_dir: Path, dataset: SegDataset) -> None:

@@ -99,8 +99,10 @@ class Predictor:
         inf = self.plan["inference"]
         use_tta = inf.get("mirror_tta", False) if tta is None else tta
         dims = self.plan["dims"]
+        # mirror along the axes augmentation mirrored in training (not a left-right axis of lateralised labels)
+        axes = [a + 2 for a in self.plan["augmentation"].get("mirror_axes", range(dims))]
         combos = [()] + (
-            [c for r in range(1, dims + 1) for c in itertools.combinations(range(2, dims + 2), r)] if use_tta else []
+            [c for r in range(1, len(axes) + 1) for c in itertools.combinations(axes, r)] if use_tta else []
         )
         acc = None
         overlap = inf.get("overlap", 0.5)

@@ -555,8 +555,9 @@ def build_network(plan: dict[str, Any]) -> Any:
 
     net = plan["network"]
     ds_num = int(net.get("deep_supervision", 0))
-    return DynUNet(
-        spatial_dims=int(plan["dims"]),
+    k_slice = plan.get("slice_axis")
+    unet = DynUNet(
+        spatial_dims=int(plan["dims"]) - (k_slice is not None),
         in_channels=len(plan["channels"]),
         out_channels=max(int(k) for k in plan["labels"]) + 1,
         kernel_size=net["kernel_sizes"],
@@ -568,6 +569,11 @@ def build_network(plan: dict[str, Any]) -> Any:
         deep_supr_num=max(1, ds_num),
         res_block=False,
     )
+    if k_slice is None:
+        return unet
+    from medimg.seg.nets import SliceNet
+
+    return SliceNet(unet, int(k_slice))
 
 
 def dice_ce_loss(
@@ -623,7 +629,16 @@ def augment_batch(img: Any, lab: Any, cfg: dict[str, Any], rng: np.random.Genera
             if rng.random() < cfg["p_spatial"]:
                 apply = True
                 s = rng.uniform(*cfg["scale"])
-                ang = np.deg2rad(rng.uniform(-cfg["rotation_deg"], cfg["rotation_deg"], size=3 if dims == 3 else 1))
+                plane = cfg.get("rotation_plane")
+                ang = np.deg2rad(
+                    rng.uniform(-cfg["rotation_deg"], cfg["rotation_deg"], size=3 if dims == 3 and not plane else 1)
+                )
+                if dims == 3 and plane:  # the 2D configuration: rotate and scale within the slice plane only
+                    rot = np.eye(3)
+                    u, v = (dims - 1 - a for a in plane)  # affine_grid orders coordinates last axis first
+                    rot[np.ix_([u, v], [u, v])] = _rotation(ang, 2) / s
+                    theta[i, :, :dims] = torch.from_numpy(rot).float()
+                    continue
                 rot = _rotation(ang, dims)
                 theta[i, :, :dims] = torch.from_numpy(rot / s).float()
             else:
