@@ -164,3 +164,30 @@ def test_vessels_refuses_a_grey_image(tmp_path: Path) -> None:
     out = tmp_path / "v.nii.gz"
     r = runner.invoke(app, ["segment", str(HC / "338_HC.png"), "-m", "vessels", "-o", str(out)])
     assert r.exit_code != 0 and "channel" in text(r) and not out.exists()
+
+
+def test_abdomen_segments_a_held_out_volume_with_sides_kept(tmp_path: Path) -> None:
+    """A CHAOS test volume (16 central slices; never trained on): every organ found, on the input's exact grid, and
+    the right kidney on the patient's right (smaller world x in LPS), the left kidney on the left."""
+    from scipy import ndimage
+
+    src = DATA / "chaos" / "heldout" / "chaos_08.nii.gz"
+    out = tmp_path / "organs.nii.gz"
+    r = runner.invoke(app, ["segment", str(src), "-m", "abdomen", "-o", str(out)])
+    assert r.exit_code == 0, r.output
+    assert all(n in text(r) for n in ("liver", "right_kidney", "left_kidney", "spleen"))
+    img, seg = medimg.read(src), medimg.read_labels(out)
+    ref = medimg.read_labels(DATA / "chaos" / "heldout" / "chaos_08_label.nii.gz")
+    assert seg.same_geometry(img, atol=0)
+    m = segmentation_metrics(seg, ref, labels=[1, 2, 3, 4], metrics=("dice",))
+    assert m[1]["dice"] > 0.85 and min(m[k]["dice"] for k in (2, 3, 4)) > 0.6, m
+    x = {k: img.index_to_world([ndimage.center_of_mass(seg.array == k)])[0][0] for k in (2, 3)}
+    assert x[2] + 50 < x[3]  # about 15 cm apart; a left/right swap would put the right kidney far to the left
+
+
+def test_abdomen_refuses_ct_and_brain_mri(tmp_path: Path) -> None:
+    out = tmp_path / "x.nii.gz"
+    ct = LIDC / "images" / "LIDC-IDRI-0024_R_2.nii.gz"
+    for src in (ct, DATA / "hippocampus" / "imagesTr" / "hippocampus_001.nii.gz"):
+        r = runner.invoke(app, ["segment", str(src), "-m", "abdomen", "-o", str(out)])
+        assert r.exit_code != 0 and "outside the domain" in text(r) and not out.exists()

@@ -363,3 +363,13 @@ def default_command(name: str, options_too: bool = True) -> type[TyperGroup]:
             return super().parse_args(ctx, args)
 
     return _Default
+
+
+DeviceOpt = Annotated[
+    str,
+    typer.Option(
+        "--device",
+        metavar="auto|cpu|cuda[:N]",
+        help="Where the network runs: auto (a GPU when PyTorch sees one, else the CPU), cpu, or cuda[:N].",
+    ),
+]

@@ -203,13 +203,27 @@ def models_info(
 @models_app.command("export")
 def models_export(
     name: Annotated[str, typer.Argument(help="Bundled model name or model folder.")],
-    out: Annotated[Path, typer.Option("--output", "-o", help="TorchScript file to write (.pt / .ts).")],
+    out: Annotated[
+        Path, typer.Option("--output", "-o", help="File to write: .onnx (ONNX) or .pt / .ts (TorchScript).")
+    ],
 ) -> None:
-    """Export the network to TorchScript (traced); `medimg.seg.predict.Predictor(model, torchscript=FILE)` uses it."""
+    """Export the network to ONNX (checked against PyTorch; `medimg segment --onnx FILE` runs it in ONNX Runtime)
+    or to TorchScript (traced; `medimg.seg.predict.Predictor(model, torchscript=FILE)` uses it)."""
     from medimg.seg import resolve_model
     from medimg.seg.predict import export_torchscript
 
     def body() -> None:
+        if out.suffix == ".onnx":
+            from medimg.seg.onnx_export import export_onnx
+
+            r = export_onnx(resolve_model(name), out)
+            console.print(
+                f"wrote {out}: windows of {'x'.join(map(str, r['patch_size']))} voxels; ONNX Runtime matches PyTorch "
+                f"to {r['relative_diff']:.1e} of the logits' range. Use: medimg segment IMAGE -m {name} --onnx {out}"
+            )
+            return
+        if out.suffix not in (".pt", ".ts"):
+            raise MedimgError(f"Export to .onnx, .pt or .ts (got {out.name!r}).")
         export_torchscript(resolve_model(name), out)
         console.print(f"wrote {out}")
 

@@ -16,6 +16,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from medimg.cli._common import (
+    DeviceOpt,
     IrregularOpt,
     SpacingInOpt,
     _floats,
@@ -54,6 +55,14 @@ RayOpt = Annotated[
         metavar="local|ADDRESS",
         help="Run the cases as Ray tasks: 'local' starts Ray here, else the address of an existing cluster "
         '(HOST:6379, auto); needs pip install "medimg[scale]". See docs/scale.md.',
+    ),
+]
+OnnxOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--onnx",
+        metavar="FILE.onnx",
+        help="Run the network in ONNX Runtime from FILE (made by `medimg models export MODEL -o FILE.onnx`).",
     ),
 ]
 RayCpusOpt = Annotated[
@@ -164,6 +173,8 @@ def predict(
     input_spacing: SpacingInOpt = None,
     ray: RayOpt = None,
     ray_cpus: RayCpusOpt = None,
+    onnx: OnnxOpt = None,
+    device: DeviceOpt = "auto",
 ) -> None:
     """Segment an image or a folder of images with a trained model (output on each input's exact grid).
 
@@ -173,7 +184,7 @@ def predict(
     from medimg.seg import Predictor, resolve_model
 
     def body() -> None:
-        pred = Predictor(resolve_model(model), force=force)
+        pred = Predictor(resolve_model(model), force=force, onnx=onnx, device=device)
         read_kw = {
             "channel": channel,
             "fill_nonfinite": fill_nonfinite,
@@ -189,7 +200,14 @@ def predict(
                 if probabilities:
                     raise MedimgError("--probabilities is not available with --ray; run without --ray for them.")
                 sp = _floats(input_spacing, "--input-spacing")
-                seg_params: dict[str, Any] = {**read_kw, "model": model, "tta": tta, "force": force}
+                seg_params: dict[str, Any] = {
+                    **read_kw,
+                    "model": model,
+                    "tta": tta,
+                    "force": force,
+                    "onnx": str(onnx) if onnx else None,
+                    "device": device,
+                }
                 seg_params["input_spacing_mm"] = list(sp) if sp else None
                 _segment_cases(cases, out, ext, seg_params, ray, ray_cpus)
                 return
@@ -292,6 +310,8 @@ def segment(
     ] = None,
     ray: RayOpt = None,
     ray_cpus: RayCpusOpt = None,
+    onnx: OnnxOpt = None,
+    device: DeviceOpt = "auto",
 ) -> None:
     """One command from a scan to a mask (like TotalSegmentator): segment IMAGE with a bundled model.
 
@@ -302,7 +322,7 @@ def segment(
     from medimg.seg import Predictor, resolve_model
 
     def body() -> None:
-        pred = Predictor(resolve_model(model), force=force)
+        pred = Predictor(resolve_model(model), force=force, onnx=onnx, device=device)
         read_kw = {
             "channel": channel,
             "fill_nonfinite": fill_nonfinite,
@@ -327,7 +347,14 @@ def segment(
         if not files:
             raise MedimgError(f"No image files in {', '.join(map(str, images))}.")
         sp = _floats(input_spacing, "--input-spacing")
-        seg_params: dict[str, Any] = {**read_kw, "model": model, "tta": tta, "force": force}
+        seg_params: dict[str, Any] = {
+            **read_kw,
+            "model": model,
+            "tta": tta,
+            "force": force,
+            "onnx": str(onnx) if onnx else None,
+            "device": device,
+        }
         seg_params["input_spacing_mm"] = list(sp) if sp else None
         _segment_cases(group_cases(files, 1), out, ext, seg_params, ray, ray_cpus)
 

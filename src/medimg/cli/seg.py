@@ -10,6 +10,7 @@ from typing import Annotated, Any
 import typer
 
 from medimg.cli._common import (
+    DeviceOpt,
     _floats,
     _parse_names,
     _progress,
@@ -234,6 +235,7 @@ def train(
             "validation Dice is kept. auto adds 2d to 3d_fullres for thick-slice data (slices >= 3x coarser).",
         ),
     ] = "auto",
+    device: DeviceOpt = "auto",
 ) -> None:
     """Train a segmentation model (plans itself unless --plan); writes a complete model folder."""
     from medimg.seg import load_dataset, make_split, parse_duration, train_model
@@ -284,6 +286,7 @@ def train(
             unlabeled=unlabeled,
             method=method,
             configurations=None if plan_d is not None else configurations.split(","),
+            device=device,
         )
         for c, r in info.get("configurations", {}).items():
             console.print(

@@ -343,6 +343,10 @@ class SegmentParams(OpParams):
     fill_nonfinite: float | None = Field(None, description="Replace NaN/Inf voxels with this value.")
     allow_irregular: bool = Field(False, description="DICOM: interpolate a series with missing slices.")
     input_spacing_mm: list[float] | None = Field(None, description="Voxel spacing for files that store none.")
+    onnx: str | None = Field(
+        None, description="ONNX file exported from this model (medimg models export): run the network in ONNX Runtime."
+    )
+    device: str = Field("auto", description="Where the network runs: auto (a GPU when there is one), cpu, cuda[:N].")
 
 
 class SegmentResult(OpResult):
@@ -363,7 +367,7 @@ def segment(p: SegmentParams, ctx: Context) -> SegmentResult:
     from medimg.ops.segmentation import predict_case
     from medimg.seg import Predictor, resolve_model
 
-    pred = Predictor(resolve_model(p.model), force=p.force)
+    pred = Predictor(resolve_model(p.model), force=p.force, onnx=p.onnx, device=p.device)
     pred.progress = ctx.progress
     out = Path(p.output)
     read_kw = {

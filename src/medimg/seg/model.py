@@ -55,7 +55,11 @@ def resolve_model(name_or_path: str | Path) -> Path:
 
 
 def validate(
-    model_dir: Path, ds: SegDataset, val_ids: Sequence[str], progress: Callable[[Sequence[Any], str], Any] | None = None
+    model_dir: Path,
+    ds: SegDataset,
+    val_ids: Sequence[str],
+    progress: Callable[[Sequence[Any], str], Any] | None = None,
+    device: str | None = "cpu",
 ) -> dict[str, Any]:
     """Predict the validation cases, compute Dice per class (with and without largest-component post-processing),
     enable post-processing for the classes where it helps, and write validation.json.
@@ -66,7 +70,7 @@ def validate(
     from medimg.metrics import segmentation_metrics
     from medimg.seg.predict import Predictor, largest_component
 
-    pred = Predictor(model_dir)
+    pred = Predictor(model_dir, device=device)
     plan = pred.plan
     pred.plan = {**plan, "postprocessing": {"largest_component": []}}
     classes = sorted(pred.names)
@@ -132,6 +136,7 @@ def train_model(
     unlabeled: Path | None = None,
     method: str = "mean-teacher",
     configurations: Sequence[str] | None = None,
+    device: str | None = "auto",
 ) -> dict[str, Any]:
     """Fingerprint, plan (unless given), train, validate and write the complete model folder. Returns model.json,
     plus ``note`` (not stored) when an existing checkpoint was resumed or continued to a new budget.
@@ -150,9 +155,19 @@ def train_model(
     ``configurations`` (``"auto"``, ``"3d_fullres"``, ``"2d"``, or several; default: the single plan of
     :func:`make_plan`) chooses what is planned when no ``plan`` is given; ``"auto"`` means
     :func:`medimg.seg.plan.configurations_for`. Several are trained one after the other, each on an equal share of
-    ``time_budget_s``, and the better one by validation mean Dice is kept (see the module docstring)."""
+    ``time_budget_s``, and the better one by validation mean Dice is kept (see the module docstring).
+
+    ``device`` (``auto``, ``cpu``, ``cuda[:N]``; :func:`medimg.device.resolve_device`) is where a single training
+    process runs (``auto``: a GPU when PyTorch sees one); data-parallel runs (``devices`` > 1) train on CPU cores."""
     import medimg
+    from medimg.device import resolve_device
     from medimg.seg.train import Trainer, write_training_log
+
+    dev = resolve_device(device)  # an unavailable GPU is refused before anything is written
+    if devices != 1 and dev.type != "cpu":
+        if device not in (None, "auto"):
+            raise MedimgError("--devices N trains in N CPU processes; drop --device, or train with --devices 1.")
+        dev = resolve_device("cpu")
 
     if configurations is not None and plan is None:
         created, before = _new_dirs(out_dir), ({p.name for p in out_dir.iterdir()} if out_dir.is_dir() else set())
@@ -179,6 +194,7 @@ def train_model(
                 unlabeled=unlabeled,
                 method=method,
                 undo=(before, created),
+                device=str(dev),
             )
         stored_plan = out_dir / "plan.json"
         if resume and stored_plan.exists():
@@ -230,7 +246,16 @@ def train_model(
             from medimg.seg.semi import MeanTeacherTrainer
 
             mt = MeanTeacherTrainer(
-                dataset, plan, out_dir, split, time_budget_s, max_iterations, progress, on_epoch, unlabeled=u_cases
+                dataset,
+                plan,
+                out_dir,
+                split,
+                time_budget_s,
+                max_iterations,
+                progress,
+                on_epoch,
+                device=str(dev),
+                unlabeled=u_cases,
             )
             mt.on_note = on_note
             res = mt.run(resume=resume)
@@ -251,7 +276,9 @@ def train_model(
                 on_note=on_note,
             )
         else:
-            trainer = Trainer(dataset, plan, out_dir, split, time_budget_s, max_iterations, progress, on_epoch)
+            trainer = Trainer(
+                dataset, plan, out_dir, split, time_budget_s, max_iterations, progress, on_epoch, device=str(dev)
+            )
             trainer.on_note = on_note  # told what resuming means (continue to a new budget, nothing to do) up front
             res = trainer.run(resume=resume)
     except BaseException:
@@ -261,7 +288,7 @@ def train_model(
         stored: dict[str, Any] = json.loads((out_dir / "model.json").read_text())
         return {**stored, "note": res["note"]}
     write_training_log(res["log"], out_dir)
-    val = validate(out_dir, dataset, split["val"], progress)
+    val = validate(out_dir, dataset, split["val"], progress, device=str(dev))
     info = {
         "name": name or out_dir.name,
         "task": "segmentation",
@@ -284,6 +311,7 @@ def train_model(
             else {}
         ),
         "machine": f"{platform.machine()}, {__import__('os').cpu_count()} cores",
+        "device": str(dev),
         "validation_mean_dice": val["mean_dice"],
         "validation_dice": val["dice"],
         "total_seconds": round(time.perf_counter() - t0, 1),

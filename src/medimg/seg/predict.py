@@ -40,11 +40,17 @@ class Predictor:
         precision: str | None = None,
         torchscript: str | Path | None = None,
         force: bool = False,
+        onnx: str | Path | None = None,
+        device: str | None = "cpu",
     ) -> None:
         """Load a model folder. ``force=True`` segments input outside the model's training domain instead of
-        raising :class:`~medimg.errors.OutOfDomainError` (the output's ``meta["provenance"]`` records it)."""
+        raising :class:`~medimg.errors.OutOfDomainError` (the output's ``meta["provenance"]`` records it).
+        ``onnx`` (a file from :func:`medimg.seg.onnx_export.export_onnx` of this model) runs the network in ONNX
+        Runtime instead of PyTorch (float32). ``device`` (``auto``, ``cpu``, ``cuda[:N]``;
+        :func:`medimg.device.resolve_device`) is where the PyTorch network runs; ONNX Runtime runs on the CPU."""
         import torch
 
+        from medimg.device import resolve_device
         from medimg.domain import load_image_domain
         from medimg.seg.train import build_network
 
@@ -56,12 +62,21 @@ class Predictor:
         info_path = self.dir / "model.json"
         self.info: dict[str, Any] = json.loads(info_path.read_text()) if info_path.exists() else {}
         self.torch = torch
-        if torchscript is not None:
-            self.net = torch.jit.load(str(torchscript), map_location="cpu")
+        self.net: Any
+        self.device = resolve_device(device) if onnx is None else torch.device("cpu")
+        self.backend = "onnx" if onnx is not None else ("torchscript" if torchscript is not None else "torch")
+        if onnx is not None:
+            from medimg.seg.onnx_export import OnnxNet
+
+            self.net = OnnxNet(onnx, self.dir)
+            precision = "fp32"  # ONNX Runtime runs the float32 graph; torch's autocast does not reach it
+        elif torchscript is not None:
+            self.net = torch.jit.load(str(torchscript), map_location=self.device)
         else:
             self.net = build_network(self.plan)
             state = torch.load(self.dir / "model.pt", map_location="cpu", weights_only=True)
             self.net.load_state_dict({k: v.float() for k, v in state.items()})
+            self.net.to(self.device)
         self.net.eval()
         self.precision = precision or self.info.get("precision", "fp32")
         self.names = {int(k): v for k, v in self.plan["labels"].items() if int(k) != 0}
@@ -95,7 +110,7 @@ class Predictor:
 
         t = self.torch
         arr, grid = preprocess_image(images, self.plan)
-        x = t.from_numpy(arr[None].astype(np.float32))
+        x = t.from_numpy(arr[None].astype(np.float32)).to(self.device)
         inf = self.plan["inference"]
         use_tta = inf.get("mirror_tta", False) if tta is None else tta
         dims = self.plan["dims"]
@@ -113,7 +128,7 @@ class Predictor:
             next(ticks, None)
             return self.net(batch)
 
-        with t.no_grad(), t.autocast("cpu", dtype=t.bfloat16, enabled=self.precision == "bf16"):
+        with t.no_grad(), t.autocast(self.device.type, dtype=t.bfloat16, enabled=self.precision == "bf16"):
             for axes in combos:
                 xi = x.flip(axes) if axes else x
                 out = sliding_window_inference(
@@ -130,7 +145,7 @@ class Predictor:
         assert acc is not None
         for _ in ticks:  # finish the progress display (a count estimate that ran short)
             pass
-        return (acc / len(combos))[0].numpy(), grid
+        return (acc / len(combos))[0].cpu().numpy(), grid
 
     def __call__(self, image: Image | list[Image], tta: bool | None = None, force: bool | None = None) -> LabelMap:
         """Segment one case (an image, or one image per channel); output on the first image's exact grid.
@@ -180,6 +195,7 @@ class Predictor:
                     "model_version": self.info.get("medimg_version"),
                     "model_path": str(self.dir),
                     "tta": bool(self.plan["inference"].get("mirror_tta", False) if tta is None else tta),
+                    "backend": self.backend,
                     "domain": domain,
                     "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                 },

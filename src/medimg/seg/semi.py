@@ -97,7 +97,7 @@ class MeanTeacherTrainer(Trainer):
         for _ in range(int(self.plan["batch_size"])):
             arr = self.u_images[int(self.rng.integers(len(self.u_images)))]
             out.append(_crop(arr, self.random_start(arr.shape[1:]), self.patch, 1))
-        return torch.from_numpy(np.stack(out).astype(np.float32))
+        return torch.from_numpy(np.stack(out).astype(np.float32)).to(self.device)
 
     # ------------------------------------------------------------------ training
     def consistency_weight(self) -> float:
@@ -112,8 +112,8 @@ class MeanTeacherTrainer(Trainer):
         on noisy patches, the teacher on clean ones); the supervised part is what is logged."""
         t = self.torch
         u = self.unlabeled_batch()
-        noisy = u + self.noise_std * t.randn(u.shape, generator=None)
-        with t.autocast("cpu", dtype=t.bfloat16, enabled=bf16):
+        noisy = u + self.noise_std * t.randn(u.shape, generator=None).to(u.device)
+        with t.autocast(self.device.type, dtype=t.bfloat16, enabled=bf16):
             out = self.net(t.cat([img, noisy]))
             with t.no_grad():
                 self.teacher.train()
@@ -152,7 +152,7 @@ class MeanTeacherTrainer(Trainer):
     def load_checkpoint(self) -> bool:
         if not super().load_checkpoint():
             return False
-        st = self.torch.load(self.out / "checkpoint.pt", weights_only=False)
+        st = self.torch.load(self.out / "checkpoint.pt", weights_only=False, map_location=self.device)
         if "teacher" in st:
             self.teacher.load_state_dict(st["teacher"])
         return True

@@ -205,10 +205,15 @@ class Trainer:
         max_iterations: int | None = None,
         progress: Callable[[Sequence[Any], str], Any] | None = None,
         on_epoch: Callable[[dict[str, Any]], None] | None = None,
+        device: str | None = "cpu",
     ) -> None:
         import torch
 
+        from medimg.device import resolve_device
+
         self.torch = torch
+        #: Where the network and the batches live (``--device``; :func:`medimg.device.resolve_device`).
+        self.device = resolve_device(device)
         self.ds, self.plan, self.out, self.split = ds, plan, Path(out_dir), split
         self.time_budget_s = time_budget_s
         self.max_iterations = max_iterations
@@ -223,7 +228,7 @@ class Trainer:
         self.ignore_label: int | None = int(ignore) if ignore is not None else None
         self.dims = int(plan["dims"])
         self.patch = [int(p) for p in plan["patch_size"]]
-        self.net = self.build_network()
+        self.net = self.build_network().to(self.device)
         self.opt = self.build_optimizer()
         self.iteration = 0
         self.total_iterations: int | None = max_iterations
@@ -316,8 +321,8 @@ class Trainer:
         """Stack (image, label) patches into float32 / int64 tensors."""
         t = self.torch
         return (
-            t.from_numpy(np.stack([i for i, _ in patches]).astype(np.float32)),
-            t.from_numpy(np.stack([lb for _, lb in patches]).astype(np.int64)),
+            t.from_numpy(np.stack([i for i, _ in patches]).astype(np.float32)).to(self.device),
+            t.from_numpy(np.stack([lb for _, lb in patches]).astype(np.int64)).to(self.device),
         )
 
     # ------------------------------------------------------------------ checkpoints
@@ -344,7 +349,7 @@ class Trainer:
         p = self.out / "checkpoint.pt"
         if not p.exists():
             return False
-        st = self.torch.load(p, weights_only=False)
+        st = self.torch.load(p, weights_only=False, map_location=self.device)
         self.net.load_state_dict(st["net"])
         self.opt.load_state_dict(st["opt"])
         self.iteration, self.total_iterations = st["iteration"], st["total_iterations"]
@@ -373,7 +378,7 @@ class Trainer:
     def step_loss(self, img: Any, lab: Any, bf16: bool) -> tuple[Any, Any]:
         """The loss to back-propagate for a batch, and the loss to log (the same here)."""
         t = self.torch
-        with t.autocast("cpu", dtype=t.bfloat16, enabled=bf16):
+        with t.autocast(self.device.type, dtype=t.bfloat16, enabled=bf16):
             out = (self.net if self.ddp is None else self.ddp)(img)
         loss = self.loss(out.float(), lab)
         return loss, loss
@@ -383,6 +388,9 @@ class Trainer:
 
     def _choose_precision(self, img: Any, lab: Any) -> None:
         if self.precision != "auto":
+            return
+        if self.device.type == "cuda":  # tensor cores: bf16 autocast is the GPU's fast path where supported
+            self.precision = "bf16" if self.torch.cuda.is_bf16_supported() else "fp32"
             return
         from medimg.precision import bf16_is_faster
 
@@ -396,7 +404,7 @@ class Trainer:
         tp = np.zeros(self.n_classes)
         fp = np.zeros(self.n_classes)
         fn = np.zeros(self.n_classes)
-        with t.no_grad(), t.autocast("cpu", dtype=t.bfloat16, enabled=self.precision == "bf16"):
+        with t.no_grad(), t.autocast(self.device.type, dtype=t.bfloat16, enabled=self.precision == "bf16"):
             for img, lab in val_batches:
                 pred = self.net(img).float().argmax(1)
                 if self.ignore_label is not None:
@@ -644,13 +652,13 @@ def augment_batch(img: Any, lab: Any, cfg: dict[str, Any], rng: np.random.Genera
             else:
                 theta[i, :, :dims] = torch.eye(dims)
         if apply:
-            grid = F.affine_grid(theta, list(img.shape), align_corners=False)
+            grid = F.affine_grid(theta.to(img.device), list(img.shape), align_corners=False)
             img = F.grid_sample(img, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
             lab = F.grid_sample(lab[:, None].float(), grid, mode="nearest", padding_mode="zeros", align_corners=False)[
                 :, 0
             ].long()
     for axis in cfg.get("mirror_axes", []):
-        flip = torch.from_numpy(rng.random(b) < 0.5)
+        flip = torch.from_numpy(rng.random(b) < 0.5).to(img.device)
         if flip.any():
             img[flip] = img[flip].flip(axis + 2)
             lab[flip] = lab[flip].flip(axis + 1)
@@ -663,7 +671,8 @@ def augment_batch(img: Any, lab: Any, cfg: dict[str, Any], rng: np.random.Genera
             if hi > lo:
                 img[i] = ((x - lo) / (hi - lo)) ** float(rng.uniform(*cfg["gamma"])) * (hi - lo) + lo
         if rng.random() < cfg.get("p_noise", 0):
-            img[i] = img[i] + torch.from_numpy(rng.normal(0, cfg["noise_std"], size=tuple(img[i].shape))).float()
+            noise = rng.normal(0, cfg["noise_std"], size=tuple(img[i].shape))
+            img[i] = img[i] + torch.from_numpy(noise).float().to(img.device)
     return img, lab
 
 
