@@ -174,6 +174,7 @@ def main() -> None:
             if (sub / "model.pt").exists():
                 r = evaluate(sub, args.data, split["test"])
                 per_conf[sub.name] = {"mean_dice": r["mean_dice"], "dice": r["dice"]}
+        result.pop("heldout_by_configuration", None)  # only for a run that trained several
         if per_conf:
             result["heldout_by_configuration"] = per_conf
             print(json.dumps(per_conf, indent=2))

@@ -47,3 +47,19 @@ def test_auto_segments_here(tmp_path: Path) -> None:
     r = runner.invoke(app, ["segment", str(HIPPO_IMG), "-o", str(out), "--device", "auto"])
     assert r.exit_code == 0, r.output
     assert out.is_file()
+
+
+@no_gpu
+def test_register_refuses_cuda_without_a_gpu(tmp_path: Path) -> None:
+    f, m = DATA / "CT_2D_head_fixed.mha", DATA / "CT_2D_head_moving.mha"
+    r = runner.invoke(app, ["register", str(f), str(m), "-o", str(tmp_path / "r"), "--device", "cuda"])
+    assert r.exit_code == 2 and "sees no CUDA GPU" in text(r) and not (tmp_path / "r").exists()
+
+
+def test_deformable_registration_reports_its_device() -> None:
+    import medimg
+    from medimg.register.deformable import register_deformable
+
+    f, m = medimg.read(DATA / "CT_2D_head_fixed.mha"), medimg.read(DATA / "CT_2D_head_moving.mha")
+    _, rep = register_deformable(f, m, levels=(2,), iterations=(3,), device="auto")
+    assert rep["device"] == str(resolve_device("auto"))

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from medimg.cli._common import _run, console
+from medimg.cli._common import DeviceOpt, _run, console
 from medimg.cli.predict import FillNonfiniteOpt
 from medimg.ops.segmentation import load_input
 
@@ -42,6 +42,7 @@ def register_cmd(
         ),
     ] = MAX_VOXELS,
     fill_nonfinite: FillNonfiniteOpt = None,
+    device: DeviceOpt = "auto",
 ) -> None:
     """Register MOVING to FIXED; writes warped image (+ labels), transform/, jacobian, metrics.json and PNGs."""
     import medimg
@@ -52,11 +53,14 @@ def register_cmd(
         m = load_input(moving, fill_nonfinite=fill_nonfinite)
         ml = medimg.read_labels(moving_labels) if moving_labels else None
         fl = medimg.read_labels(fixed_labels) if fixed_labels else None
+        from medimg.device import resolve_device
+
+        resolve_device(device)  # an unavailable GPU is refused before any work
         opts: dict[str, Any] = {}
         if method == "deformable":
-            opts = {"smoothness": smoothness, "max_voxels": None if full_resolution else max_voxels}
+            opts = {"smoothness": smoothness, "max_voxels": None if full_resolution else max_voxels, "device": device}
         if method == "learned":
-            opts = {"model": model, "refine": refine}
+            opts = {"model": model, "refine": refine, "device": device}
         res = register(f, m, method, metric, fixed_labels=fl, moving_labels=ml, **opts)
         paths = write_outputs(res, f, out, ext)
         r = res.report

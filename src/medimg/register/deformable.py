@@ -53,9 +53,9 @@ def _scaled(a: np.ndarray) -> np.ndarray:
     return np.clip((a - lo) / (hi - lo + 1e-8), 0, 1).astype(np.float32)
 
 
-def identity_grid(shape: Sequence[int]) -> torch.Tensor:
-    """Voxel coordinates ``(1, ndim, *shape)`` in array-axis order."""
-    axes = [torch.arange(s, dtype=torch.float32) for s in shape]
+def identity_grid(shape: Sequence[int], device: Any = None) -> torch.Tensor:
+    """Voxel coordinates ``(1, ndim, *shape)`` in array-axis order (on ``device``; default the CPU)."""
+    axes = [torch.arange(s, dtype=torch.float32, device=device) for s in shape]
     return torch.stack(torch.meshgrid(*axes, indexing="ij"))[None]
 
 
@@ -64,7 +64,7 @@ def warp(img: torch.Tensor, disp: torch.Tensor, mode: str = "bilinear", padding:
     order."""
     shape = disp.shape[2:]
     nd = len(shape)
-    coords = identity_grid(shape) + disp
+    coords = identity_grid(shape, disp.device) + disp
     norm = [2 * coords[:, i] / max(s - 1, 1) - 1 for i, s in enumerate(shape)]
     grid = torch.stack(norm[::-1], dim=-1)  # grid_sample wants (x=last axis, ..., first axis)
     return F.grid_sample(img, grid, mode=mode, padding_mode=padding, align_corners=True) if nd in (2, 3) else img
@@ -127,6 +127,7 @@ def register_deformable(
     squaring_steps: int = 6,
     max_voxels: int | None = MAX_VOXELS,
     init_velocity: np.ndarray | None = None,
+    device: str | None = "cpu",
 ) -> tuple[Transform, dict[str, Any]]:
     """Estimate a dense deformation (after ``initial``'s linear part). ``levels`` are downsampling factors of the
     pyramid (axes shorter than 16 voxels are not downsampled), ``iterations`` Adam steps per level,
@@ -135,7 +136,8 @@ def register_deformable(
     level (full resolution; CLI ``--full-resolution``). The report says which levels ran (``levels_run``), which
     were skipped and why (``levels_skipped``), the grid the field was estimated on (``field_grid``) and whether
     that is the image's own (``full_resolution``). ``init_velocity`` ``(ndim, *fixed.shape)`` (voxel units,
-    array-axis order; e.g. a learned network's prediction) starts the optimisation. Returns the combined
+    array-axis order; e.g. a learned network's prediction) starts the optimisation. ``device`` (``auto``, ``cpu``,
+    ``cuda[:N]``; :func:`medimg.device.resolve_device`) is where the optimisation runs. Returns the combined
     :class:`Transform` and a report."""
     if metric not in ("ncc", "mse"):
         raise MedimgError(f"Unknown deformable metric {metric!r}; use ncc or mse.")
@@ -146,11 +148,14 @@ def register_deformable(
     if max_voxels is not None and max_voxels < 1:
         raise MedimgError(f"max_voxels must be positive (or None for full resolution); got {max_voxels}.")
     check_pair(fixed, moving)
+    from medimg.device import resolve_device
+
+    dev = resolve_device(device)
     t0 = time.perf_counter()
     lin = initial.linear if initial is not None else None
     moved = Transform(lin, None).apply(moving, fixed, "linear")
-    f_full = torch.from_numpy(_scaled(np.asarray(fixed.array, np.float32)))[None, None]
-    m_full = torch.from_numpy(_scaled(np.asarray(moved.array, np.float32)))[None, None]
+    f_full = torch.from_numpy(_scaled(np.asarray(fixed.array, np.float32)))[None, None].to(dev)
+    m_full = torch.from_numpy(_scaled(np.asarray(moved.array, np.float32)))[None, None].to(dev)
     shape = list(f_full.shape[2:])
     nd = len(shape)
     v: torch.Tensor | None = None
@@ -177,16 +182,16 @@ def register_deformable(
         f = _resize(f_full, lshape) if lshape != shape else f_full
         m = _resize(m_full, lshape) if lshape != shape else m_full
         if v is None and init_velocity is not None:
-            v0 = torch.as_tensor(np.asarray(init_velocity, np.float32))[None]
+            v0 = torch.as_tensor(np.asarray(init_velocity, np.float32))[None].to(dev)
             if tuple(v0.shape[2:]) != tuple(shape):
                 raise MedimgError(f"init_velocity must have shape ({nd}, {', '.join(map(str, shape))}).")
-            scale = torch.tensor([n / o for n, o in zip(lshape, shape, strict=True)]).view(1, nd, *[1] * nd)
-            v = _resize(v0, lshape) * scale if lshape != shape else v0
+            scale = torch.tensor([n / o for n, o in zip(lshape, shape, strict=True)], device=dev)
+            v = _resize(v0, lshape) * scale.view(1, nd, *[1] * nd) if lshape != shape else v0
         elif v is None:
-            v = torch.zeros((1, nd, *lshape))
+            v = torch.zeros((1, nd, *lshape), device=dev)
         else:
-            scale = torch.tensor([n / o for n, o in zip(lshape, v.shape[2:], strict=True)]).view(1, nd, *[1] * nd)
-            v = _resize(v, lshape) * scale
+            scale = torch.tensor([n / o for n, o in zip(lshape, v.shape[2:], strict=True)], device=dev)
+            v = _resize(v, lshape) * scale.view(1, nd, *[1] * nd)
         v = v.detach().requires_grad_(True)
         levels_run.append(int(factor))
         opt = torch.optim.Adam([v], lr=lr)
@@ -203,14 +208,15 @@ def register_deformable(
     with torch.no_grad():
         d = integrate_velocity(v, squaring_steps) if diffeomorphic else v
         if list(d.shape[2:]) != shape:
-            scale = torch.tensor([n / o for n, o in zip(shape, d.shape[2:], strict=True)]).view(1, nd, *[1] * nd)
-            d = _resize(d, shape) * scale
-    result = Transform(lin, field_from_voxels(d[0].numpy(), fixed))
+            scale = torch.tensor([n / o for n, o in zip(shape, d.shape[2:], strict=True)], device=dev)
+            d = _resize(d, shape) * scale.view(1, nd, *[1] * nd)
+    result = Transform(lin, field_from_voxels(d[0].cpu().numpy(), fixed))
     from medimg.metrics.registration import registration_metrics
 
     quality = registration_metrics(result.field_index_mm(), fixed.spacing)
     full = field_grid == shape
     report = {
+        "device": str(dev),
         "metric": metric,
         "levels": list(levels),
         "iterations": list(iterations),

@@ -183,7 +183,10 @@ def train_learned(
 class LearnedRegistration:
     """A trained flow network: a folder with flow.pt + flow.json, or a bundled name (``hippocampus_flow``)."""
 
-    def __init__(self, path: str | Path = "hippocampus_flow") -> None:
+    def __init__(self, path: str | Path = "hippocampus_flow", device: str | None = "cpu") -> None:
+        from medimg.device import resolve_device
+
+        self.device = resolve_device(device)
         p = Path(path)
         if not (p / "flow.json").exists() and not p.is_dir():
             from medimg.registry import find
@@ -195,7 +198,7 @@ class LearnedRegistration:
         self.net = FlowUNet(int(self.info["dims"]), self.info["widths"])
         state = torch.load(p / "flow.pt", map_location="cpu", weights_only=True)
         self.net.load_state_dict({k: v.float() for k, v in state.items()})
-        self.net.eval()
+        self.net.to(self.device).eval()
 
     def _predict(self, fixed: Image, moving: Image) -> tuple[torch.Tensor, list]:
         """The network's velocity on its padded grid ``(1, ndim, *grid)`` and the spans to crop it back."""
@@ -204,7 +207,8 @@ class LearnedRegistration:
             raise MedimgError(f"This model registers {self.info['dims']}D images; got {fixed.ndim}D.")
         f, m, spans = _pair(fixed, moving, self.info["grid"])
         with torch.no_grad():
-            return self.net(torch.cat([torch.from_numpy(f)[None, None], torch.from_numpy(m)[None, None]], 1)), spans
+            x = torch.cat([torch.from_numpy(f)[None, None], torch.from_numpy(m)[None, None]], 1).to(self.device)
+            return self.net(x).cpu(), spans
 
     @staticmethod
     def _crop(a: torch.Tensor, spans: list, shape: Sequence[int]) -> np.ndarray:
@@ -240,21 +244,23 @@ def register_learned(
     refine_levels: Sequence[int] = (2, 1),
     refine_iterations: Sequence[int] = (30, 15),
     smoothness: float = 0.5,
+    device: str | None = "cpu",
 ) -> tuple[Transform, dict[str, Any]]:
     """Register with a trained network (one forward pass) and, with ``refine``, continue the instance optimisation
     of :func:`~medimg.register.deformable.register_deformable` from the network's velocity field (test-time
-    refinement); returns one displacement-field transform."""
+    refinement); returns one displacement-field transform. ``device``: where the network and the refinement run
+    (:func:`medimg.device.resolve_device`)."""
     from medimg.metrics.registration import registration_metrics
     from medimg.register.deformable import register_deformable
 
     t0 = time.perf_counter()
-    net = model if isinstance(model, LearnedRegistration) else LearnedRegistration(model)
+    net = model if isinstance(model, LearnedRegistration) else LearnedRegistration(model, device)
     tr, rep = net(fixed, moving)
     report: dict[str, Any] = {"network_seconds": rep["seconds"], "refined": refine}
     if refine:  # continue optimising the network's velocity field: the result stays diffeomorphic
         v0 = net.velocity(fixed, moving)
         tr, _ = register_deformable(
-            fixed, moving, None, "ncc", refine_levels, refine_iterations, smoothness, init_velocity=v0
+            fixed, moving, None, "ncc", refine_levels, refine_iterations, smoothness, init_velocity=v0, device=device
         )
     report.update(seconds=time.perf_counter() - t0, **registration_metrics(tr.field_index_mm(), fixed.spacing))
     return tr, report
