@@ -4,9 +4,10 @@
 
 For each bundled model: the network is exported (`medimg models export MODEL -o FILE.onnx`, verified against
 PyTorch at export), then one real image per model is segmented ``--repeats`` times with `Predictor(model)` (PyTorch,
-the model's recorded precision: bf16 autocast where it trained in bf16) and `Predictor(model, onnx=FILE)` (ONNX
-Runtime, float32), alternating; the median wall time of each and their ratio are reported, with the share of voxels
-on which the two label maps agree. Both use every core of this process (torch.get_num_threads()).
+the model's recorded precision: bf16 autocast where it trained in bf16), `Predictor(model, precision="fp32")`
+(PyTorch float32) and `Predictor(model, onnx=FILE)` (ONNX Runtime, float32), in turn; the median wall time of each,
+the ratios, and the share of voxels on which the ONNX and PyTorch label maps agree are reported. All use every
+core of this process (torch.get_num_threads()).
 
 Images: hippocampus tests/data/hippocampus/imagesTr/hippocampus_001; nodule tests/data/lidc/images (first);
 fetal-head tests/data/hc18/338_HC.png (0.1434 mm); vessels tests/data/chasedb1/Image_06L.jpg; abdomen
@@ -70,11 +71,13 @@ def main() -> None:
             exp = export_onnx(model, Path(tmp) / f"{name}.onnx")
             export_s = time.perf_counter() - t0
             p_torch = Predictor(model)
+            p_fp32 = Predictor(model, precision="fp32")
             p_onnx = Predictor(model, onnx=exp["path"])
             a, b = p_torch(img), p_onnx(img)  # warm-up (and the outputs compared)
-            times: dict[str, list[float]] = {"torch": [], "onnx": []}
+            p_fp32(img)
+            times: dict[str, list[float]] = {"torch": [], "torch_fp32": [], "onnx": []}
             for _ in range(args.repeats):
-                for key, p in (("torch", p_torch), ("onnx", p_onnx)):
+                for key, p in (("torch", p_torch), ("torch_fp32", p_fp32), ("onnx", p_onnx)):
                     t0 = time.perf_counter()
                     p(img)
                     times[key].append(time.perf_counter() - t0)
@@ -86,8 +89,10 @@ def main() -> None:
                 "export_seconds": export_s,
                 "export_relative_diff": exp["relative_diff"],
                 "torch_seconds_median": med["torch"],
+                "torch_fp32_seconds_median": med["torch_fp32"],
                 "onnx_seconds_median": med["onnx"],
                 "speedup_onnx_vs_torch": med["torch"] / med["onnx"],
+                "speedup_onnx_vs_torch_fp32": med["torch_fp32"] / med["onnx"],
                 "label_agreement": float(np.mean(a.array == b.array)),
                 "onnx_file_mb": Path(exp["path"]).stat().st_size / 1e6,
             }

@@ -312,7 +312,8 @@ def test_model_of_another_kind_names_the_command_that_takes_it() -> None:
     r = runner.invoke(app, ["segment", hip, "-m", "pneumoniamnist", "-o", "x.nii.gz"])
     text = " ".join(r.output.split())
     assert r.exit_code == 2 and "classification model" in text and "medimg classify predict" in text
-    assert "Segmentation models: fetal-head, hippocampus, nodule, vessels " in text and "pneumoniamnist)" not in text
+    assert "Segmentation models: abdomen, fetal-head, hippocampus, nodule, vessels " in text
+    assert "pneumoniamnist)" not in text
     r = runner.invoke(app, ["classify", "predict", hip, "-m", "hippocampus", "-o", "x.csv"])
     text = " ".join(r.output.split())
     assert r.exit_code == 2 and "segmentation model, not a classifier" in text and "medimg segment" in text

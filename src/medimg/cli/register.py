@@ -9,6 +9,7 @@ import typer
 
 from medimg.cli._common import DeviceOpt, _run, console
 from medimg.cli.predict import FillNonfiniteOpt
+from medimg.errors import MedimgError
 from medimg.ops.segmentation import load_input
 
 MAX_VOXELS = 300_000  # medimg.register.deformable.MAX_VOXELS (not imported here: that module loads torch)
@@ -43,6 +44,14 @@ def register_cmd(
     ] = MAX_VOXELS,
     fill_nonfinite: FillNonfiniteOpt = None,
     device: DeviceOpt = "auto",
+    linear: Annotated[
+        str,
+        typer.Option(
+            "--linear",
+            help="Deformable: the linear stage before it, affine (default), rigid, or none for images already "
+            "aligned (frames of one series).",
+        ),
+    ] = "affine",
 ) -> None:
     """Register MOVING to FIXED; writes warped image (+ labels), transform/, jacobian, metrics.json and PNGs."""
     import medimg
@@ -61,7 +70,11 @@ def register_cmd(
             opts = {"smoothness": smoothness, "max_voxels": None if full_resolution else max_voxels, "device": device}
         if method == "learned":
             opts = {"model": model, "refine": refine, "device": device}
-        res = register(f, m, method, metric, fixed_labels=fl, moving_labels=ml, **opts)
+        if linear not in ("affine", "rigid", "none"):
+            raise MedimgError(f"--linear must be affine, rigid or none (got {linear!r}).")
+        if linear != "affine" and method != "deformable":
+            raise MedimgError("--linear sets the linear stage of --method deformable; drop it for other methods.")
+        res = register(f, m, method, metric, fixed_labels=fl, moving_labels=ml, linear_kind=linear, **opts)
         paths = write_outputs(res, f, out, ext)
         r = res.report
         console.print(f"{method} registration in {r['seconds']:.2f} s")

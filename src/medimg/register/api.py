@@ -44,7 +44,8 @@ def register(
 ) -> RegistrationResult:
     """Register ``moving`` to ``fixed``. ``method``: ``rigid``, ``affine``, ``deformable`` (affine, then the
     diffeomorphic instance optimisation of :mod:`medimg.register.deformable`; ``linear_kind`` picks its linear
-    stage) or ``learned`` (a trained network, :mod:`medimg.register.learned`; options ``model=``, ``refine=``).
+    stage, ``"none"`` for images already aligned) or ``learned`` (a trained network,
+    :mod:`medimg.register.learned`; options ``model=``, ``refine=``).
     Deformable options (``levels``, ``iterations``, ``smoothness``, ``max_voxels`` — ``None`` for full resolution —
     ...) go to :func:`~medimg.register.deformable.register_deformable`; the report then says which pyramid levels
     ran and why (``levels_run``, ``full_resolution``, ``levels_note``).
@@ -62,16 +63,23 @@ def register(
         return _finish(tr, fixed, moving, fixed_labels, moving_labels, rep_l, t0)
     lin_metric = "mi" if metric == "auto" else metric
     kind = "rigid" if method == "rigid" else ("affine" if method == "affine" else linear_kind)
-    tr, rep_lin = register_linear(fixed, moving, kind, "mi" if lin_metric == "ncc" else lin_metric)
+    if kind == "none" and method == "deformable":  # images already aligned (frames of one cine series, one session)
+        lin_tr: Transform | None = None
+        rep_lin: dict[str, Any] = {"kind": "none", "seconds": 0.0}
+    else:
+        lin_tr, rep_lin = register_linear(fixed, moving, kind, "mi" if lin_metric == "ncc" else lin_metric)
     report: dict[str, Any] = {"method": method, "linear": rep_lin}
     if method == "deformable":
         def_metric = "ncc" if metric in ("auto", "ncc", "mi") else metric
-        tr, rep_def = register_deformable(fixed, moving, tr, def_metric, **deformable_options)
+        tr, rep_def = register_deformable(fixed, moving, lin_tr, def_metric, **deformable_options)
         report["deformable"] = rep_def
         for k in ("levels_run", "full_resolution", "levels_note"):  # visible at the top: which levels ran and why
             report[k] = rep_def[k]
         report["folding_percent"] = rep_def["folding_percent"]
         report["sdlogj"] = rep_def["sdlogj"]
+    else:
+        assert lin_tr is not None  # rigid / affine always run their linear stage
+        tr = lin_tr
     return _finish(tr, fixed, moving, fixed_labels, moving_labels, report, t0)
 
 

@@ -169,8 +169,23 @@ def train_model(
             raise MedimgError("--devices N trains in N CPU processes; drop --device, or train with --devices 1.")
         dev = resolve_device("cpu")
 
+    if devices != 1:
+        from medimg.seg.distributed import check_devices
+
+        check_devices(devices, oversubscribe)  # before anything is written
+    u_cases = None
+    if unlabeled is not None:
+        from medimg.seg.semi import METHODS, unlabeled_images
+
+        if method not in METHODS:
+            raise MedimgError(f"Unknown semi-supervised method {method!r}; use {' or '.join(METHODS)}.")
+        if devices != 1:
+            raise MedimgError("--unlabeled trains in one process; drop --devices (or train without --unlabeled).")
+        u_cases = unlabeled_images(unlabeled, len(dataset.channels))
+    # what this run adds to out_dir is removed again if it fails before its first checkpoint
+    created = _new_dirs(out_dir)
+    before = {p.name for p in out_dir.iterdir()} if out_dir.is_dir() else set()
     if configurations is not None and plan is None:
-        created, before = _new_dirs(out_dir), ({p.name for p in out_dir.iterdir()} if out_dir.is_dir() else set())
         try:
             confs = _resolve_configurations(dataset, out_dir, configurations, progress)
         except BaseException:
@@ -207,22 +222,6 @@ def train_model(
         else:
             fp = json.loads((out_dir / "fingerprint.json").read_text())
             plan = make_plan(fp, configuration=confs[0])
-
-    if devices != 1:
-        from medimg.seg.distributed import check_devices
-
-        check_devices(devices, oversubscribe)  # before anything is written
-    u_cases = None
-    if unlabeled is not None:
-        from medimg.seg.semi import METHODS, unlabeled_images
-
-        if method not in METHODS:
-            raise MedimgError(f"Unknown semi-supervised method {method!r}; use {' or '.join(METHODS)}.")
-        if devices != 1:
-            raise MedimgError("--unlabeled trains in one process; drop --devices (or train without --unlabeled).")
-        u_cases = unlabeled_images(unlabeled, len(dataset.channels))
-    created = _new_dirs(out_dir)
-    before = {p.name for p in out_dir.iterdir()} if out_dir.is_dir() else set()
     out_dir.mkdir(parents=True, exist_ok=True)
     try:
         if plan is None:
