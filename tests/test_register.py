@@ -394,3 +394,17 @@ def test_deformable_levels_are_reported_and_full_resolution_runs_them_all(tmp_pa
     assert r.exit_code == 0, r.output
     rep = json.loads((tmp_path / "b" / "metrics.json").read_text())
     assert rep["levels_run"] == [4, 2, 1] and rep["full_resolution"] is True
+
+
+def test_linear_stage_choice(tmp_path: Path) -> None:
+    """--linear none skips the linear stage (images already aligned); bad values and other methods are refused."""
+    f, m = DATA / "CT_2D_head_fixed.mha", DATA / "CT_2D_head_moving.mha"
+    res = register(medimg.read(f), medimg.read(m), "deformable", linear_kind="none", levels=(2,), iterations=(5,))
+    assert res.report["linear"]["kind"] == "none" and res.warped.same_geometry(medimg.read(f))
+    for extra, msg in (
+        (["--linear", "similarity"], "--linear must be affine, rigid or none"),
+        (["--method", "affine", "--linear", "none"], "--linear sets the linear stage"),
+    ):
+        out = tmp_path / "r"
+        r = runner.invoke(app, ["register", str(f), str(m), "-o", str(out), *extra])
+        assert r.exit_code == 2 and msg in " ".join(r.output.split()) and not out.exists()

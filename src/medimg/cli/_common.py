@@ -113,8 +113,11 @@ def _run(fn: Callable[[], T]) -> T:
     except MedimgError as e:
         if _STATE["debug"]:
             raise
+        _stop_progress()
         err_console.print(f"[bold red]error:[/] {type(e).__name__}: {e}", highlight=False, markup=True)
         raise typer.Exit(2) from None
+    finally:
+        _stop_progress()
 
 
 def _floats(text: str | None, what: str) -> tuple[float, ...] | None:
@@ -339,10 +342,41 @@ def _parse_names(text: str | None, option: str = "--names") -> dict[int, str] | 
     return out
 
 
-def _progress(items: Any, what: str) -> Any:
-    from rich.progress import track
+#: Progress displays of the running command that have not finished (stopped by :func:`_run` when it returns).
+_OPEN_PROGRESS: set[Any] = set()
 
-    return track(items, description=what, console=err_console, transient=True)
+
+def _progress(items: Any, what: str) -> Any:
+    """A transient progress bar on stderr over ``items`` (rich's ``track`` look). When the command fails inside the
+    loop, :func:`_run` stops the display: a generator kept alive by the exception's traceback would otherwise keep
+    refreshing the bar into whatever is printed next (another command's --json output in the same process)."""
+    from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
+
+    progress = Progress(
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        TaskProgressColumn(),
+        TimeRemainingColumn(),
+        console=err_console,
+        transient=True,
+    )
+    _OPEN_PROGRESS.add(progress)
+
+    def run() -> Any:
+        try:
+            with progress:
+                yield from progress.track(items, description=what)
+        finally:
+            _OPEN_PROGRESS.discard(progress)
+
+    return run()
+
+
+def _stop_progress() -> None:
+    """Stop every progress display a command left open (it raised inside the loop)."""
+    for p in list(_OPEN_PROGRESS):
+        p.stop()
+    _OPEN_PROGRESS.clear()
 
 
 def default_command(name: str, options_too: bool = True) -> type[TyperGroup]:
