@@ -11,6 +11,7 @@ from rich.table import Table
 
 from medimg.cli._common import (
     _parse_names,
+    _progress,
     _run,
     app,
     console,
@@ -160,8 +161,6 @@ def evaluate(
     """Evaluate predicted label maps against references: per-case CSV, summary JSON, HTML report; failed cases
     are counted (n, failed per class) and scored worst-case unless --failures exclude. With --ignore-label (or an
     'ignore' label in --dataset-json) unannotated reference voxels are left out of every metric."""
-    from rich.progress import track
-
     from medimg.evaluate import evaluate_folders
 
     def body() -> None:
@@ -208,7 +207,7 @@ def evaluate(
                 metadata_csv=metadata,
                 group_by=group_by,
                 images_dir=images,
-                progress=lambda items, what: track(items, description=what, console=err_console),
+                progress=_progress,
                 **kw,
             )
         finally:
@@ -251,8 +250,6 @@ def compare(
 ) -> None:
     """Compare two methods on the same references: per class and metric, both means, the paired difference
     A - B with its bootstrap 95 % CI and p, the Wilcoxon signed-rank p, wins and failures per method."""
-    from rich.progress import track
-
     from medimg.evaluate import compare_folders
 
     def body() -> None:
@@ -270,7 +267,7 @@ def compare(
             compare_metrics=tuple(m.strip() for m in metrics.split(",") if m.strip()),
             n_boot=n_boot,
             seed=seed,
-            progress=lambda items, what: track(items, description=what, console=err_console, transient=True),
+            progress=_progress,
             **kw,
         )
         a, b = list(result["methods"])

@@ -14,6 +14,7 @@ from other weights. Whether ONNX Runtime is faster than PyTorch depends on the n
 from __future__ import annotations
 
 import hashlib
+import json
 import warnings
 from pathlib import Path
 from typing import Any
@@ -46,13 +47,21 @@ def export_onnx(model_dir: str | Path, out: str | Path, batch: int = 2) -> dict[
     import torch
 
     from medimg.io._atomic import atomic_path
-    from medimg.seg.predict import Predictor
+    from medimg.seg.train import build_network
 
     ort = _need_onnx()
-    pred = Predictor(model_dir, precision="fp32")
-    net: torch.nn.Module = pred.net
-    patch = [int(p) for p in pred.plan["patch_size"]]
-    example = torch.randn(batch, len(pred.plan["channels"]), *patch, generator=torch.Generator().manual_seed(0))
+    model_dir = Path(model_dir)
+    for f in ("plan.json", "model.pt"):
+        if not (model_dir / f).exists():
+            raise MedimgError(f"{model_dir} is not a medimg model folder (missing {f}).")
+    plan = json.loads((model_dir / "plan.json").read_text())
+    info = json.loads((model_dir / "model.json").read_text()) if (model_dir / "model.json").exists() else {}
+    net: torch.nn.Module = build_network(plan)
+    state = torch.load(model_dir / "model.pt", map_location="cpu", weights_only=True)
+    net.load_state_dict({k: v.float() for k, v in state.items()})
+    net.eval()
+    patch = [int(p) for p in plan["patch_size"]]
+    example = torch.randn(batch, len(plan["channels"]), *patch, generator=torch.Generator().manual_seed(0))
     out = Path(out)
     if out.suffix != ".onnx":
         raise MedimgError(f"An ONNX file name ends in .onnx (got {out.name}).")
@@ -74,8 +83,8 @@ def export_onnx(model_dir: str | Path, out: str | Path, batch: int = 2) -> dict[
         )
         m = onnx.load(str(tmp))
         for k, v in {
-            "medimg_model": str(pred.info.get("name", Path(model_dir).name)),
-            "medimg_weights_sha256": weights_sha256(Path(model_dir)),
+            "medimg_model": str(info.get("name", model_dir.name)),
+            "medimg_weights_sha256": weights_sha256(model_dir),
             "patch_size": ",".join(map(str, patch)),
         }.items():
             p = m.metadata_props.add()
