@@ -90,11 +90,10 @@ def test_cli_two_processes_train_one_model_that_predicts(dataset: Path, tmp_path
     assert info["devices"] == 2 and info["effective_batch_size"] == 4
     log = (out / "training_log.csv").read_text().splitlines()
     assert info["iterations"] >= 1 and len(log) >= 1
-    # the time budget -> iteration count is decided by all ranks together, refined over the first 3 epochs and then
-    # fixed: every later epoch row carries the same planned total, and the run stopped there (or earlier, all ranks
-    # together, when the budget ran out)
+    # the time budget -> iteration count is decided by all ranks together (rank 0's estimate, re-planned every
+    # epoch): the run stopped at the last planned total (or earlier, all ranks together, when the budget ran out)
     totals = [int(row.split(",")[-1]) for row in log[1:]]
-    assert len(set(totals[2:])) <= 1 and (not totals or info["iterations"] <= totals[-1])
+    assert not totals or info["iterations"] <= totals[-1]
     state = torch.load(out / "model.pt", weights_only=True)
     assert weights_digest(state) == info["weights_sha256"]  # model.pt holds the weights every rank agreed on
     img = medimg.read(dataset / "imagesTr" / "hippocampus_001.nii.gz")

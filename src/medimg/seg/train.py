@@ -3,9 +3,10 @@
 * Data: cases are preprocessed once into ``<model>/preprocessed/`` (``.npy``; memory-mapped when the dataset is
   larger than :data:`IN_MEMORY_LIMIT_BYTES`), patches are sampled with foreground oversampling.
 * Schedule: ``--time-budget`` is turned into a number of iterations from the measured speed of the first epoch,
-  refined after the second and third (each from its own epoch: the first also pays for one-time work such as data
-  caching); the schedule is then fixed, so the learning-rate schedule (poly) and therefore a resumed run are
-  deterministic.
+  then re-planned at every epoch of a fresh run from the average wall time per iteration since the first epoch
+  (which alone pays for one-time work such as data caching), validation and checkpoints included, so the poly
+  schedule ends at the budget even when the machine's speed varies. A resumed run keeps the count in its checkpoint
+  (and ``max_iterations`` fixes it), so resuming is exact.
 * Checkpoint every epoch (``checkpoint.pt``, atomic) holding weights, optimiser, RNG states and the log: a killed
   run resumes exactly where it stopped.
 * Mixed precision: ``precision="auto"`` times float32 and bfloat16 autocast on the first batch and keeps the
@@ -496,6 +497,8 @@ class Trainer:
         bf16 = self.precision == "bf16"
         losses: list[float] = []
         t_epoch, it_epoch = time.perf_counter(), self.iteration
+        t_ref: float | None = None  # end of this run's first epoch: the start of the averaged speed
+        it_ref = self.iteration
         bar = self.progress(range(10**9), "training") if self.progress else None
         bar_iter = iter(bar) if bar is not None else None
         while True:
@@ -516,14 +519,17 @@ class Trainer:
                 self.elapsed = time.perf_counter() - t_start
                 pd = self.pseudo_dice(val_batches)
                 self.ema = pd if self.ema is None else 0.9 * self.ema + 0.1 * pd
-                if self.total_iterations is None or (
-                    not resumed and self.max_iterations is None and self.iteration <= 3 * per_epoch
-                ):
-                    # fix the schedule from the measured speed of this run's first epochs, each from its own epoch:
-                    # the first one also pays for one-time work (data caching), which alone made a 12-minute LIDC
-                    # run stop after 5.5 minutes
+                if self.total_iterations is None or (not resumed and self.max_iterations is None):
+                    # plan the schedule from the measured speed, again at every epoch of a fresh run: after the
+                    # first epoch (which also pays for one-time work such as data caching) from the average wall
+                    # time per iteration since then, validation and checkpoints included, so a passing slowdown or
+                    # a fast start neither ends the poly schedule early nor leaves it unfinished at the budget
                     now = time.perf_counter()
-                    per_it = (now - t_epoch) / max(1, self.iteration - it_epoch)
+                    if t_ref is None:
+                        per_it = (now - t_epoch) / max(1, self.iteration - it_epoch)
+                        t_ref, it_ref = now, self.iteration
+                    else:
+                        per_it = (now - t_ref) / max(1, self.iteration - it_ref)
                     self.total_iterations = self._agree(self.iteration + max(0, int((budget_end - now) / per_it)))
                 t_epoch, it_epoch = time.perf_counter(), self.iteration
                 entry = {
