@@ -115,9 +115,9 @@ class Predictor:
         use_tta = inf.get("mirror_tta", False) if tta is None else tta
         dims = self.plan["dims"]
         # mirror along the axes augmentation mirrored in training (not a left-right axis of lateralised labels)
-        axes = [a + 2 for a in self.plan["augmentation"].get("mirror_axes", range(dims))]
+        mirror = [a + 2 for a in self.plan["augmentation"].get("mirror_axes", range(dims))]
         combos = [()] + (
-            [c for r in range(1, len(axes) + 1) for c in itertools.combinations(axes, r)] if use_tta else []
+            [c for r in range(1, len(mirror) + 1) for c in itertools.combinations(mirror, r)] if use_tta else []
         )
         acc = None
         overlap = inf.get("overlap", 0.5)
