@@ -18,15 +18,14 @@ def machine() -> str:
     return f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
 
 
-def train_printing(
-    ds_dir: Path, model: Path, budget_s: float, split: dict[str, list[str]], name: str, **kw: Any
-) -> dict:
-    """``medimg.seg.model.train_model`` from scratch (``resume=False``), printing one line per epoch."""
+def train_printing(ds: Any, model: Path, budget_s: float, split: dict[str, list[str]], name: str, **kw: Any) -> dict:
+    """``medimg.seg.model.train_model`` from scratch (``resume=False``) on ``ds`` (a dataset folder or a loaded
+    ``SegDataset``), printing one line per epoch."""
     from medimg.seg.dataset import load_dataset
     from medimg.seg.model import train_model
 
     return train_model(
-        load_dataset(ds_dir),
+        load_dataset(ds) if isinstance(ds, (str, Path)) else ds,
         model,
         time_budget_s=budget_s,
         split=split,
@@ -48,8 +47,6 @@ def ship_bundle(model: Path, bundle: Path, card: str, description: str, modality
 
     package_model(model, bundle, card)
     domain = json.loads((bundle / "domain.json").read_text())
-    domain["description"] = description
-    if modality:
-        domain["modality"] = modality
+    domain.update(description=description, modality=modality)
     (bundle / "domain.json").write_text(json.dumps(domain, indent=2) + "\n")
     print(f"bundled into {bundle}")

@@ -30,8 +30,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import os
-import platform
 import time
 from pathlib import Path
 
@@ -41,6 +39,11 @@ import medimg
 from medimg.image import Image, LabelMap
 from medimg.measure import ellipse_mask, fit_ellipse
 from medimg.metrics import segmentation_metrics
+
+try:
+    from _seg_common import machine, ship_bundle, train_printing
+except ImportError:  # run as a module
+    from benchmarks._seg_common import machine, ship_bundle, train_printing
 
 HERE = Path(__file__).parent
 ROOT = HERE.parent
@@ -112,7 +115,6 @@ def prepare(data: Path, work: Path) -> Path:
 
 def train(ds_dir: Path, model: Path, budget_s: float, resize: list[int]) -> dict:
     from medimg.seg.dataset import load_dataset
-    from medimg.seg.model import train_model
     from medimg.seg.plan import fingerprint, make_plan
 
     ds = load_dataset(ds_dir)
@@ -120,21 +122,7 @@ def train(ds_dir: Path, model: Path, budget_s: float, resize: list[int]) -> dict
     plan["postprocessing"] = {"largest_component": [1]}
     plan["augmentation"]["rotation_deg"] = 30.0  # heads lie at any angle in these images
     plan["inference"]["mirror_tta"] = True  # held-out: Dice 0.947 -> 0.950, HC error 4.7 -> 4.3 mm, 50 -> 230 ms
-    split = json.loads(SPLIT.read_text())
-    return train_model(
-        ds,
-        model,
-        time_budget_s=budget_s,
-        split=split,
-        plan=plan,
-        name="fetal-head",
-        resume=False,
-        on_epoch=lambda e: print(
-            f"  it {e['iteration']:5d}/{e['total_iterations']}  {e['elapsed_s']:7.1f}s  "
-            f"loss {e['train_loss']:.3f}  pseudo-Dice {e['val_pseudo_dice']:.3f}",
-            flush=True,
-        ),
-    )
+    return train_printing(ds, model, budget_s, json.loads(SPLIT.read_text()), "fetal-head", plan=plan)
 
 
 def evaluate(model: Path, ds_dir: Path, data: Path) -> dict:
@@ -210,7 +198,7 @@ def main() -> None:
         {
             "benchmark": "fetal_head_model",
             "medimg_version": medimg.__version__,
-            "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
+            "machine": machine(),
             "date": time.strftime("%Y-%m-%d"),
             "data": "HC18 training set (300 images), split by subject: benchmarks/splits/hc18_80_20.json",
         }
@@ -241,7 +229,6 @@ def main() -> None:
 
 
 def ship(model: Path, result: dict) -> None:
-    from medimg.seg.model import package_model
 
     card_path = HERE / "model_cards" / "fetal-head.md"
     tr, ho = result["training"], result["heldout"]
@@ -262,11 +249,7 @@ def ship(model: Path, result: dict) -> None:
         ms=ho["seconds_per_image"] * 1000,
         grid="x".join(str(v) for v in tr["network_grid"]),
     )
-    package_model(model, BUNDLE, card)
-    domain = json.loads((BUNDLE / "domain.json").read_text())
-    domain.update(description="HC18 fetal-head ultrasound images (2D, standard head plane)", modality="US")
-    (BUNDLE / "domain.json").write_text(json.dumps(domain, indent=2) + "\n")
-    print(f"bundled into {BUNDLE}")
+    ship_bundle(model, BUNDLE, card, "HC18 fetal-head ultrasound images (2D, standard head plane)", "US")
 
 
 if __name__ == "__main__":

@@ -25,14 +25,17 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import os
-import platform
 import time
 from pathlib import Path
 
 import numpy as np
 
 import medimg
+
+try:
+    from _seg_common import machine
+except ImportError:  # run as a module
+    from benchmarks._seg_common import machine
 
 HERE = Path(__file__).parent
 ROOT = HERE.parent
@@ -116,7 +119,7 @@ def main() -> None:
     result = {
         "benchmark": "malignancy_model",
         "medimg_version": medimg.__version__,
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
+        "machine": machine(),
         "date": time.strftime("%Y-%m-%d"),
         "data": "LIDC-IDRI nodule crops, malignancy rating 1-2 benign / 4-5 malignant (3 left out), split by "
         "patient: benchmarks/splits/lidc_80_20.json",

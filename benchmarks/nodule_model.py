@@ -23,8 +23,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import os
-import platform
 import time
 from pathlib import Path
 
@@ -32,6 +30,11 @@ import numpy as np
 
 import medimg
 from medimg.metrics import segmentation_metrics
+
+try:
+    from _seg_common import machine, ship_bundle, train_printing
+except ImportError:  # run as a module
+    from benchmarks._seg_common import machine, ship_bundle, train_printing
 
 HERE = Path(__file__).parent
 ROOT = HERE.parent
@@ -91,22 +94,7 @@ def prepare(data: Path, work: Path) -> Path:
 
 
 def train(ds_dir: Path, model: Path, budget_s: float) -> dict:
-    from medimg.seg.dataset import load_dataset
-    from medimg.seg.model import train_model
-
-    return train_model(
-        load_dataset(ds_dir),
-        model,
-        time_budget_s=budget_s,
-        split=json.loads(SPLIT.read_text()),
-        name="nodule",
-        resume=False,
-        on_epoch=lambda e: print(
-            f"  it {e['iteration']:5d}/{e['total_iterations']}  {e['elapsed_s']:7.1f}s  "
-            f"loss {e['train_loss']:.3f}  pseudo-Dice {e['val_pseudo_dice']:.3f}",
-            flush=True,
-        ),
-    )
+    return train_printing(ds_dir, model, budget_s, json.loads(SPLIT.read_text()), "nodule")
 
 
 def evaluate(model: Path, ds_dir: Path, data: Path) -> dict:
@@ -166,8 +154,6 @@ def evaluate(model: Path, ds_dir: Path, data: Path) -> dict:
 
 
 def ship(model: Path, result: dict) -> None:
-    from medimg.seg.model import package_model
-
     plan = json.loads((model / "plan.json").read_text())
     tr, ho = result["training"], result["heldout"]
     card = (
@@ -192,11 +178,7 @@ def ship(model: Path, result: dict) -> None:
             batch=plan["batch_size"],
         )
     )
-    package_model(model, BUNDLE, card)
-    domain = json.loads((BUNDLE / "domain.json").read_text())
-    domain.update(description="LIDC-IDRI CT crops centred on a lung nodule", modality="CT")
-    (BUNDLE / "domain.json").write_text(json.dumps(domain, indent=2) + "\n")
-    print(f"bundled into {BUNDLE}")
+    ship_bundle(model, BUNDLE, card, "LIDC-IDRI CT crops centred on a lung nodule", "CT")
 
 
 def main() -> None:
@@ -217,7 +199,7 @@ def main() -> None:
         {
             "benchmark": "nodule_model",
             "medimg_version": medimg.__version__,
-            "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
+            "machine": machine(),
             "date": time.strftime("%Y-%m-%d"),
             "data": "LIDC-IDRI nodule crops (772 from 441 patients), split by patient: "
             "benchmarks/splits/lidc_80_20.json",

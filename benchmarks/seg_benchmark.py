@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import time
 from pathlib import Path
 
@@ -29,10 +27,15 @@ import numpy as np
 
 import medimg
 from medimg.metrics import segmentation_metrics
-from medimg.seg import Predictor, load_dataset, make_split, parse_duration, train_model
+from medimg.seg import Predictor, load_dataset, make_split, parse_duration
 from medimg.seg.dataset import SegDataset, import_hdf5
 from medimg.seg.plan import save_json
 from medimg.seg.train import load_split, save_split
+
+try:
+    from _seg_common import machine, train_printing
+except ImportError:  # run as a module
+    from benchmarks._seg_common import machine, train_printing
 
 HERE = Path(__file__).parent
 DATA = HERE.parents[1] / "shared" / "data"
@@ -74,22 +77,7 @@ def main() -> None:
     split = load_split(split_file)
     test_ids = json.loads(split_file.read_text()).get("test", split["val"])
     budget = parse_duration(args.time_budget)
-    info = train_model(
-        ds,
-        out,
-        time_budget_s=budget,
-        split=split,
-        name=args.task,
-        resume=False,
-        configurations=args.configurations.split(","),
-        on_note=lambda n: print(n, flush=True),
-        on_epoch=lambda e: print(
-            f"  it {e['iteration']:5d}/{e['total_iterations']}  "
-            f"{e['elapsed_s']:7.1f}s  loss {e['train_loss']:.3f}  "
-            f"pseudo-Dice {e['val_pseudo_dice']:.3f}",
-            flush=True,
-        ),
-    )
+    info = train_printing(ds, out, budget, split, args.task, configurations=args.configurations.split(","))
     classes = sorted(TASKS[args.task]["labels"])
     names = TASKS[args.task]["labels"]
 
@@ -125,7 +113,7 @@ def main() -> None:
     result = {
         "benchmark": f"seg_{args.task}",
         "medimg_version": medimg.__version__,
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
+        "machine": machine(),
         "date": time.strftime("%Y-%m-%d"),
         "time_budget_s": budget,
         "training_seconds": info["training_seconds"],
