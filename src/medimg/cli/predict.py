@@ -96,6 +96,23 @@ def _run_calls(calls: list[Any], ray: str | None, ray_cpus: int | None, what: st
         runner.close()
 
 
+def _segment_params(
+    read_kw: dict[str, Any], model: str, tta: bool, force: bool, onnx: Path | None, device: str
+) -> dict[str, Any]:
+    """The ``segment`` operation's parameters for each case of a folder (or --ray) run: the read options and the
+    model settings (JSON-ready: the spacing as a list, the ONNX file as a string)."""
+    sp = read_kw["input_spacing_mm"]
+    return {
+        **read_kw,
+        "input_spacing_mm": list(sp) if sp else None,
+        "model": model,
+        "tta": tta,
+        "force": force,
+        "onnx": str(onnx) if onnx else None,
+        "device": device,
+    }
+
+
 def _segment_cases(
     cases: dict[str, list[Path]], out: Path, ext: str | None, params: dict[str, Any], ray: str | None, cpus: int | None
 ) -> None:
@@ -199,16 +216,7 @@ def predict(
             if ray is not None or ray_cpus is not None:
                 if probabilities:
                     raise MedimgError("--probabilities is not available with --ray; run without --ray for them.")
-                sp = _floats(input_spacing, "--input-spacing")
-                seg_params: dict[str, Any] = {
-                    **read_kw,
-                    "model": model,
-                    "tta": tta,
-                    "force": force,
-                    "onnx": str(onnx) if onnx else None,
-                    "device": device,
-                }
-                seg_params["input_spacing_mm"] = list(sp) if sp else None
+                seg_params = _segment_params(read_kw, model, tta, force, onnx, device)
                 _segment_cases(cases, out, ext, seg_params, ray, ray_cpus)
                 return
             out.mkdir(parents=True, exist_ok=True)
@@ -346,16 +354,7 @@ def segment(
                 raise MedimgError(f"{str(p)!r} does not exist; give image files, DICOM folders or folders of images.")
         if not files:
             raise MedimgError(f"No image files in {', '.join(map(str, images))}.")
-        sp = _floats(input_spacing, "--input-spacing")
-        seg_params: dict[str, Any] = {
-            **read_kw,
-            "model": model,
-            "tta": tta,
-            "force": force,
-            "onnx": str(onnx) if onnx else None,
-            "device": device,
-        }
-        seg_params["input_spacing_mm"] = list(sp) if sp else None
+        seg_params = _segment_params(read_kw, model, tta, force, onnx, device)
         _segment_cases(group_cases(files, 1), out, ext, seg_params, ray, ray_cpus)
 
     _run(body)

@@ -187,7 +187,7 @@ def train_model(
     before = {p.name for p in out_dir.iterdir()} if out_dir.is_dir() else set()
     if configurations is not None and plan is None:
         try:
-            confs = _resolve_configurations(dataset, out_dir, configurations, progress)
+            confs, fp = _resolve_configurations(dataset, out_dir, configurations, progress)
         except BaseException:
             _remove_unless_checkpointed(out_dir, before, created)
             raise
@@ -196,6 +196,7 @@ def train_model(
                 dataset,
                 out_dir,
                 confs,
+                fp,
                 time_budget_s=time_budget_s,
                 split=split,
                 max_iterations=max_iterations,
@@ -220,7 +221,6 @@ def train_model(
                     f"--out folder, or --configurations {have} to continue this one."
                 )
         else:
-            fp = json.loads((out_dir / "fingerprint.json").read_text())
             plan = make_plan(fp, configuration=confs[0])
     out_dir.mkdir(parents=True, exist_ok=True)
     try:
@@ -327,9 +327,11 @@ def train_model(
     return {**info, "note": res["note"]} if res["note"] else info
 
 
-def _resolve_configurations(dataset: SegDataset, out_dir: Path, requested: Sequence[str], progress: Any) -> list[str]:
-    """Validate the requested configuration names (``auto`` expands) and leave the dataset's fingerprint in
-    ``out_dir/fingerprint.json`` (computed once, reused by every configuration)."""
+def _resolve_configurations(
+    dataset: SegDataset, out_dir: Path, requested: Sequence[str], progress: Any
+) -> tuple[list[str], dict[str, Any]]:
+    """Validate the requested configuration names (``auto`` expands); returns them and the dataset's fingerprint,
+    left in ``out_dir/fingerprint.json`` (computed once, reused by every configuration)."""
     names = [c.strip() for c in requested if c.strip()]
     bad = [c for c in names if c not in (*CONFIGURATIONS, "auto")]
     if bad or not names:
@@ -351,17 +353,17 @@ def _resolve_configurations(dataset: SegDataset, out_dir: Path, requested: Seque
                 out.append(x)
     if len(fp["median_spacing"]) == 2:  # on 2D data both configurations are the same 2D network
         out = ["2d"]
-    return out
+    return out, fp
 
 
-#: Files of a model folder copied from the winning configuration (no checkpoint, no cache).
-_MODEL_FILES = (
+#: The files of a model folder besides its weights (``model.pt``) and ``validation.json``: copied as they are by
+#: :func:`package_model` and from the winning configuration by :func:`_train_configurations`.
+MODEL_FILES = (
     "plan.json",
-    "model.pt",
     "model.json",
+    "fingerprint.json",
     "domain.json",
     "split.json",
-    "validation.json",
     "training_log.csv",
     "training_curve.svg",
 )
@@ -371,6 +373,7 @@ def _train_configurations(
     dataset: SegDataset,
     out_dir: Path,
     confs: list[str],
+    fp: dict[str, Any],
     *,
     time_budget_s: float,
     split: dict[str, list[str]],
@@ -383,7 +386,6 @@ def _train_configurations(
 
     from medimg.io._atomic import atomic_path
 
-    fp = json.loads((out_dir / "fingerprint.json").read_text())
     share = time_budget_s / len(confs)
     results: dict[str, dict[str, Any]] = {}
     notes = []
@@ -411,7 +413,7 @@ def _train_configurations(
         results[c] = info
     best = max(confs, key=lambda c: (results[c]["validation_mean_dice"], -confs.index(c)))
     src = out_dir / "configurations" / best
-    for f in _MODEL_FILES:
+    for f in (*MODEL_FILES, "model.pt", "validation.json"):
         if (src / f).exists():
             with atomic_path(out_dir / f) as tmp:
                 shutil.copy(src / f, tmp)
@@ -494,15 +496,7 @@ def package_model(model_dir: Path, dest: Path, card: str) -> Path:
     import torch
 
     dest.mkdir(parents=True, exist_ok=True)
-    for f in (
-        "plan.json",
-        "model.json",
-        "fingerprint.json",
-        "domain.json",
-        "split.json",
-        "training_log.csv",
-        "training_curve.svg",
-    ):
+    for f in MODEL_FILES:
         if (model_dir / f).exists():
             shutil.copy(model_dir / f, dest / f)
     val = json.loads((model_dir / "validation.json").read_text())
