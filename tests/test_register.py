@@ -408,3 +408,37 @@ def test_linear_stage_choice(tmp_path: Path) -> None:
         out = tmp_path / "r"
         r = runner.invoke(app, ["register", str(f), str(m), "-o", str(out), *extra])
         assert r.exit_code == 2 and msg in " ".join(r.output.split()) and not out.exists()
+
+
+def test_fast_preset_runs_one_coarse_level_and_still_improves_the_pair(tmp_path: Path) -> None:
+    """--speed fast: one coarse deformable level chosen from the grid size, a shorter linear stage, still better
+    than no registration and than the affine stage alone on a hippocampus pair; learned + fast and bad values
+    refused before anything is written."""
+    from medimg.register.deformable import fast_options
+    from medimg.register.linear import fast_linear_options
+
+    assert fast_options((216, 256, 10))["levels"] == (4,)  # 54 x 64 x 10 >= 8000 voxels
+    assert fast_options((36, 52, 38))["levels"] == (2,)  # 4x would be 9 x 13 x 10 < 8000
+    assert fast_options((20, 20))["levels"] == (1,)
+    assert fast_linear_options((216, 256, 10))["sampling"] < 0.05  # about 20 000 samples
+    assert fast_linear_options((36, 52, 38))["sampling"] == 0.25
+    fixed, flab = _case("hippocampus_004")
+    moving, mlab = _case("hippocampus_006")
+    fast = register(fixed, moving, "deformable", fixed_labels=flab, moving_labels=mlab, speed="fast")
+    aff = register(fixed, moving, "affine", fixed_labels=flab, moving_labels=mlab, speed="fast")
+    rep = fast.report
+    assert rep["speed"] == "fast" and rep["levels_run"] == [2] and rep["deformable"]["iterations"] == [8]
+    assert rep["linear"]["iterations"] <= 30 and rep["folding_percent"] < 0.1
+    for k, v in rep["labels"].items():
+        assert v["dice"] > v["dice_before"] + 0.05 and v["dice"] > aff.report["labels"][k]["dice"]
+    medimg.image.check_same_geometry(fast.warped, fixed)
+    f, m = HIPPO / "imagesTr/hippocampus_004.nii.gz", HIPPO / "imagesTr/hippocampus_006.nii.gz"
+    for extra, msg in (
+        (["--speed", "turbo"], "--speed must be default or fast"),
+        (["--method", "learned", "--speed", "fast"], "--speed fast applies to rigid, affine and deformable"),
+    ):
+        out = tmp_path / "r"
+        r = runner.invoke(app, ["register", str(f), str(m), "-o", str(out), *extra])
+        assert r.exit_code == 2 and msg in " ".join(r.output.split()) and not out.exists()
+    with pytest.raises(MedimgError, match="Unknown speed"):
+        register(fixed, moving, speed="turbo")

@@ -52,6 +52,14 @@ def register_cmd(
             "aligned (frames of one series).",
         ),
     ] = "affine",
+    speed: Annotated[
+        str,
+        typer.Option(
+            "--speed",
+            help="default, or fast: a shorter linear stage and one coarse deformable level (about 10x faster; "
+            "see docs/registration.md for the accuracy it keeps).",
+        ),
+    ] = "default",
 ) -> None:
     """Register MOVING to FIXED; writes warped image (+ labels), transform/, jacobian, metrics.json and PNGs."""
     import medimg
@@ -74,7 +82,11 @@ def register_cmd(
             raise MedimgError(f"--linear must be affine, rigid or none (got {linear!r}).")
         if linear != "affine" and method != "deformable":
             raise MedimgError("--linear sets the linear stage of --method deformable; drop it for other methods.")
-        res = register(f, m, method, metric, fixed_labels=fl, moving_labels=ml, linear_kind=linear, **opts)
+        if speed not in ("default", "fast"):
+            raise MedimgError(f"--speed must be default or fast (got {speed!r}).")
+        if speed == "fast" and method == "learned":
+            raise MedimgError("--speed fast applies to rigid, affine and deformable; drop it for --method learned.")
+        res = register(f, m, method, metric, fixed_labels=fl, moving_labels=ml, linear_kind=linear, speed=speed, **opts)
         paths = write_outputs(res, f, out, ext)
         r = res.report
         console.print(f"{method} registration in {r['seconds']:.2f} s")

@@ -31,12 +31,17 @@ def jacobian_determinant(field: Image | npt.ArrayLike, spacing: Sequence[float] 
         raise DimensionError(f"A {n}D displacement field needs shape (..., {n}) and {n} spacings; got {u.shape}.")
     if min(u.shape[:-1]) < 2:
         raise DimensionError(f"Displacement field {u.shape[:-1]} is too small to differentiate.")
-    jac = np.empty((*u.shape[:-1], n, n))
+    # J[i][j] = d u_i / d x_j + delta_ij; the determinant in closed form (cofactor expansion), which is several times
+    # faster than a batched LU (np.linalg.det) and equal to it to rounding
+    jac = []
     for i in range(n):
-        grads = np.gradient(u[..., i], *sp)
-        for j in range(n):
-            jac[..., i, j] = grads[j] + (1.0 if i == j else 0.0)
-    return np.linalg.det(jac)
+        grads = list(np.gradient(u[..., i], *sp))
+        grads[i] = grads[i] + 1.0
+        jac.append(grads)
+    if n == 2:
+        return np.asarray(jac[0][0] * jac[1][1] - jac[0][1] * jac[1][0])
+    (a, b, c), (d, e, f), (g, h, k) = jac
+    return np.asarray(a * (e * k - f * h) - b * (d * k - f * g) + c * (d * h - e * g))
 
 
 def registration_metrics(
@@ -44,12 +49,18 @@ def registration_metrics(
 ) -> dict[str, float]:
     """% folding (J <= 0), SDlogJ (std of log J with J clipped to [1e-9, 1e9], the Learn2Reg convention),
     and min/max/mean J, optionally inside ``mask``."""
-    det = jacobian_determinant(field, spacing)
+    return jacobian_metrics(jacobian_determinant(field, spacing), mask)
+
+
+def jacobian_metrics(det: npt.ArrayLike, mask: npt.ArrayLike | None = None) -> dict[str, float]:
+    """:func:`registration_metrics` from a Jacobian determinant map already computed."""
+    det_all = np.asarray(det, dtype=np.float64)
     if mask is not None:
         m = np.asarray(mask, dtype=bool)
-        if m.shape != det.shape:
-            raise DimensionError(f"Mask shape {m.shape} differs from field shape {det.shape}.")
-        det = det[m]
+        if m.shape != det_all.shape:
+            raise DimensionError(f"Mask shape {m.shape} differs from field shape {det_all.shape}.")
+        det_all = det_all[m]
+    det = det_all
     if det.size == 0:
         raise MedimgError("The mask selects no voxel.")
     return {

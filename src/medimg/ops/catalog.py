@@ -587,6 +587,12 @@ class RegisterParams(OpParams):
     method: Literal["rigid", "affine", "deformable", "learned"] = "affine"
     moving_labels: str | None = Field(None, description="Labels to carry onto the fixed image.")
     fixed_labels: str | None = Field(None, description="Fixed labels: report the overlap after registration.")
+    linear: Literal["affine", "rigid", "none"] = Field(
+        "affine", description="Deformable: its linear stage; none for images already aligned (frames of one series)."
+    )
+    speed: Literal["default", "fast"] = Field(
+        "default", description="fast: shorter linear stage, one coarse deformable level (about 10x faster)."
+    )
 
 
 class RegisterResult(OpResult):
@@ -610,7 +616,7 @@ def register(p: RegisterParams, ctx: Context) -> RegisterResult:
     f, m = medimg.read(p.fixed), medimg.read(p.moving)
     ml = medimg.read_labels(p.moving_labels) if p.moving_labels else None
     fl = medimg.read_labels(p.fixed_labels) if p.fixed_labels else None
-    res = reg(f, m, method=p.method, moving_labels=ml, fixed_labels=fl)
+    res = reg(f, m, method=p.method, moving_labels=ml, fixed_labels=fl, linear_kind=p.linear, speed=p.speed)
     written = write_outputs(res, f, p.output_dir)
     metrics_path = Path(p.output_dir) / "metrics.json"
     metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}

@@ -14,6 +14,7 @@ holds LPS mm vectors on the fixed grid (ITK convention).
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -30,6 +31,25 @@ from medimg.register.transform import Transform, field_from_voxels
 MAX_VOXELS = 300_000
 """Default time guard of :func:`register_deformable`: finer pyramid levels with more voxels are skipped (a 1 mm brain
 then runs its 4x level only; ``max_voxels=None`` / ``--full-resolution`` runs all levels)."""
+
+
+FAST_STEPS = 8
+"""Adam steps of the ``fast`` preset's single pyramid level (:func:`fast_options`)."""
+FAST_MIN_GRID = 8_000
+"""The ``fast`` preset estimates the field on the coarsest pyramid grid (factor 4, 2 or 1) with at least this many
+voxels: a cardiac cine volume 216 x 256 x 10 runs at 4x (54 x 64 x 10), a 36 x 52 x 38 hippocampus crop at 2x."""
+
+
+def fast_options(shape: Sequence[int]) -> dict[str, Any]:
+    """:func:`register_deformable` options of the ``fast`` preset for a fixed image of ``shape``: one coarse level
+    (see :data:`FAST_MIN_GRID`), :data:`FAST_STEPS` Adam steps at learning rate 0.5, 3 squarings. Measured by
+    ``benchmarks/register_fast.py`` against ANTs SyN and FireANTs (docs/registration.md)."""
+    factor = 1
+    for f in (4, 2):
+        if int(np.prod([s if s < 16 else max(8, round(s / f)) for s in shape])) >= FAST_MIN_GRID:
+            factor = f
+            break
+    return {"levels": (factor,), "iterations": (FAST_STEPS,), "lr": 0.5, "squaring_steps": 3}
 
 
 def levels_note(
@@ -59,15 +79,27 @@ def identity_grid(shape: Sequence[int], device: Any = None) -> torch.Tensor:
     return torch.stack(torch.meshgrid(*axes, indexing="ij"))[None]
 
 
+@functools.lru_cache(maxsize=32)
+def _sampling_grid(shape: tuple[int, ...], device: str) -> torch.Tensor:
+    """The identity in ``grid_sample``'s normalised coordinates, ``(1, *shape, ndim)`` with the last axis first (a
+    constant per grid: cached, never modified in place)."""
+    base = identity_grid(shape, torch.device(device))
+    nd = len(shape)
+    scale = torch.tensor([2.0 / max(s - 1, 1) for s in shape], device=base.device).view(1, nd, *[1] * nd)
+    return (base * scale - 1).flip(1).movedim(1, -1).contiguous()
+
+
 def warp(img: torch.Tensor, disp: torch.Tensor, mode: str = "bilinear", padding: str = "border") -> torch.Tensor:
     """Sample ``img`` ``(n, c, *shape)`` at ``x + disp(x)``; ``disp`` ``(n, ndim, *shape)`` in voxels, array-axis
     order."""
-    shape = disp.shape[2:]
+    shape = tuple(int(s) for s in disp.shape[2:])
     nd = len(shape)
-    coords = identity_grid(shape, disp.device) + disp
-    norm = [2 * coords[:, i] / max(s - 1, 1) - 1 for i, s in enumerate(shape)]
-    grid = torch.stack(norm[::-1], dim=-1)  # grid_sample wants (x=last axis, ..., first axis)
-    return F.grid_sample(img, grid, mode=mode, padding_mode=padding, align_corners=True) if nd in (2, 3) else img
+    if nd not in (2, 3):
+        return img
+    scale = torch.tensor([2.0 / max(s - 1, 1) for s in shape[::-1]], dtype=disp.dtype, device=disp.device)
+    # grid_sample wants (x = last axis, ..., first axis) in [-1, 1]
+    grid = _sampling_grid(shape, str(disp.device)) + disp.flip(1).movedim(1, -1) * scale
+    return F.grid_sample(img, grid, mode=mode, padding_mode=padding, align_corners=True)
 
 
 def integrate_velocity(v: torch.Tensor, steps: int = 7) -> torch.Tensor:
@@ -211,9 +243,9 @@ def register_deformable(
             scale = torch.tensor([n / o for n, o in zip(shape, d.shape[2:], strict=True)], device=dev)
             d = _resize(d, shape) * scale.view(1, nd, *[1] * nd)
     result = Transform(lin, field_from_voxels(d[0].cpu().numpy(), fixed))
-    from medimg.metrics.registration import registration_metrics
+    from medimg.metrics.registration import jacobian_metrics
 
-    quality = registration_metrics(result.field_index_mm(), fixed.spacing)
+    quality = jacobian_metrics(result.jacobian_determinant())
     full = field_grid == shape
     report = {
         "device": str(dev),

@@ -226,14 +226,14 @@ class LearnedRegistration:
 
     def __call__(self, fixed: Image, moving: Image) -> tuple[Transform, dict[str, Any]]:
         """One forward pass: the transform (displacement field on the fixed grid) and a report."""
-        from medimg.metrics.registration import registration_metrics
+        from medimg.metrics.registration import jacobian_metrics
 
         t0 = time.perf_counter()
         v, spans = self._predict(fixed, moving)
         with torch.no_grad():
             d = self._crop(_flow(v), spans, fixed.shape[: fixed.ndim])
         tr = Transform(None, field_from_voxels(d, fixed))
-        return tr, {"seconds": time.perf_counter() - t0, **registration_metrics(tr.field_index_mm(), fixed.spacing)}
+        return tr, {"seconds": time.perf_counter() - t0, **jacobian_metrics(tr.jacobian_determinant())}
 
 
 def register_learned(
@@ -250,7 +250,7 @@ def register_learned(
     of :func:`~medimg.register.deformable.register_deformable` from the network's velocity field (test-time
     refinement); returns one displacement-field transform. ``device``: where the network and the refinement run
     (:func:`medimg.device.resolve_device`)."""
-    from medimg.metrics.registration import registration_metrics
+    from medimg.metrics.registration import jacobian_metrics
     from medimg.register.deformable import register_deformable
 
     t0 = time.perf_counter()
@@ -262,5 +262,5 @@ def register_learned(
         tr, _ = register_deformable(
             fixed, moving, None, "ncc", refine_levels, refine_iterations, smoothness, init_velocity=v0, device=device
         )
-    report.update(seconds=time.perf_counter() - t0, **registration_metrics(tr.field_index_mm(), fixed.spacing))
+    report.update(seconds=time.perf_counter() - t0, **jacobian_metrics(tr.jacobian_determinant()))
     return tr, report

@@ -6,6 +6,7 @@ images' geometric centres or centres of mass (moments), regular-step gradient de
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -16,6 +17,18 @@ from medimg.register.transform import Transform
 
 KINDS = ("translation", "rigid", "similarity", "affine")
 METRICS = ("mi", "ncc", "mse")
+FAST_LINEAR: dict[str, Any] = {"shrink": (4, 2), "smoothing_vox": (2.0, 1.0), "iterations": 30}
+"""Options of the ``fast`` preset (:func:`fast_linear_options`): the 4x and 2x levels only, 30 iterations each (the
+full resolution level adds little to a linear fit that a deformable stage follows)."""
+FAST_SAMPLES = 20_000
+"""The ``fast`` preset's metric samples per iteration. SimpleITK draws the sampling fraction from the full-resolution
+fixed image at every level, so a fixed fraction costs 8x more on a 216 x 256 x 10 cine volume than on a hippocampus
+crop: the fraction is capped to about this many samples."""
+
+
+def fast_linear_options(shape: Sequence[int]) -> dict[str, Any]:
+    """:func:`register_linear` options of the ``fast`` preset for a fixed image of ``shape``."""
+    return {**FAST_LINEAR, "sampling": min(0.25, FAST_SAMPLES / float(np.prod(shape)))}
 
 
 def check_pair(fixed: Image, moving: Image) -> None:
@@ -105,7 +118,9 @@ def register_linear(
     else:
         reg.SetMetricAsMeanSquares()
     reg.SetMetricSamplingStrategy(reg.RANDOM)
-    reg.SetMetricSamplingPercentage(sampling, seed)
+    # SimpleITK's seed 0 means "seed from the wall clock" (a different sample, and result, at every run): shift by one
+    # so that every seed, the default 0 included, is reproducible
+    reg.SetMetricSamplingPercentage(sampling, int(seed) + 1)
     reg.SetInterpolator(sitk.sitkLinear)
     reg.SetOptimizerAsRegularStepGradientDescent(
         learningRate=1.0, minStep=1e-4, numberOfIterations=iterations, gradientMagnitudeTolerance=1e-8

@@ -43,6 +43,7 @@ class Transform:
             raise DimensionError(f"A displacement field needs {field.ndim} channels; got {field.n_channels}.")
         self.linear = linear
         self.field = field
+        self._jacobian: np.ndarray | None = None
 
     @property
     def ndim(self) -> int | None:
@@ -56,6 +57,17 @@ class Transform:
         if self.field is None:
             raise MedimgError("This transform has no displacement field.")
         return np.asarray(self.field.array, np.float64) @ np.asarray(self.field.direction)
+
+    def jacobian_determinant(self) -> np.ndarray:
+        """Jacobian determinant map of the displacement field on its grid (:mod:`medimg.metrics.registration`;
+        computed once and cached — the report's folding and the written Jacobian map share it)."""
+        if self._jacobian is None:
+            from medimg.metrics.registration import jacobian_determinant
+
+            if self.field is None:
+                raise MedimgError("This transform has no displacement field.")
+            self._jacobian = jacobian_determinant(self.field_index_mm(), self.field.spacing)
+        return self._jacobian
 
     def to_sitk(self) -> Any:
         """A SimpleITK transform (composite when both parts exist)."""
