@@ -1,6 +1,7 @@
 """medimg's fast registration preset against ANTs SyN and FireANTs, in one script, on the same pairs.
 
-    python benchmarks/register_fast.py [--task hippocampus|acdc|both] [--peers-python PATH]
+    python benchmarks/register_fast.py [--task hippocampus|acdc|both] [--peers-python PATH] [--methods M,...]
+        [--markdown]
 
 Pairs: those of ``register_benchmark.py`` — 10 inter-subject hippocampus pairs (MSD Task04, 1 mm MRI crops) and 6
 ACDC end-diastole <-> end-systole pairs (3 patients, both directions, voxel units: the HDF5 copy has no spacing).
@@ -16,7 +17,7 @@ Methods:
 - ``medimg_default``: ``register(...)`` with its defaults (affine, then 4-2-1 pyramid, 60-40-20 steps).
 - ``ants_syn``: antspyx 0.6.1 ``ants.registration(type_of_transform="SyN")`` (affine + SyN, its defaults);
   ``ants_synonly`` (ACDC): ``"SyNOnly"`` (no affine stage, the like-for-like peer of ``medimg_fast_nolinear``).
-- ``fireants``: FireANTs 1.5.0 affine + greedy diffeomorphic on the CPU (settings in ``benchmarks/_reg_peers.py``);
+- ``fireants``: FireANTs 1.5.0 moments + affine + greedy diffeomorphic on the CPU (``benchmarks/_reg_peers.py``);
   ``fireants_fast`` (ACDC): the greedy stage alone at scales 4-2.
 
 ANTs and FireANTs run in a separate environment (FireANTs pins SimpleITK 2.2.1, which medimg does not use):
@@ -71,10 +72,17 @@ METHODS = {
 }
 
 
-def run_task(task: str, peers_python: str) -> dict[str, Any]:
+def run_task(task: str, peers_python: str, only: list[str] | None, previous: dict[str, Any] | None) -> dict[str, Any]:
+    """Every method of ``task`` (or only those in ``only``: the other rows are kept from ``previous``, the last
+    result of the same task)."""
     pairs = hippocampus_pairs(SHARED / "hippocampus", 10) if task == "hippocampus" else acdc_pairs(SHARED / "acdc", 6)
+    rows: dict[str, list[dict[str, Any]]] = {m: [] for m in METHODS[task]}
     methods = METHODS[task]
-    rows: dict[str, list[dict[str, Any]]] = {m: [] for m in methods}
+    if only is not None:
+        if previous is None:
+            raise SystemExit(f"--methods reruns some rows of an earlier {task} result; run all methods first")
+        methods = [m for m in methods if m in only]
+        rows.update({m: previous["per_pair"][m] for m in rows if m not in methods})
     # medimg, in this process (warm-up: the first pair once, untimed)
     for meth in [m for m in methods if m in MEDIMG]:
         _, f, _, m, _ = pairs[0]
@@ -149,17 +157,69 @@ def run_task(task: str, peers_python: str) -> dict[str, Any]:
     return {"pairs": len(pairs), "summary": summary, "per_pair": rows}
 
 
+LABELS = {
+    "medimg_fast": "**medimg `--speed fast`** (affine 4x-2x + one coarse diffeomorphic level)",
+    "medimg_fast_nolinear": "**medimg `--speed fast --linear none`** (frames already aligned)",
+    "medimg_default": "medimg default (affine + 4-2-1 pyramid)",
+    "ants_syn": "ANTs SyN (antspyx 0.6.1 default: affine + SyN)",
+    "ants_synonly": "ANTs SyNOnly (no affine)",
+    "fireants": "FireANTs 1.5.0 (moments + affine + greedy, CPU)",
+    "fireants_fast": "FireANTs greedy 4-2 only (CPU)",
+}
+
+
+def markdown(result: dict[str, Any]) -> str:
+    """The README/docs tables of a result file."""
+    out = []
+    for task in ("hippocampus", "acdc"):
+        if task not in result:
+            continue
+        r = result[task]
+        head = f"{task} ({r['pairs']} pairs, {r['date']}, {result['machine']}, {r['total_seconds'] / 60:.1f} min"
+        if "rerun" in r:
+            head += f"; {', '.join(r['rerun']['methods'])} rerun alone in {r['rerun']['rerun_seconds']:.0f} s"
+        head += "):"
+        out.append(head + "\n")
+        out.append("| method | mean Dice | mean HD95 | max % folding | s / pair | speed-up vs SyN |")
+        out.append("|---|---|---|---|---|---|")
+        for meth, s in r["summary"].items():
+            extra = f" ({s['speedup_vs_ants_synonly']:.1f}x vs SyNOnly)" if "speedup_vs_ants_synonly" in s else ""
+            out.append(
+                f"| {LABELS.get(meth, meth)} | {s['mean_dice']:.3f} | {s['mean_hd95']:.2f} | "
+                f"{s['max_folding_percent']:.4f} | {s['seconds_per_pair']:.3f} | "
+                f"{s['speedup_vs_ants_syn']:.1f}x{extra} |"
+            )
+        out.append("")
+    return "\n".join(out)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--task", choices=("hippocampus", "acdc", "both"), default="both")
     ap.add_argument("--peers-python", default=os.environ.get("MEDIMG_REG_PEERS_PYTHON", "/work/envs/reg/bin/python"))
+    ap.add_argument("--markdown", action="store_true", help="print the tables of the last result file and stop")
+    ap.add_argument("--methods", default=None, help="rerun only these methods (comma-separated); keep the other rows")
     args = ap.parse_args()
     out_path = HERE / "results" / "register_fast.json"
+    if args.markdown:
+        print(markdown(json.loads(out_path.read_text())))
+        return
     result: dict[str, Any] = json.loads(out_path.read_text()) if out_path.exists() else {}
     for task in ("hippocampus", "acdc") if args.task == "both" else (args.task,):
         t0 = time.perf_counter()
-        result[task] = run_task(task, args.peers_python)
+        only = args.methods.split(",") if args.methods else None
+        previous = result.get(task)
+        result[task] = run_task(task, args.peers_python, only, previous)
         result[task]["total_seconds"] = time.perf_counter() - t0
+        if only is not None and previous is not None:  # the kept rows come from the earlier run
+            result[task]["rerun"] = {
+                "methods": only,
+                "rerun_seconds": result[task]["total_seconds"],
+                "kept_rows_from_run_of_seconds": previous.get("rerun", {}).get(
+                    "kept_rows_from_run_of_seconds", previous["total_seconds"]
+                ),
+            }
+            result[task]["total_seconds"] = result[task]["rerun"]["kept_rows_from_run_of_seconds"]
         result[task]["date"] = time.strftime("%Y-%m-%d")
         result["machine"] = machine()
         out_path.write_text(json.dumps(result, indent=1) + "\n")

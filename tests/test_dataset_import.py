@@ -167,3 +167,48 @@ def test_bad_inputs_are_refused_and_leave_nothing(hc_src: Path, tmp_path: Path) 
     assert r.exit_code != 0 and "No image in" in out_text(r)
     r = runner.invoke(app, ["dataset", "import", str(tmp_path / "missing"), "-o", str(tmp_path / "o5")])
     assert r.exit_code != 0 and "No such file or folder" in out_text(r)
+
+
+def test_two_annotators_are_fused_with_staple_and_rated(tmp_path: Path) -> None:
+    """CHASE_DB1's two annotators (tests/data/chasedb1): --label-suffix _1stHO,_2ndHO --fuse staple trains on the
+    STAPLE fusion — the same map `medimg fuse` makes — and raters.json holds each annotator's quality; missing
+    --fuse, one suffix with --fuse, a bad method and a rater missing an image are refused, nothing left behind."""
+    from medimg.fusion import fuse
+
+    src = tmp_path / "chase"
+    shutil.copytree(DATA / "chasedb1", src)
+    out = tmp_path / "ds"
+    r = runner.invoke(
+        app, ["dataset", "import", str(src), "-o", str(out), "--label-suffix", "_1stHO,_2ndHO", "--fuse", "staple"]
+    )
+    assert r.exit_code == 0, r.output
+    meta = json.loads((out / "dataset.json").read_text())
+    assert meta["label_fusion"] == {"method": "staple", "raters": ["_1stHO", "_2ndHO"], "quality": "raters.json"}
+    raters = json.loads((out / "raters.json").read_text())
+    assert set(raters["mean"]) == {"_1stHO", "_2ndHO"} and set(raters["cases"]) == {"Image_06L"}
+    lab = medimg.read_labels(out / "labelsTr" / "Image_06L.nii.gz")
+    img = medimg.read(out / "imagesTr" / "Image_06L_0000.nii.gz")
+    assert lab.same_geometry(img)
+    a = (np.asarray(medimg.read(src / "Image_06L_1stHO.png").array) > 0).astype(np.uint8)
+    b = (np.asarray(medimg.read(src / "Image_06L_2ndHO.png").array) > 0).astype(np.uint8)
+    a, b = (x[..., 0] if x.ndim == 3 else x for x in (a, b))
+    ref = fuse([medimg.LabelMap(a, img.spacing), medimg.LabelMap(b, img.spacing)], "staple")
+    assert np.array_equal(lab.array, ref.fused.array)
+    union, inter = np.logical_or(a, b).sum(), np.logical_and(a, b).sum()
+    assert inter <= lab.array.sum() < union  # with two raters STAPLE keeps (about) what both drew
+    for q in raters["mean"].values():
+        assert 0.5 < q["1"]["sensitivity"] <= 1 and 0.9 < q["1"]["specificity"] <= 1
+    (src / "Image_07L.jpg").write_bytes((src / "Image_06L.jpg").read_bytes())
+    shutil.copy(src / "Image_06L_1stHO.png", src / "Image_07L_1stHO.png")  # no _2ndHO for Image_07L
+    for extra, msg in (
+        (["--label-suffix", "_1stHO,_2ndHO"], "say how to combine the raters with --fuse"),
+        (["--label-suffix", "_1stHO", "--fuse", "staple"], "--fuse needs several raters' masks"),
+        (["--label-suffix", "_1stHO,_2ndHO", "--fuse", "staple"], "Not every image has a mask from every rater"),
+    ):
+        bad = tmp_path / "bad"
+        r = runner.invoke(app, ["dataset", "import", str(src), "-o", str(bad), *extra])
+        assert r.exit_code == 2 and msg in out_text(r), r.output
+        assert not bad.exists()
+    with pytest.raises(MedimgError, match="Unknown --fuse"):
+        import_collection(src, tmp_path / "bad2", label_suffix="_1stHO,_2ndHO", fuse="mean")
+    assert not (tmp_path / "bad2").exists()

@@ -417,8 +417,9 @@ def test_fast_preset_runs_one_coarse_level_and_still_improves_the_pair(tmp_path:
     from medimg.register.deformable import fast_options
     from medimg.register.linear import fast_linear_options
 
-    assert fast_options((216, 256, 10))["levels"] == (4,)  # 54 x 64 x 10 >= 8000 voxels
-    assert fast_options((36, 52, 38))["levels"] == (2,)  # 4x would be 9 x 13 x 10 < 8000
+    assert fast_options((216, 256, 10))["levels"] == (4,)  # 54 x 64 x 10 >= 4000 voxels
+    assert fast_options((36, 52, 38))["levels"] == (2,)  # 4x would be 9 x 13 x 10 < 4000
+    assert fast_options((35, 48, 32))["levels"] == (2,)  # 18 x 24 x 16
     assert fast_options((20, 20))["levels"] == (1,)
     assert fast_linear_options((216, 256, 10))["sampling"] < 0.05  # about 20 000 samples
     assert fast_linear_options((36, 52, 38))["sampling"] == 0.25

@@ -115,7 +115,11 @@ def dataset_import(
     ] = None,
     label_suffix: Annotated[
         str | None,
-        typer.Option("--label-suffix", help="Masks are named like their image plus this, e.g. _mask or _1stHO."),
+        typer.Option(
+            "--label-suffix",
+            help="Masks are named like their image plus this, e.g. _mask or _1stHO; several raters: _1stHO,_2ndHO "
+            "with --fuse.",
+        ),
     ] = None,
     image_key: Annotated[str | None, typer.Option("--image-key", help="NPZ/HDF5: the image array's name.")] = None,
     label_key: Annotated[str | None, typer.Option("--label-key", help="NPZ/HDF5: the label array's name.")] = None,
@@ -129,6 +133,14 @@ def dataset_import(
         bool, typer.Option("--fill-holes", help="Fill drawn outlines into regions (e.g. HC18's head ellipses).")
     ] = False,
     grey: Annotated[bool, typer.Option("--grey", help="Convert RGB images to one luminance channel.")] = False,
+    fuse: Annotated[
+        str | None,
+        typer.Option(
+            "--fuse",
+            help="Several raters' masks (--label-suffix a,b): train on their fusion, majority, staple or "
+            "multi-staple (each rater's sensitivity/specificity in raters.json).",
+        ),
+    ] = None,
 ) -> None:
     """Import an image collection (PNG/JPEG/NIfTI... pairs, NPZ, HDF5) as a dataset `medimg train` reads.
 
@@ -151,6 +163,7 @@ def dataset_import(
             "labels": _parse_names(labels, "--labels"),
             "fill_holes": fill_holes,
             "grey": grey,
+            "fuse": fuse,
         }
         meta = run("dataset_import", params, Context(progress=_progress)).model_dump(mode="json")
         console.print(

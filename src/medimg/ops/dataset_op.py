@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 
 from medimg.ops.base import Context, OpParams, OpResult, operation
@@ -19,13 +21,20 @@ class DatasetImportParams(OpParams):
     )
     spacing_csv: str | None = Field(None, description="CSV with each image's spacing (file name + spacing column).")
     spacing_column: str | None = Field(None, description="The spacing CSV's column with the spacing in mm.")
-    label_suffix: str | None = Field(None, description="Masks are named like their image plus this, e.g. _mask.")
+    label_suffix: str | None = Field(
+        None,
+        description="Masks are named like their image plus this, e.g. _mask; several raters' suffixes "
+        "comma-separated (_1stHO,_2ndHO) together with fuse.",
+    )
     image_key: str | None = Field(None, description="NPZ/HDF5: the image array's name.")
     label_key: str | None = Field(None, description="NPZ/HDF5: the label array's name.")
     axes: str = Field("zyx", description="NPZ/HDF5 axis order: zyx (numpy image order) or xyz.")
     labels: dict[int, str] | None = Field(None, description="Label names, e.g. {1: 'head'}.")
     fill_holes: bool = Field(False, description="Fill drawn outlines into regions.")
     grey: bool = Field(False, description="Convert RGB images to one luminance channel.")
+    fuse: Literal["majority", "staple", "multi-staple"] | None = Field(
+        None, description="Several raters' masks per image: train on their fusion (raters.json: their quality)."
+    )
 
 
 class DatasetImportResult(OpResult):
@@ -59,6 +68,7 @@ def dataset_import(p: DatasetImportParams, ctx: Context) -> DatasetImportResult:
         labels=p.labels,
         fill_holes=p.fill_holes,
         grey=p.grey,
+        fuse=p.fuse,
         progress=ctx.progress,
     )
     return DatasetImportResult(

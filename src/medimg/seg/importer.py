@@ -24,6 +24,11 @@ must hold whole numbers; ``--fill-holes`` fills drawn outlines (e.g. HC18's head
 images become three channels (``_0000`` R, ``_0001`` G, ``_0002`` B, nnU-Net's convention); ``--grey`` converts them
 to one luminance channel instead.
 
+Several annotators: ``--label-suffix _1stHO,_2ndHO --fuse staple|majority|multi-staple`` reads every rater's mask
+of each image and trains on their fusion (:func:`medimg.fusion.fuse`, the same code as ``medimg fuse``); each
+rater's sensitivity/specificity per case and on average go to ``raters.json`` in the dataset, and dataset.json
+records the fusion (``"label_fusion"``). Every image must have a mask from every rater.
+
 Output: ``imagesTr/<id>_0000.nii.gz``, ``labelsTr/<id>.nii.gz`` (each label on its image's exact grid) and
 ``dataset.json``, written into a hidden folder renamed to OUT when complete (nothing half-written is left; OUT must
 not exist or be empty).
@@ -177,9 +182,12 @@ def import_collection(
     labels: dict[int, str] | None = None,
     fill_holes: bool = False,
     grey: bool = False,
+    fuse: str | None = None,
     progress: Callable[[Sequence[Any], str], Any] | None = None,
 ) -> dict[str, Any]:
-    """Import a collection (see the module docstring) into ``out``; returns its dataset.json."""
+    """Import a collection (see the module docstring) into ``out``; returns its dataset.json. ``label_suffix`` may
+    list several raters' suffixes (comma-separated) together with ``fuse`` (``majority``, ``staple`` or
+    ``multi-staple``)."""
     import medimg
     from medimg.io._atomic import check_new_folder, staged_folder
 
@@ -189,12 +197,33 @@ def import_collection(
     if spacing is not None and spacing_csv is not None:
         raise DatasetImportError("Give --spacing or --spacing-csv, not both.")
     per_image = read_spacing_csv(Path(spacing_csv), spacing_column) if spacing_csv is not None else None
-    if s.is_file() and s.suffix.lower() == ".npz":
+    suffixes = [x.strip() for x in label_suffix.split(",") if x.strip()] if label_suffix else []
+    rater_quality: dict[str, list[dict[str, Any]]] = {}
+    if len(suffixes) > 1 or fuse is not None:
+        from medimg.fusion import METHODS as FUSE_METHODS
+
+        if fuse is None:
+            raise DatasetImportError(
+                f"{len(suffixes)} mask suffixes ({', '.join(suffixes)}): say how to combine the raters with --fuse "
+                f"({', '.join(FUSE_METHODS)})."
+            )
+        if fuse not in FUSE_METHODS:
+            raise DatasetImportError(f"Unknown --fuse {fuse!r}; choose {', '.join(FUSE_METHODS)}.")
+        if len(suffixes) < 2:
+            raise DatasetImportError(
+                "--fuse needs several raters' masks: list their suffixes, e.g. --label-suffix _1stHO,_2ndHO."
+            )
+        if not s.is_dir():
+            raise DatasetImportError("Several raters' masks (--fuse) are read from a folder of paired files.")
+    if len(suffixes) > 1:
+        assert fuse is not None
+        kind, cases = "files", _rater_cases(s, suffixes, fuse, rater_quality)
+    elif s.is_file() and s.suffix.lower() == ".npz":
         kind, cases = "npz", _npz_cases(s, image_key, label_key, axes)
     elif s.is_dir() and any(p.suffix.lower() in (".h5", ".hdf5") for p in s.iterdir()):
         kind, cases = "hdf5", _hdf5_cases(s, image_key or "image", label_key or "label", axes)
     elif s.is_dir():
-        kind, cases = "files", _file_cases(s, label_suffix)
+        kind, cases = "files", _file_cases(s, suffixes[0] if suffixes else None)
     else:
         raise DatasetImportError(f"{s}: give a folder of images and masks, a folder of .h5 files, or an .npz file.")
     found: set[int] = set()
@@ -243,6 +272,9 @@ def import_collection(
             "spacing_known": bool(known_any),
             "source": f"imported by medimg {medimg.__version__} from {kind} collection {s}",
         }
+        if rater_quality:
+            meta["label_fusion"] = {"method": fuse, "raters": suffixes, "quality": "raters.json"}
+            (tmp / "raters.json").write_text(json.dumps(_rater_summary(rater_quality, fuse or ""), indent=2) + "\n")
         (tmp / "dataset.json").write_text(json.dumps(meta, indent=2) + "\n")
     return meta
 
@@ -277,6 +309,64 @@ def _file_cases(src: Path, label_suffix: str | None) -> list[tuple[str, Loader]]
         return load
 
     return [(cid, loader(ip, lp)) for cid, ip, lp in pair_files(src, label_suffix)]
+
+
+def _rater_cases(
+    src: Path, suffixes: list[str], method: str, quality: dict[str, list[dict[str, Any]]]
+) -> list[tuple[str, Loader]]:
+    """Cases whose label is the fusion of every rater's mask; each case's rater quality lands in ``quality``."""
+    import medimg
+    from medimg.fusion import fuse
+
+    per_rater = [{cid: (ip, lp) for cid, ip, lp in pair_files(src, suf)} for suf in suffixes]
+    ids = sorted(per_rater[0])
+    for suf, pr in zip(suffixes, per_rater, strict=True):
+        missing = sorted(set(ids) ^ set(pr))
+        if missing:
+            raise DatasetImportError(
+                f"Not every image has a mask from every rater: {', '.join(missing[:5])} lack(s) one (rater {suf!r} "
+                "among them). Import the raters' common images only, or one rater with a single --label-suffix."
+            )
+
+    def loader(cid: str) -> Loader:
+        def load() -> tuple[Image, np.ndarray]:
+            ip = per_rater[0][cid][0]
+            img = medimg.read(ip)
+            maps = []
+            for suf, pr in zip(suffixes, per_rater, strict=True):
+                lab = medimg.read(pr[cid][1])
+                arr = _mask_array(np.asarray(lab.array), img.ndim, f"{cid}{suf}", False)
+                if arr.shape != img.shape[: img.ndim]:
+                    raise DatasetImportError(f"{cid}{suf}: mask {arr.shape} and image {img.shape[: img.ndim]} differ.")
+                maps.append(LabelMap(arr, img.spacing, img.origin, img.direction))
+            res = fuse(maps, method, names=suffixes)
+            quality[cid] = res.to_json()["raters"]
+            return img, np.asarray(res.fused.array)
+
+        return load
+
+    return [(cid, loader(cid)) for cid in ids]
+
+
+def _rater_summary(quality: dict[str, list[dict[str, Any]]], method: str) -> dict[str, Any]:
+    """raters.json: every rater's sensitivity/specificity per label, per case and averaged over the cases."""
+    names = [r["name"] for r in next(iter(quality.values()))]
+    mean: dict[str, dict[str, dict[str, float]]] = {}
+    for i, name in enumerate(names):
+        labels = sorted({c for q in quality.values() for c in q[i]["labels"]})
+        mean[name] = {
+            c: {
+                k: float(np.mean([q[i]["labels"][c][k] for q in quality.values() if c in q[i]["labels"]]))
+                for k in ("sensitivity", "specificity")
+            }
+            for c in labels
+        }
+    return {
+        "method": method,
+        "quality_against": "fused majority vote" if method == "majority" else "STAPLE's estimate",
+        "mean": mean,
+        "cases": quality,
+    }
 
 
 def _npz_cases(path: Path, image_key: str | None, label_key: str | None, axes: str) -> list[tuple[str, Loader]]:
