@@ -54,21 +54,20 @@ def registration_metrics(
 
 def jacobian_metrics(det: npt.ArrayLike, mask: npt.ArrayLike | None = None) -> dict[str, float]:
     """:func:`registration_metrics` from a Jacobian determinant map already computed."""
-    det_all = np.asarray(det, dtype=np.float64)
+    j = np.asarray(det, dtype=np.float64)
     if mask is not None:
         m = np.asarray(mask, dtype=bool)
-        if m.shape != det_all.shape:
-            raise DimensionError(f"Mask shape {m.shape} differs from field shape {det_all.shape}.")
-        det_all = det_all[m]
-    det = det_all
-    if det.size == 0:
+        if m.shape != j.shape:
+            raise DimensionError(f"Mask shape {m.shape} differs from field shape {j.shape}.")
+        j = j[m]
+    if j.size == 0:
         raise MedimgError("The mask selects no voxel.")
     return {
-        "folding_percent": float(100.0 * np.mean(det <= 0)),
-        "sdlogj": float(np.std(np.log(np.clip(det, 1e-9, 1e9)))),
-        "jacobian_min": float(det.min()),
-        "jacobian_max": float(det.max()),
-        "jacobian_mean": float(det.mean()),
+        "folding_percent": float(100.0 * np.mean(j <= 0)),
+        "sdlogj": float(np.std(np.log(np.clip(j, 1e-9, 1e9)))),
+        "jacobian_min": float(j.min()),
+        "jacobian_max": float(j.max()),
+        "jacobian_mean": float(j.mean()),
     }
 
 

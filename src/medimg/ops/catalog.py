@@ -591,7 +591,8 @@ class RegisterParams(OpParams):
         "affine", description="Deformable: its linear stage; none for images already aligned (frames of one series)."
     )
     speed: Literal["default", "fast"] = Field(
-        "default", description="fast: shorter linear stage, one coarse deformable level (about 10x faster)."
+        "default",
+        description="fast: shorter linear stage, one coarse deformable level (about 20x faster than default).",
     )
 
 

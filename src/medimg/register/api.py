@@ -56,7 +56,7 @@ def register(
     report holds Dice and HD95 per label before (identity, on the fixed grid) and after registration.
     ``speed="fast"``: a shorter linear stage (:func:`~medimg.register.linear.fast_linear_options`) and one coarse
     deformable level (:func:`~medimg.register.deformable.fast_options`; explicit ``deformable_options`` still win),
-    12-35x faster than the default pyramid, measured in ``benchmarks/register_fast.py``."""
+    about 20x faster than the default pyramid at about ANTs SyN's accuracy (``benchmarks/register_fast.py``)."""
     if method not in METHODS:
         raise MedimgError(f"Unknown method {method!r}; choose {', '.join(METHODS)}.")
     if speed not in SPEEDS:

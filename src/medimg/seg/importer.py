@@ -319,14 +319,20 @@ def _rater_cases(
     from medimg.fusion import fuse
 
     per_rater = [{cid: (ip, lp) for cid, ip, lp in pair_files(src, suf)} for suf in suffixes]
-    ids = sorted(per_rater[0])
-    for suf, pr in zip(suffixes, per_rater, strict=True):
-        missing = sorted(set(ids) ^ set(pr))
-        if missing:
-            raise DatasetImportError(
-                f"Not every image has a mask from every rater: {', '.join(missing[:5])} lack(s) one (rater {suf!r} "
-                "among them). Import the raters' common images only, or one rater with a single --label-suffix."
-            )
+    every = sorted(set().union(*per_rater))
+    lacking = [
+        f"{cid} (no {', '.join(suf for suf, pr in zip(suffixes, per_rater, strict=True) if cid not in pr)} mask)"
+        for cid in every
+        if any(cid not in pr for pr in per_rater)
+    ]
+    if lacking:
+        raise DatasetImportError(
+            f"Not every image has a mask from every rater: {', '.join(lacking[:5])}"
+            + (f" and {len(lacking) - 5} more" if len(lacking) > 5 else "")
+            + ". Import the images all raters outlined (move the others out), or one rater with a single "
+            "--label-suffix."
+        )
+    ids = every
 
     def loader(cid: str) -> Loader:
         def load() -> tuple[Image, np.ndarray]:
@@ -335,6 +341,11 @@ def _rater_cases(
             maps = []
             for suf, pr in zip(suffixes, per_rater, strict=True):
                 lab = medimg.read(pr[cid][1])
+                if not lab.same_geometry(img) and lab.spacing_known and img.spacing_known:
+                    raise DatasetImportError(
+                        f"Mask {pr[cid][1].name} is not on the grid of image {ip.name}; resample it first "
+                        f"(medimg resample {pr[cid][1].name} OUT --reference {ip.name} --labels)."
+                    )
                 arr = _mask_array(np.asarray(lab.array), img.ndim, f"{cid}{suf}", False)
                 if arr.shape != img.shape[: img.ndim]:
                     raise DatasetImportError(f"{cid}{suf}: mask {arr.shape} and image {img.shape[: img.ndim]} differ.")
