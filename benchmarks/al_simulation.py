@@ -93,6 +93,26 @@ def train_round(
     }
 
 
+def summary_table(result: dict[str, Any]) -> str:
+    """Markdown: held-out mean Dice per strategy and labelled fraction, mean (min-max) over the seeds finished by
+    every strategy (``n`` seeds)."""
+    seeds = [str(sd) for sd in result.get("seeds_finished", [])]
+    fracs = sorted(
+        {round(h["fraction"], 3) for runs in result["runs"].values() for hist in runs.values() for h in hist}
+    )
+    lines = ["| strategy | " + " | ".join(f"{f:.0%}" for f in fracs) + " |", "|---" * (len(fracs) + 1) + "|"]
+    for strategy, runs in result["runs"].items():
+        cells = []
+        for f in fracs:
+            vals = [h["held_out_mean_dice"] for sd in seeds for h in runs.get(sd, []) if round(h["fraction"], 3) == f]
+            cells.append(f"{np.mean(vals):.4f} ({min(vals):.3f}-{max(vals):.3f})" if vals else "--")
+        lines.append(f"| {strategy} | " + " | ".join(cells) + " |")
+    full = [r["held_out_mean_dice"] for sd, r in result.get("full_reference", {}).items() if sd in seeds]
+    if full:
+        lines.append(f"| (whole pool, 100 %) | {np.mean(full):.4f} ({min(full):.3f}-{max(full):.3f}) |")
+    return f"n = {len(seeds)} seed(s): {', '.join(seeds) or 'none finished'}\n\n" + "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=HERE.parents[1] / "shared" / "data" / "hippocampus")
@@ -120,7 +140,11 @@ def main() -> None:
     ap.add_argument("--full-reference", action="store_true", help="also train on the whole pool, per seed")
     ap.add_argument("--out", type=Path, default=Path("/tmp/medimg_al"))
     ap.add_argument("--json", type=Path, default=HERE / "results" / "al_simulation.json")
+    ap.add_argument("--summary", action="store_true", help="print the Dice table of the --json result and stop")
     args = ap.parse_args()
+    if args.summary:
+        print(summary_table(json.loads(args.json.read_text())))
+        return
     t_all = time.perf_counter()
     strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
     bad = [s for s in strategies if s not in STRATEGIES]
