@@ -60,7 +60,8 @@ class Transform:
 
     def jacobian_determinant(self) -> np.ndarray:
         """Jacobian determinant map of the displacement field on its grid (:mod:`medimg.metrics.registration`;
-        computed once and cached — the report's folding and the written Jacobian map share it)."""
+        computed once and cached — the report's folding and the written Jacobian map share it; a field changed in
+        place afterwards would leave it stale: build a new Transform instead)."""
         if self._jacobian is None:
             from medimg.metrics.registration import jacobian_determinant
 
