@@ -51,6 +51,14 @@ def _ants(job: dict[str, Any], kind: str) -> tuple[float, float | None]:
 
 MOMENTS = int(os.environ.get("FIREANTS_MOMENTS", "1"))
 """FireANTs' moments initialisation before its affine stage (1: centres of mass, 2: also the principal axes)."""
+GREEDY: dict[str, Any] = {
+    "cc_kernel_size": 5,
+    "deformation_type": "compositive",
+    "smooth_grad_sigma": 1,
+    "optimizer": "Adam",
+    "optimizer_lr": 0.5,
+}
+"""FireANTs' greedy diffeomorphic settings shared by ``fireants`` and ``fireants_fast`` (its README's example)."""
 MIN_AXIS = 32
 """FireANTs 1.5.0 fails on an axis shorter than 32 voxels (ACDC's 10 slices: its multi-scale warp keeps 32 there and
 the loss then sees mismatched shapes), so such axes are padded by edge replication for it, and cropped afterwards."""
@@ -76,15 +84,7 @@ def _fireants(job: dict[str, Any], fast: bool) -> tuple[float, float | None]:
     t0 = time.perf_counter()
     if fast:
         reg = GreedyRegistration(
-            scales=[4, 2],
-            iterations=[100, 50],
-            fixed_images=fixed,
-            moving_images=moving,
-            cc_kernel_size=5,
-            deformation_type="compositive",
-            smooth_grad_sigma=1,
-            optimizer="Adam",
-            optimizer_lr=0.5,
+            scales=[4, 2], iterations=[100, 50], fixed_images=fixed, moving_images=moving, **GREEDY
         )
     else:
         mom = MomentsRegistration(1, fixed, moving, moments=MOMENTS)
@@ -105,12 +105,8 @@ def _fireants(job: dict[str, Any], fast: bool) -> tuple[float, float | None]:
             iterations=[200, 100, 50],
             fixed_images=fixed,
             moving_images=moving,
-            cc_kernel_size=5,
-            deformation_type="compositive",
-            smooth_grad_sigma=1,
-            optimizer="Adam",
-            optimizer_lr=0.5,
             init_affine=aff.get_affine_matrix().detach(),
+            **GREEDY,
         )
     reg.optimize()
     secs = time.perf_counter() - t0
@@ -120,7 +116,9 @@ def _fireants(job: dict[str, Any], fast: bool) -> tuple[float, float | None]:
     nd = phi.shape[-1]
     grads = [np.gradient(phi[..., i], axis=tuple(range(nd))) for i in range(nd)]  # sign of det J is scale-free
     jmat = np.stack([np.stack(g, -1) for g in grads], -2)
-    fold = float(100.0 * np.mean(np.linalg.det(jmat) <= 0))
+    # the fixed image's own voxels (array order z, y, x): the padding (if any) is left out of every figure
+    crop = tuple(slice(a, a + n) for a, n in zip(lo[::-1], f_itk.GetSize()[::-1], strict=True))
+    fold = float(100.0 * np.mean(np.linalg.det(jmat)[crop] <= 0))
     lab_itk = load(job["moving_labels"], sitk.sitkUInt8)
     lab = sitk.GetArrayFromImage(lab_itk)
     values = [int(v) for v in np.unique(lab)]
@@ -130,16 +128,9 @@ def _fireants(job: dict[str, Any], fast: bool) -> tuple[float, float | None]:
         onehot.append(BatchedImages([Image(ind, device="cpu")])())
     with torch.no_grad():
         warped = [reg.evaluate(fixed, o)[0, 0].numpy() for o in onehot]
-    out = np.asarray(values, np.uint8)[np.argmax(np.stack(warped), axis=0)]
-    size = f_itk.GetSize()[::-1]  # array order (z, y, x); crop the padding off again
-    start = lo[::-1]
-    out = out[tuple(slice(a, a + n) for a, n in zip(start, size, strict=True))]
-    if any(pad):
-        fold_mask = np.zeros(phi.shape[:-1], bool)
-        fold_mask[tuple(slice(a, a + n) for a, n in zip(start, size, strict=True))] = True
-        fold = float(100.0 * np.mean(np.linalg.det(jmat)[fold_mask] <= 0))
+    out = np.asarray(values, np.uint8)[np.argmax(np.stack(warped), axis=0)][crop]
     out_itk = sitk.GetImageFromArray(out)
-    out_itk.CopyInformation(sitk.ReadImage(job["fixed"]))
+    out_itk.CopyInformation(f_itk)
     sitk.WriteImage(out_itk, job["out_labels"])
     return secs, fold
 

@@ -396,18 +396,28 @@ def test_deformable_levels_are_reported_and_full_resolution_runs_them_all(tmp_pa
     assert rep["levels_run"] == [4, 2, 1] and rep["full_resolution"] is True
 
 
+def _assert_refused(tmp_path: Path, f: Path, m: Path, cases: tuple[tuple[list[str], str], ...]) -> None:
+    """``medimg register F M -o OUT EXTRA`` exits 2 with ``msg`` and writes no OUT, for each ``(EXTRA, msg)``."""
+    for extra, msg in cases:
+        out = tmp_path / "r"
+        r = runner.invoke(app, ["register", str(f), str(m), "-o", str(out), *extra])
+        assert r.exit_code == 2 and msg in " ".join(r.output.split()) and not out.exists()
+
+
 def test_linear_stage_choice(tmp_path: Path) -> None:
     """--linear none skips the linear stage (images already aligned); bad values and other methods are refused."""
     f, m = DATA / "CT_2D_head_fixed.mha", DATA / "CT_2D_head_moving.mha"
     res = register(medimg.read(f), medimg.read(m), "deformable", linear_kind="none", levels=(2,), iterations=(5,))
     assert res.report["linear"]["kind"] == "none" and res.warped.same_geometry(medimg.read(f))
-    for extra, msg in (
-        (["--linear", "similarity"], "--linear must be affine, rigid or none"),
-        (["--method", "affine", "--linear", "none"], "--linear sets the linear stage"),
-    ):
-        out = tmp_path / "r"
-        r = runner.invoke(app, ["register", str(f), str(m), "-o", str(out), *extra])
-        assert r.exit_code == 2 and msg in " ".join(r.output.split()) and not out.exists()
+    _assert_refused(
+        tmp_path,
+        f,
+        m,
+        (
+            (["--linear", "similarity"], "--linear must be affine, rigid or none"),
+            (["--method", "affine", "--linear", "none"], "--linear sets the linear stage"),
+        ),
+    )
 
 
 def test_fast_preset_runs_one_coarse_level_and_still_improves_the_pair(tmp_path: Path) -> None:
@@ -434,12 +444,14 @@ def test_fast_preset_runs_one_coarse_level_and_still_improves_the_pair(tmp_path:
         assert v["dice"] > v["dice_before"] + 0.05 and v["dice"] > aff.report["labels"][k]["dice"]
     medimg.image.check_same_geometry(fast.warped, fixed)
     f, m = HIPPO / "imagesTr/hippocampus_004.nii.gz", HIPPO / "imagesTr/hippocampus_006.nii.gz"
-    for extra, msg in (
-        (["--speed", "turbo"], "--speed must be default or fast"),
-        (["--method", "learned", "--speed", "fast"], "--speed fast applies to rigid, affine and deformable"),
-    ):
-        out = tmp_path / "r"
-        r = runner.invoke(app, ["register", str(f), str(m), "-o", str(out), *extra])
-        assert r.exit_code == 2 and msg in " ".join(r.output.split()) and not out.exists()
+    _assert_refused(
+        tmp_path,
+        f,
+        m,
+        (
+            (["--speed", "turbo"], "--speed must be default or fast"),
+            (["--method", "learned", "--speed", "fast"], "--speed fast applies to rigid, affine and deformable"),
+        ),
+    )
     with pytest.raises(MedimgError, match="Unknown speed"):
         register(fixed, moving, speed="turbo")

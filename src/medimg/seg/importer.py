@@ -332,7 +332,6 @@ def _rater_cases(
             + ". Import the images all raters outlined (move the others out), or one rater with a single "
             "--label-suffix."
         )
-    ids = every
 
     def loader(cid: str) -> Loader:
         def load() -> tuple[Image, np.ndarray]:
@@ -356,7 +355,7 @@ def _rater_cases(
 
         return load
 
-    return [(cid, loader(cid)) for cid in ids]
+    return [(cid, loader(cid)) for cid in every]
 
 
 def _rater_summary(quality: dict[str, list[dict[str, Any]]], method: str) -> dict[str, Any]:
