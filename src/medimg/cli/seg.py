@@ -238,8 +238,14 @@ def train(
         typer.Option("--unlabeled", help="Folder of unlabelled images: semi-supervised training in the same budget."),
     ] = None,
     method: Annotated[
-        str, typer.Option("--method", help="Semi-supervised method with --unlabeled: mean-teacher.")
-    ] = "mean-teacher",
+        str | None,
+        typer.Option(
+            "--method",
+            help="Semi-supervised method: mean-teacher, self-training or copy-paste (default with --unlabeled: "
+            "mean-teacher). self-training / copy-paste also fill a sparse dataset's ignored voxels, with or "
+            "without --unlabeled.",
+        ),
+    ] = None,
     configurations: Annotated[
         str,
         typer.Option(

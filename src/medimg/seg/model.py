@@ -134,7 +134,7 @@ def train_model(
     devices: int = 1,
     oversubscribe: bool = False,
     unlabeled: Path | None = None,
-    method: str = "mean-teacher",
+    method: str | None = None,
     configurations: Sequence[str] | None = None,
     device: str | None = "auto",
 ) -> dict[str, Any]:
@@ -150,7 +150,9 @@ def train_model(
     Rerunning on a finished model folder with the same budget retrains nothing and returns the stored model.json.
 
     ``unlabeled`` (a folder of images without labels) trains semi-supervised (:mod:`medimg.seg.semi`, ``method``
-    ``mean-teacher``) in the same budget; its images are checked against the labelled data's domain first.
+    :data:`~medimg.seg.semi.DEFAULT_METHOD` unless given) in the same budget; its images are checked against the
+    labelled data's domain first. A pseudo-label ``method`` (``self-training``, ``copy-paste``) without
+    ``unlabeled`` is allowed on a sparse dataset (an ``ignore`` label): it fills the ignored voxels.
 
     ``configurations`` (``"auto"``, ``"3d_fullres"``, ``"2d"``, or several; default: the single plan of
     :func:`make_plan`) chooses what is planned when no ``plan`` is given; ``"auto"`` means
@@ -174,14 +176,25 @@ def train_model(
 
         check_devices(devices, oversubscribe)  # before anything is written
     u_cases = None
-    if unlabeled is not None:
-        from medimg.seg.semi import METHODS, unlabeled_images
+    if unlabeled is not None or method is not None:
+        from medimg.seg.semi import DEFAULT_METHOD, METHODS, PSEUDO_LABEL_METHODS, unlabeled_images
 
+        method = method or DEFAULT_METHOD
         if method not in METHODS:
-            raise MedimgError(f"Unknown semi-supervised method {method!r}; use {' or '.join(METHODS)}.")
+            raise MedimgError(f"Unknown semi-supervised method {method!r}; use one of {', '.join(METHODS)}.")
+        if unlabeled is None and (method not in PSEUDO_LABEL_METHODS or dataset.ignore_label is None):
+            raise MedimgError(
+                f"--method {method} needs --unlabeled DIR (a folder of unlabelled images)"
+                + (
+                    ""
+                    if method not in PSEUDO_LABEL_METHODS
+                    else ", or a sparse dataset (an 'ignore' label in dataset.json) whose ignored voxels it fills"
+                )
+                + "; drop --method to train on the labels alone."
+            )
         if devices != 1:
-            raise MedimgError("--unlabeled trains in one process; drop --devices (or train without --unlabeled).")
-        u_cases = unlabeled_images(unlabeled, len(dataset.channels))
+            raise MedimgError("Semi-supervised training (--unlabeled / --method) runs in one process; drop --devices.")
+        u_cases = unlabeled_images(unlabeled, len(dataset.channels)) if unlabeled is not None else []
     # what this run adds to out_dir is removed again if it fails before its first checkpoint
     created = _new_dirs(out_dir)
     before = {p.name for p in out_dir.iterdir()} if out_dir.is_dir() else set()
@@ -233,7 +246,7 @@ def train_model(
                 plan = make_plan(fp)
         save_json(plan, out_dir / "plan.json")
         save_json(split, out_dir / "split.json")
-        if u_cases is not None:
+        if u_cases:
             from medimg.seg.semi import check_unlabeled_domain
 
             fp_path = out_dir / "fingerprint.json"
@@ -242,22 +255,16 @@ def train_model(
             check_unlabeled_domain(json.loads(fp_path.read_text()), u_cases, dataset.name)
         t0 = time.perf_counter()
         if u_cases is not None:
-            from medimg.seg.semi import MeanTeacherTrainer
+            from medimg.seg.semi import MeanTeacherTrainer, PseudoLabelTrainer
 
-            mt = MeanTeacherTrainer(
-                dataset,
-                plan,
-                out_dir,
-                split,
-                time_budget_s,
-                max_iterations,
-                progress,
-                on_epoch,
-                device=str(dev),
-                unlabeled=u_cases,
+            args = (dataset, plan, out_dir, split, time_budget_s, max_iterations, progress, on_epoch)
+            semi: Trainer = (
+                MeanTeacherTrainer(*args, device=str(dev), unlabeled=u_cases)
+                if method == "mean-teacher"
+                else PseudoLabelTrainer(*args, device=str(dev), unlabeled=u_cases, copy_paste=method == "copy-paste")
             )
-            mt.on_note = on_note
-            res = mt.run(resume=resume)
+            semi.on_note = on_note
+            res = semi.run(resume=resume)
         elif devices > 1:
             from medimg.seg.distributed import train_distributed
 
@@ -305,7 +312,14 @@ def train_model(
         "precision": res["precision"],
         "seed": plan["training"]["seed"],
         **(
-            {"semi_supervised": {"method": method, "n_unlabeled": len(u_cases), "unlabeled": str(unlabeled)}}
+            {
+                "semi_supervised": {
+                    "method": method,
+                    "n_unlabeled": len(u_cases),
+                    "unlabeled": str(unlabeled) if unlabeled is not None else None,
+                    **({"pseudo_label_rounds": res["pseudo_label_rounds"]} if "pseudo_label_rounds" in res else {}),
+                }
+            }
             if u_cases is not None
             else {}
         ),
