@@ -3,7 +3,7 @@
 the same budget on full labels for comparison.
 
     python benchmarks/sparse_train.py [--data ../shared/data/hippocampus] [--slices 3] [--axis 1]
-        [--time-budget 10m] [--full-baseline] [--out /tmp/medimg_sparse] [--json FILE]
+        [--time-budget 10m] [--method self-training] [--full-baseline] [--out /tmp/medimg_sparse] [--json FILE]
 
 Split: benchmarks/splits/hippocampus_80_20.json (160 training, 40 held-out cases). The sparse copy of the
 dataset (benchmarks/sparse_labels.py; the 40 held-out cases keep their full labels) is written to
@@ -40,7 +40,9 @@ from sparse_labels import make_sparse_dataset  # noqa: E402
 NAMES = {1: "anterior", 2: "posterior"}
 
 
-def train(ds: Any, out: Path, budget: float, split: dict[str, list[str]], name: str) -> dict[str, Any]:
+def train(
+    ds: Any, out: Path, budget: float, split: dict[str, list[str]], name: str, method: str | None = None
+) -> dict[str, Any]:
     info = train_model(
         ds,
         out,
@@ -48,13 +50,18 @@ def train(ds: Any, out: Path, budget: float, split: dict[str, list[str]], name: 
         split=split,
         name=name,
         resume=False,
+        method=method,
         on_epoch=lambda e: print(
             f"  [{name}] it {e['iteration']:5d}/{e['total_iterations']}  {e['elapsed_s']:7.1f}s  "
             f"loss {e['train_loss']:.3f}  pseudo-Dice {e['val_pseudo_dice']:.3f}",
             flush=True,
         ),
     )
-    return {k: info[k] for k in ("training_seconds", "iterations", "precision", "n_train", "n_val") if k in info}
+    res = {k: info[k] for k in ("training_seconds", "iterations", "precision", "n_train", "n_val") if k in info}
+    if "semi_supervised" in info:
+        res["method"] = info["semi_supervised"]["method"]
+        res["pseudo_label_rounds"] = info["semi_supervised"].get("pseudo_label_rounds")
+    return res
 
 
 def main() -> None:
@@ -68,6 +75,11 @@ def main() -> None:
         help="array axis the annotated slices cut (1: ~8 %% of voxels; -1: orthogonal, one axis per slice in turn)",
     )
     ap.add_argument("--time-budget", default="10m")
+    ap.add_argument(
+        "--method",
+        choices=["self-training", "copy-paste"],
+        help="fill the ignored voxels with the network's confident pseudo-labels (medimg train --method)",
+    )
     ap.add_argument("--full-baseline", action="store_true", help="also train on full labels, same budget")
     ap.add_argument("--split", type=Path, default=HERE / "splits" / "hippocampus_80_20.json")
     ap.add_argument("--out", type=Path, default=Path("/tmp/medimg_sparse"))
@@ -91,7 +103,7 @@ def main() -> None:
     ds_full = load_dataset(args.data)
     ds_full.labels = {0: "background", **NAMES}
     runs: dict[str, Any] = {}
-    runs["sparse"] = train(ds_sparse, args.out / "model_sparse", budget, split, "hippocampus_sparse")
+    runs["sparse"] = train(ds_sparse, args.out / "model_sparse", budget, split, "hippocampus_sparse", args.method)
     runs["sparse"].update(held_out_dice(args.out / "model_sparse", ds_full, split["val"]))
     if args.full_baseline:
         runs["full"] = train(ds_full, args.out / "model_full", budget, split, "hippocampus_full")
@@ -108,6 +120,7 @@ def main() -> None:
         "fraction_voxels_annotated": report["fraction_voxels_annotated"],
         "ignore_label": report["ignore_label"],
         "time_budget_s": budget,
+        "method": args.method or "labels only",
         "runs": runs,
         "target": "held-out mean Dice >= 0.83 with 3 slices/volume, 10-minute budget (full labels: 0.884)",
         "medimg_version": medimg.__version__,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -23,8 +23,36 @@ def interact_cmd(
         list[str] | None,
         typer.Option("--scribble", help="x,y[,z];x,y[,z];...[;neg] polyline; repeat; positive unless ;neg."),
     ] = None,
+    lasso: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--lasso",
+            help="x,y[,z];x,y[,z];...[;neg] closed outline on one slice (all points share z, y or x); repeat. "
+            "Positive: the structure on that slice is what it encloses; neg: none of it.",
+        ),
+    ] = None,
     prompts: Annotated[
         Path | None, typer.Option("--prompts", help="Prompts JSON (applied before --box/--click).")
+    ] = None,
+    mask: Annotated[
+        Path | None,
+        typer.Option(
+            "--mask",
+            help="Initial mask to refine (a model's prediction, yesterday's label; nonzero = the structure), on "
+            "the image's grid. The prompts correct it.",
+        ),
+    ] = None,
+    support: Annotated[
+        Path | None,
+        typer.Option(
+            "--support",
+            help="Start from the in-context segmentation by this dataset of labelled examples (imagesTr/labelsTr; "
+            "medimg segment --support): images already segmented as context. The prompts correct it.",
+        ),
+    ] = None,
+    label: Annotated[
+        int | None,
+        typer.Option("--label", help="With --mask / --support: the label value to refine (default: every nonzero)."),
     ] = None,
     method: Annotated[
         str, typer.Option("--method", help="learned (the promptable network), random_walker or region_growing.")
@@ -37,28 +65,92 @@ def interact_cmd(
     allow_irregular: IrregularOpt = False,
 ) -> None:
     """Segment one structure from prompts given at once, applied in order as a session would (--prompts, then
-    --box, --scribble, --click; voxel coordinates, x = column)."""
+    --box, --scribble, --lasso, --click; voxel coordinates, x = column). --mask or --support gives the mask the
+    prompts start from (and refine)."""
     import medimg
+    from medimg.errors import MedimgError
     from medimg.interactive import InteractiveSession, PromptList
-    from medimg.interactive.prompts import PromptError, parse_box, parse_click, parse_scribble
+    from medimg.interactive.prompts import (
+        PromptError,
+        lasso_constraint,
+        lasso_prompts,
+        parse_box,
+        parse_click,
+        parse_scribble,
+    )
 
     def body() -> None:
         img = load_input(image, channel, fill_nonfinite, allow_irregular)
-        s = InteractiveSession(img, method, model)
+        if mask is not None and support is not None:
+            raise MedimgError("Give --mask or --support, not both (each is the mask the prompts start from).")
+        if label is not None and mask is None and support is None:
+            raise MedimgError("--label picks a value of --mask or --support; give one of them, or drop --label.")
+        start, start_note = _initial_mask(img, mask, support, label)
         items = PromptList.load(prompts).items if prompts else []
         if box:
             items.append(parse_box(box, img.ndim))
         items += [parse_scribble(c, img.ndim) for c in scribble or []]
-        items += [parse_click(c, img.ndim) for c in click or []]
-        if not items:
-            raise PromptError("Give at least one prompt: --box, --scribble, --click or --prompts.")
+        lassos = [_parse_lasso(t, img.ndim) for t in lasso or []]
+        shape = tuple(img.shape)
+        lasso_items = [(lasso_prompts(pts, shape, pos), lasso_constraint(pts, shape, pos)) for pts, pos in lassos]
+        clicks = [parse_click(c, img.ndim) for c in click or []]
+        if not items and not lasso_items and not clicks and start is None:
+            raise PromptError("Give at least one prompt (--box, --scribble, --lasso, --click or --prompts) or --mask.")
+        s = InteractiveSession(img, method, model, initial_mask=start)
         for p in items:
             s.add(p)  # one interaction each: the learned method refines its previous mask
+        for group, within in lasso_items:
+            s.add_many(group, within=within if method == "learned" else None)
+        for p in clicks:
+            s.add(p)
         lab = s.label_map()
         medimg.write(lab, out)
+        n = len(items) + len(lasso_items) + len(clicks)
         console.print(
-            f"{len(items)} prompt(s), {int(lab.array.sum())} voxels segmented "
-            f"({1000 * sum(s.latencies):.0f} ms, method {method}); wrote {out}"
+            f"{start_note}{n} prompt(s), {int(lab.array.sum())} voxels segmented "
+            f"({1000 * sum(s.latencies):.0f} ms, method {method}); wrote {out}",
+            highlight=False,
+            markup=False,
         )
 
     _run(body)
+
+
+def _parse_lasso(text: str, ndim: int) -> tuple[list[tuple[int, ...]], bool]:
+    """``"x,y[,z];...[;neg]"`` -> the outline's points and whether it is positive."""
+    from medimg.interactive.prompts import PromptError, parse_click
+
+    parts = [t.strip() for t in text.split(";") if t.strip()]
+    positive = True
+    if parts and parts[-1].lower() in ("neg", "negative", "-"):
+        positive, parts = False, parts[:-1]
+    if len(parts) < 3:
+        raise PromptError(f"Lasso {text!r} needs at least 3 points x,y[,z];x,y[,z];... (add ;neg for background).")
+    return [parse_click(p, ndim).point for p in parts], positive
+
+
+def _initial_mask(img: Any, mask: Path | None, support: Path | None, label: int | None) -> tuple[Any, str]:
+    """The mask a session starts from: read from ``mask``, or segmented in context from ``support``; with a note."""
+    import numpy as np
+
+    import medimg
+    from medimg.errors import MedimgError
+    from medimg.image import check_same_geometry
+
+    if mask is None and support is None:
+        return None, ""
+    if mask is not None:
+        lab = medimg.read_labels(mask)
+        check_same_geometry(img, lab, "image and --mask")
+        note = f"started from {mask.name}; "
+    else:
+        from medimg.seg.incontext import load_support, segment_in_context
+
+        assert support is not None
+        lab, rep = segment_in_context(img, load_support(support))
+        note = f"started from the in-context segmentation ({rep['n_support']} support cases, {rep['seconds']:.1f} s); "
+    arr = lab.array != 0 if label is None else lab.array == label
+    if label is not None and not arr.any():
+        values = [int(v) for v in np.unique(lab.array) if v != 0]
+        raise MedimgError(f"The initial mask has no voxel of --label {label}; its values are {values}.")
+    return arr, note

@@ -151,7 +151,8 @@ def _segment_cases(
             f"{'mL' if s.volume_ml is not None else 'mm²/1000'}"
             for s in r.structures
         )
-        console.print(f"{o.case}: {vols} -> {Path(r.output).name} ({o.seconds:.1f} s)")
+        agree = f", support agreement {r.in_context['agreement']:.3f}" if r.in_context else ""
+        console.print(f"{o.case}: {vols} -> {Path(r.output).name} ({o.seconds:.1f} s{agree})")
     console.print(f"wrote {sum(o.ok for o in outcomes)} segmentation(s) to {out}/")
     raise_for_failures(outcomes, "The other cases were written.")
 
@@ -306,7 +307,9 @@ def segment(
     out: Annotated[
         Path, typer.Option("--output", "-o", help="Output label map (.nii.gz, .seg.nrrd, .dcm); a folder for many.")
     ],
-    model: Annotated[str, typer.Option("--model", "-m", help="Bundled model name or model folder.")] = "hippocampus",
+    model: Annotated[
+        str | None, typer.Option("--model", "-m", help="Bundled model name or model folder (default: hippocampus).")
+    ] = None,
     tta: Annotated[bool, typer.Option("--tta", help="Mirroring test-time augmentation.")] = False,
     force: ForceOpt = False,
     channel: ChannelOpt = None,
@@ -320,17 +323,32 @@ def segment(
     ray_cpus: RayCpusOpt = None,
     onnx: OnnxOpt = None,
     device: DeviceOpt = "auto",
+    support: Annotated[
+        Path | None,
+        typer.Option(
+            "--support",
+            help="Segment in context, without a model: a dataset folder (imagesTr/labelsTr) of a few labelled "
+            "examples; each is registered to the image and their labels are fused. No training.",
+        ),
+    ] = None,
+    fusion: Annotated[
+        str, typer.Option("--fusion", help="With --support: weighted (local similarity), majority or staple.")
+    ] = "weighted",
+    registration_speed: Annotated[
+        str, typer.Option("--registration-speed", help="With --support: fast (default) or default (full pyramid).")
+    ] = "fast",
 ) -> None:
-    """One command from a scan to a mask (like TotalSegmentator): segment IMAGE with a bundled model.
+    """One command from a scan to a mask (like TotalSegmentator): segment IMAGE with a bundled model, or from a
+    few labelled examples with --support.
 
     The model refuses images outside its training domain (another body part, modality, size or spacing) unless
-    --force; `medimg models info NAME` shows each model's domain. Given a folder of images or several images, each
-    is a case written into the -o folder (failed cases are reported, the others written); --ray runs them as Ray
-    tasks."""
+    --force; `medimg models info NAME` shows each model's domain. With --support DATASET the image is segmented
+    from the dataset's labelled cases (multi-atlas registration and label fusion, seconds, no training); an image
+    unlike the support images is refused the same way. Given a folder of images or several images, each is a case
+    written into the -o folder (failed cases are reported, the others written); --ray runs them as Ray tasks."""
     from medimg.seg import Predictor, resolve_model
 
     def body() -> None:
-        pred = Predictor(resolve_model(model), force=force, onnx=onnx, device=device)
         read_kw = {
             "channel": channel,
             "fill_nonfinite": fill_nonfinite,
@@ -338,23 +356,122 @@ def segment(
             "input_spacing_mm": _floats(input_spacing, "--input-spacing"),
         }
         many = len(images) > 1 or (images[0].is_dir() and not _is_dicom_dir(images[0]))
+        if support is not None:
+            _segment_in_context(
+                images,
+                out,
+                many,
+                read_kw,
+                model,
+                tta,
+                onnx,
+                force,
+                device,
+                support,
+                fusion,
+                registration_speed,
+                ext,
+                ray,
+                ray_cpus,
+            )
+            return
+        pred = Predictor(resolve_model(model or "hippocampus"), force=force, onnx=onnx, device=device)
         if not many:
             if ray is not None or ray_cpus is not None:
                 raise MedimgError("--ray runs many cases: give a folder of images or several images.")
             image = images[0]
             _predict_file(pred, image, out, tta, image if out.suffix == ".dcm" else None, False, force, read_kw)
             return
-        files: list[Path] = []
-        for p in images:
-            if p.is_dir() and not _is_dicom_dir(p):
-                files += [f for f in sorted(p.iterdir()) if f.is_file() and not f.name.startswith(".")]
-            elif p.exists():
-                files.append(p)
-            else:
-                raise MedimgError(f"{str(p)!r} does not exist; give image files, DICOM folders or folders of images.")
-        if not files:
-            raise MedimgError(f"No image files in {', '.join(map(str, images))}.")
-        seg_params = _segment_params(read_kw, model, tta, force, onnx, device)
+        files = _image_files(images)
+        seg_params = _segment_params(read_kw, model or "hippocampus", tta, force, onnx, device)
         _segment_cases(group_cases(files, 1), out, ext, seg_params, ray, ray_cpus)
 
     _run(body)
+
+
+def _image_files(images: list[Path]) -> list[Path]:
+    """The files of a folder-or-files ``medimg segment`` argument (a DICOM folder is one case)."""
+    files: list[Path] = []
+    for p in images:
+        if p.is_dir() and not _is_dicom_dir(p):
+            files += [f for f in sorted(p.iterdir()) if f.is_file() and not f.name.startswith(".")]
+        elif p.exists():
+            files.append(p)
+        else:
+            raise MedimgError(f"{str(p)!r} does not exist; give image files, DICOM folders or folders of images.")
+    if not files:
+        raise MedimgError(f"No image files in {', '.join(map(str, images))}.")
+    return files
+
+
+def _segment_in_context(
+    images: list[Path],
+    out: Path,
+    many: bool,
+    read_kw: dict[str, Any],
+    model: str | None,
+    tta: bool,
+    onnx: Path | None,
+    force: bool,
+    device: str,
+    support: Path,
+    fusion: str,
+    registration_speed: str,
+    ext: str | None,
+    ray: str | None,
+    ray_cpus: int | None,
+) -> None:
+    """``medimg segment ... --support DATASET``: the ``segment`` operation's in-context path for each case."""
+    from typing import cast
+
+    from medimg.ops import Context, run
+    from medimg.ops.catalog import SegmentResult
+    from medimg.register.fusion import FUSIONS
+    from medimg.seg.incontext import SPEEDS
+
+    if model is not None or onnx is not None or tta:
+        raise MedimgError("--support segments from labelled examples without a model: drop -m / --onnx / --tta.")
+    if fusion not in FUSIONS:
+        raise MedimgError(f"Unknown --fusion {fusion!r}; choose {', '.join(FUSIONS)}.")
+    if registration_speed not in SPEEDS:
+        raise MedimgError(f"Unknown --registration-speed {registration_speed!r}; choose {', '.join(SPEEDS)}.")
+    params = {
+        **_segment_params(read_kw, "hippocampus", False, force, None, device),
+        "support": str(support),
+        "fusion": fusion,
+        "registration_speed": registration_speed,
+    }
+    if many:
+        _segment_cases(group_cases(_image_files(images), 1), out, ext, params, ray, ray_cpus)
+        return
+    if ray is not None or ray_cpus is not None:
+        raise MedimgError("--ray runs many cases: give a folder of images or several images.")
+    res = cast(
+        SegmentResult,
+        run("segment", {**params, "image": str(images[0]), "output": str(out)}, Context(progress=_progress)),
+    )
+    rep = res.in_context or {}
+    if res.domain.get("forced"):
+        err_console.print(
+            "[yellow]warning:[/] forced outside the support set's domain ("
+            + "; ".join(res.domain["differences"])
+            + ")",
+            highlight=False,
+        )
+    vols = ", ".join(
+        f"{s.name} {(s.volume_ml if s.volume_ml is not None else (s.area_mm2 or 0.0) / 1000):.3f} "
+        f"{'mL' if s.volume_ml is not None else 'mm²/1000'}"
+        for s in res.structures
+    )
+    console.print(
+        f"{vols} -> {out} (in context: {rep.get('n_support')} support cases, {rep.get('fusion')} fusion, "
+        f"{rep.get('seconds', 0):.1f} s; agreement {rep.get('agreement', 0):.3f})",
+        highlight=False,
+        markup=False,
+    )
+    if rep.get("low_agreement"):
+        err_console.print(
+            "[yellow]warning:[/] the support cases disagree about this image (mean Dice with the fused result "
+            f"{rep['agreement']:.2f}); check the result, or give support examples more like it.",
+            highlight=False,
+        )

@@ -1,4 +1,4 @@
-"""Prompts for interactive segmentation — clicks, boxes, scribbles — in voxel coordinates of the image
+"""Prompts for interactive segmentation — clicks, boxes, scribbles, lassos — in voxel coordinates of the image
 (``x`` = column, ``y`` = row, ``z`` = slice; medimg arrays are indexed ``[x, y(, z)]``), and their JSON form.
 
 JSON: ``{"prompts": [{"type": "click", "point": [x, y(, z)], "positive": true},
@@ -190,6 +190,46 @@ def lasso_slice_axis(points: np.ndarray, shape: tuple[int, ...]) -> int | None:
     )
 
 
+def self_intersection(pts: np.ndarray) -> tuple[int, int] | None:
+    """The first pair of non-adjacent edges (indices) of the closed polygon ``pts`` ``(N, 2)`` that intersect, or
+    None. Repeated consecutive points are dropped first; touching counts as crossing."""
+    p = np.asarray(pts, np.float64)
+    keep = np.r_[True, np.any(np.diff(p, axis=0) != 0, axis=1)]
+    p = p[keep]
+    if len(p) > 1 and np.all(p[0] == p[-1]):
+        p = p[:-1]
+    n = len(p)
+    if n < 4:
+        return None
+    a, b = p, np.roll(p, -1, axis=0)  # edge i: a[i] -> b[i]
+
+    def orient(p0: np.ndarray, p1: np.ndarray, q: np.ndarray) -> np.ndarray:
+        return np.sign(
+            (p1[..., 0] - p0[..., 0]) * (q[..., 1] - p0[..., 1]) - (p1[..., 1] - p0[..., 1]) * (q[..., 0] - p0[..., 0])
+        )
+
+    def on_segment(p0: np.ndarray, p1: np.ndarray, q: np.ndarray) -> np.ndarray:
+        return (
+            (np.minimum(p0[..., 0], p1[..., 0]) <= q[..., 0])
+            & (q[..., 0] <= np.maximum(p0[..., 0], p1[..., 0]))
+            & (np.minimum(p0[..., 1], p1[..., 1]) <= q[..., 1])
+            & (q[..., 1] <= np.maximum(p0[..., 1], p1[..., 1]))
+        )
+
+    A, B = a[:, None], b[:, None]
+    C, D = a[None], b[None]
+    o1, o2, o3, o4 = orient(A, B, C), orient(A, B, D), orient(C, D, A), orient(C, D, B)
+    cross = (o1 * o2 < 0) & (o3 * o4 < 0)
+    cross |= (o1 == 0) & on_segment(A, B, C)
+    cross |= (o2 == 0) & on_segment(A, B, D)
+    cross |= (o3 == 0) & on_segment(C, D, A)
+    cross |= (o4 == 0) & on_segment(C, D, B)
+    i, j = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")
+    adjacent = (np.abs(i - j) <= 1) | (np.abs(i - j) == n - 1)
+    hits = np.argwhere(cross & ~adjacent & (i < j))
+    return (int(hits[0][0]), int(hits[0][1])) if len(hits) else None
+
+
 def lasso_region(points: Any, shape: tuple[int, ...]) -> tuple[np.ndarray, int | None]:
     """The voxels inside a lasso (a closed polygon through ``points``, outline included) as a boolean mask of the
     lasso's slice (the in-plane axes in index order), and the slice axis (``None`` in 2D)."""
@@ -204,6 +244,12 @@ def lasso_region(points: Any, shape: tuple[int, ...]) -> tuple[np.ndarray, int |
         check_point(tuple(int(v) for v in p), shape)
     axis = lasso_slice_axis(pts, shape)
     plane = [a for a in range(len(shape)) if a != axis]
+    crossing = self_intersection(pts[:, plane])
+    if crossing is not None:
+        raise PromptError(
+            f"The lasso crosses itself (its edges {crossing[0] + 1} and {crossing[1] + 1} intersect), so its inside is "
+            "ambiguous; draw one closed outline that does not cross itself, or several lassos."
+        )
     size = tuple(shape[a] for a in plane)
     region = np.zeros(size, bool)
     r, c = polygon(pts[:, plane[0]], pts[:, plane[1]], shape=size)

@@ -5,6 +5,7 @@ Units are in the field names: ``_mm``, ``_ml`` (millilitres), ``_mm2`` (2D areas
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any, Literal
 
@@ -347,6 +348,17 @@ class SegmentParams(OpParams):
         None, description="ONNX file exported from this model (medimg models export): run the network in ONNX Runtime."
     )
     device: str = Field("auto", description="Where the network runs: auto (a GPU when there is one), cpu, cuda[:N].")
+    support: str | None = Field(
+        None,
+        description="Segment in context instead of with a model: a dataset folder of a few labelled examples "
+        "(imagesTr/labelsTr); each is registered to the image and their labels fused. No training.",
+    )
+    fusion: Literal["weighted", "majority", "staple"] = Field(
+        "weighted", description="With support: how the support cases' labels are fused."
+    )
+    registration_speed: Literal["fast", "default"] = Field(
+        "fast", description="With support: the registration's speed (fast: one coarse deformable level)."
+    )
 
 
 class SegmentResult(OpResult):
@@ -354,6 +366,9 @@ class SegmentResult(OpResult):
     model: str
     structures: list[StructureSize]
     domain: dict[str, Any] = Field(description="The domain check: in_domain, forced, differences.")
+    in_context: dict[str, Any] | None = Field(
+        None, description="With support: agreement between the support cases, per-case Dice with the fused result."
+    )
 
 
 @operation(
@@ -367,6 +382,8 @@ def segment(p: SegmentParams, ctx: Context) -> SegmentResult:
     from medimg.ops.segmentation import predict_case
     from medimg.seg import Predictor, resolve_model
 
+    if p.support is not None:
+        return _segment_in_context(p, ctx)
     pred = Predictor(resolve_model(p.model), force=p.force, onnx=p.onnx, device=p.device)
     pred.progress = ctx.progress
     out = Path(p.output)
@@ -399,6 +416,62 @@ def segment(p: SegmentParams, ctx: Context) -> SegmentResult:
         model=pred.info.get("name", p.model),
         structures=structures,
         domain=lab.meta["provenance"]["domain"],
+        files=[p.output],
+    )
+
+
+def _segment_in_context(p: SegmentParams, ctx: Context) -> SegmentResult:
+    """The ``support`` path of :func:`segment` (:mod:`medimg.seg.incontext`)."""
+    import medimg
+    from medimg.ops.segmentation import input_record, load_input
+    from medimg.seg.incontext import load_support, segment_in_context
+
+    if p.onnx is not None or p.tta:
+        raise MedimgError("support segments without a model: drop onnx / tta (they apply to a model).")
+    assert p.support is not None
+    support = load_support(p.support)
+    read_kw = {
+        "channel": p.channel,
+        "fill_nonfinite": p.fill_nonfinite,
+        "allow_irregular": p.allow_irregular,
+        "input_spacing_mm": p.input_spacing_mm,
+    }
+    img = load_input(Path(p.image), **read_kw)
+    lab, rep = segment_in_context(
+        img, support, fusion=p.fusion, speed=p.registration_speed, force=p.force, progress=ctx.progress
+    )
+    lab.meta["provenance"] = {
+        "software": f"medimg {medimg.__version__}",
+        "model": f"in context: {support.root.name}",
+        "in_context": {k: v for k, v in rep.items() if k != "per_case"},
+        "domain": rep["domain"],
+        "inputs": [input_record(Path(p.image))],
+        "support_cases": support.case_ids,
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    out = Path(p.output)
+    medimg.write(lab, out, reference=Path(p.image) if out.suffix == ".dcm" else None, algorithm="medimg in context")
+    sizes = {s.label: s for s in measure_labels(out, support.names).structures}
+    structures = [
+        sizes.get(
+            k,
+            StructureSize(
+                label=k,
+                name=v,
+                voxels=0,
+                volume_ml=0.0 if lab.ndim == 3 else None,
+                area_mm2=0.0 if lab.ndim == 2 else None,
+            ),
+        )
+        for k, v in sorted(support.names.items())
+        if k != 0
+    ]
+    return SegmentResult(
+        output=p.output,
+        model=f"in context: {support.root}",
+        structures=structures,
+        domain=rep["domain"],
+        in_context=rep,
         files=[p.output],
     )
 

@@ -32,7 +32,7 @@ METHODS = ("mean-teacher", "self-training", "copy-paste")
 #: Methods that train on pseudo-labels (:class:`PseudoLabelTrainer`); they also fill a sparse dataset's ignored voxels.
 PSEUDO_LABEL_METHODS = ("self-training", "copy-paste")
 #: What ``--unlabeled`` trains with when no ``--method`` is given (chosen by measurement: docs/semi_supervised.md).
-DEFAULT_METHOD = "mean-teacher"
+DEFAULT_METHOD = "copy-paste"
 
 
 def unlabeled_images(folder: str | Path, n_channels: int) -> list[list[Path]]:
