@@ -92,7 +92,8 @@ def test_bad_support_sets_are_refused(support: Path, tmp_path: Path) -> None:
     from medimg.image import LabelMap
 
     medimg.write(
-        LabelMap(lab.array[:-2], lab.spacing, lab.origin, lab.direction), support / "labelsTr" / "hippocampus_003.nii.gz"
+        LabelMap(lab.array[:-2], lab.spacing, lab.origin, lab.direction),
+        support / "labelsTr" / "hippocampus_003.nii.gz",
     )
     with pytest.raises(MedimgError, match="labels do not match its images") as e:
         load_support(support)

@@ -113,6 +113,15 @@ def _segment_params(
     }
 
 
+def _structures_line(structures: list[Any]) -> str:
+    """``name 1.234 mL, ...`` (2D: mm² / 1000) for the ``segment`` operation's structures."""
+    return ", ".join(
+        f"{s.name} {(s.volume_ml if s.volume_ml is not None else (s.area_mm2 or 0.0) / 1000):.3f} "
+        f"{'mL' if s.volume_ml is not None else 'mm²/1000'}"
+        for s in structures
+    )
+
+
 def _segment_cases(
     cases: dict[str, list[Path]], out: Path, ext: str | None, params: dict[str, Any], ray: str | None, cpus: int | None
 ) -> None:
@@ -146,11 +155,7 @@ def _segment_cases(
                 + ")",
                 highlight=False,
             )
-        vols = ", ".join(
-            f"{s.name} {(s.volume_ml if s.volume_ml is not None else (s.area_mm2 or 0.0) / 1000):.3f} "
-            f"{'mL' if s.volume_ml is not None else 'mm²/1000'}"
-            for s in r.structures
-        )
+        vols = _structures_line(r.structures)
         agree = f", support agreement {r.in_context['agreement']:.3f}" if r.in_context else ""
         console.print(f"{o.case}: {vols} -> {Path(r.output).name} ({o.seconds:.1f} s{agree})")
     console.print(f"wrote {sum(o.ok for o in outcomes)} segmentation(s) to {out}/")
@@ -458,11 +463,7 @@ def _segment_in_context(
             + ")",
             highlight=False,
         )
-    vols = ", ".join(
-        f"{s.name} {(s.volume_ml if s.volume_ml is not None else (s.area_mm2 or 0.0) / 1000):.3f} "
-        f"{'mL' if s.volume_ml is not None else 'mm²/1000'}"
-        for s in res.structures
-    )
+    vols = _structures_line(res.structures)
     console.print(
         f"{vols} -> {out} (in context: {rep.get('n_support')} support cases, {rep.get('fusion')} fusion, "
         f"{rep.get('seconds', 0):.1f} s; agreement {rep.get('agreement', 0):.3f})",

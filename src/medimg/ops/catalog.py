@@ -416,6 +416,7 @@ def segment(p: SegmentParams, ctx: Context) -> SegmentResult:
         model=pred.info.get("name", p.model),
         structures=structures,
         domain=lab.meta["provenance"]["domain"],
+        in_context=None,
         files=[p.output],
     )
 
@@ -430,13 +431,7 @@ def _segment_in_context(p: SegmentParams, ctx: Context) -> SegmentResult:
         raise MedimgError("support segments without a model: drop onnx / tta (they apply to a model).")
     assert p.support is not None
     support = load_support(p.support)
-    read_kw = {
-        "channel": p.channel,
-        "fill_nonfinite": p.fill_nonfinite,
-        "allow_irregular": p.allow_irregular,
-        "input_spacing_mm": p.input_spacing_mm,
-    }
-    img = load_input(Path(p.image), **read_kw)
+    img = load_input(Path(p.image), p.channel, p.fill_nonfinite, p.allow_irregular, p.input_spacing_mm)
     lab, rep = segment_in_context(
         img, support, fusion=p.fusion, speed=p.registration_speed, force=p.force, progress=ctx.progress
     )
