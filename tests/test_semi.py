@@ -58,6 +58,7 @@ def test_mean_teacher_trains_and_saves_the_teacher(tmp_path: Path, data: tuple[P
         plan=_tiny_plan(ds_dir),
         max_iterations=4,
         unlabeled=u,
+        method="mean-teacher",
     )
     assert info["semi_supervised"]["method"] == "mean-teacher" and info["semi_supervised"]["n_unlabeled"] == 2
     assert info["iterations"] == 4
@@ -213,3 +214,19 @@ def test_self_training_fills_the_ignored_voxels_of_a_sparse_dataset(tmp_path: Pa
     r = runner.invoke(app, ["train", str(ds_dir), "-o", str(tmp_path / "m2"), "--method", "mean-teacher"])
     assert r.exit_code == 2 and "needs --unlabeled" in " ".join(r.output.split())
     assert not (tmp_path / "m2").exists()
+
+
+def test_copy_paste_is_the_default_with_unlabeled_images(tmp_path: Path, data: tuple[Path, Path]) -> None:
+    ds_dir, u = data
+    info = train_model(
+        load_dataset(ds_dir),
+        tmp_path / "m",
+        time_budget_s=600,
+        split={"train": ["hippocampus_001", "hippocampus_003"], "val": ["hippocampus_004"]},
+        plan=_tiny_plan(ds_dir),
+        max_iterations=3,
+        unlabeled=u,
+    )
+    semi = info["semi_supervised"]
+    assert semi["method"] == "copy-paste" and semi["n_unlabeled"] == 2
+    assert [r["iteration"] for r in semi["pseudo_label_rounds"]] == [2]  # 40 % and 70 % of 3 both fall due at 2

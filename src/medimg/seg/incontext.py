@@ -67,7 +67,8 @@ def load_support(folder: str | Path, max_cases: int | None = None) -> SupportSet
     if len(ds.channels) != 1:
         raise MedimgError(
             f"The support set {root} has {len(ds.channels)} channels; segmentation in context registers "
-            "single-channel images. Keep one channel (e.g. `medimg convert IN OUT --channel 0`)."
+            "single-channel images. Keep one channel: only the _0000 image files in imagesTr/ and one entry in "
+            "dataset.json's channel_names."
         )
     if max_cases is not None:
         cases = cases[:max_cases]

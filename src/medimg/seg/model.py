@@ -152,7 +152,8 @@ def train_model(
     ``unlabeled`` (a folder of images without labels) trains semi-supervised (:mod:`medimg.seg.semi`, ``method``
     :data:`~medimg.seg.semi.DEFAULT_METHOD` unless given) in the same budget; its images are checked against the
     labelled data's domain first. A pseudo-label ``method`` (``self-training``, ``copy-paste``) without
-    ``unlabeled`` is allowed on a sparse dataset (an ``ignore`` label): it fills the ignored voxels.
+    ``unlabeled`` is allowed on a sparse dataset (an ``ignore`` label): it fills the ignored voxels (with
+    ``unlabeled`` they stay ignored).
 
     ``configurations`` (``"auto"``, ``"3d_fullres"``, ``"2d"``, or several; default: the single plan of
     :func:`make_plan`) chooses what is planned when no ``plan`` is given; ``"auto"`` means
@@ -261,7 +262,13 @@ def train_model(
             semi: Trainer = (
                 MeanTeacherTrainer(*args, device=str(dev), unlabeled=u_cases)
                 if method == "mean-teacher"
-                else PseudoLabelTrainer(*args, device=str(dev), unlabeled=u_cases, copy_paste=method == "copy-paste")
+                else PseudoLabelTrainer(
+                    *args,
+                    device=str(dev),
+                    unlabeled=u_cases,
+                    copy_paste=method == "copy-paste",
+                    fill_ignored=unlabeled is None,  # a sparse dataset's holes: only when asked for on their own
+                )
             )
             semi.on_note = on_note
             res = semi.run(resume=resume)

@@ -190,7 +190,8 @@ class PseudoLabelTrainer(_UnlabeledTrainer):
     :attr:`confidence` become ignored, the rest take the predicted class. The predictions are made again at each
     fraction of :attr:`refresh`. From then on, each patch of a batch is, with probability :attr:`u_fraction`, a
     pseudo-labelled patch (foreground-centred as often as labelled ones are), else a labelled one. Sparse labelled
-    cases keep their annotated voxels and take the pseudo-labels only where they were ignored.
+    cases keep their annotated voxels and take the pseudo-labels only where they were ignored (``fill_ignored``;
+    :func:`~medimg.seg.model.train_model` fills them only when no unlabelled folder is given).
 
     With ``copy_paste`` (bidirectional copy-paste, after Bai et al., CVPR 2023), a pseudo-labelled patch is mixed with
     a labelled patch: a box of :attr:`box_fraction` of the patch (random position) is pasted from one into the other,
@@ -206,9 +207,18 @@ class PseudoLabelTrainer(_UnlabeledTrainer):
     u_fraction: float = 0.5
     box_fraction: float = 2 / 3
 
-    def __init__(self, *args: Any, unlabeled: list[list[Path]], copy_paste: bool = False, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        unlabeled: list[list[Path]],
+        copy_paste: bool = False,
+        fill_ignored: bool = True,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, unlabeled=unlabeled, **kwargs)
         self.copy_paste = copy_paste
+        #: Fill the ignored voxels of sparse labelled cases with pseudo-labels (else they stay without loss).
+        self.fill_ignored = fill_ignored
         #: Pseudo-labelled unlabelled images (ids ``u00000`` ...), or None before the first round.
         self.pseudo: _Cache | None = None
         #: Sparse labelled training cases with their ignored voxels filled by pseudo-labels.
@@ -263,7 +273,7 @@ class PseudoLabelTrainer(_UnlabeledTrainer):
             kept, total = kept + int((lab != ign).sum()), total + lab.size
             uid = f"u{i:05d}"
             pseudo.images[uid], pseudo.labels[uid], pseudo.fg[uid] = arr, lab, self._fg_coords(lab, ign)
-        for cid in self.split["train"]:
+        for cid in self.split["train"] if self.fill_ignored else []:
             lab = np.asarray(cache.labels[cid])
             holes = lab == ign
             if holes.any():
