@@ -373,8 +373,9 @@ class SegmentResult(OpResult):
 
 @operation(
     "segment",
-    "Segment an image with a bundled or trained model; returns the structures' volumes in mL. Refuses images "
-    "outside the model's training domain unless force.",
+    "Segment an image with a bundled or trained model, or in context from a support set of labelled examples "
+    "(support: no training); returns the structures' volumes in mL. Refuses images outside the model's (or the "
+    "support set's) domain unless force.",
     reads=("image",),
     writes=("output",),
 )
