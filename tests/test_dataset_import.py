@@ -212,3 +212,13 @@ def test_two_annotators_are_fused_with_staple_and_rated(tmp_path: Path) -> None:
     with pytest.raises(MedimgError, match="Unknown --fuse"):
         import_collection(src, tmp_path / "bad2", label_suffix="_1stHO,_2ndHO", fuse="mean")
     assert not (tmp_path / "bad2").exists()
+
+
+def test_a_missing_spacing_csv_is_a_clear_error(hc_src: Path, tmp_path: Path) -> None:
+    out = tmp_path / "ds"
+    r = runner.invoke(
+        app, ["dataset", "import", str(hc_src), "-o", str(out), "--spacing-csv", str(tmp_path / "nope.csv")]
+    )
+    assert r.exit_code == 2, r.output
+    assert "nope.csv' does not exist" in out_text(r) and "--spacing X,Y" in out_text(r)
+    assert not out.exists()

@@ -113,6 +113,11 @@ def pair_files(src: Path, label_suffix: str | None = None) -> list[tuple[str, Pa
 
 def read_spacing_csv(path: Path, column: str | None = None) -> dict[str, tuple[float, ...]]:
     """Per-image spacing from a CSV: ``{id: spacing}`` (ids are file names without extension)."""
+    if not path.is_file():
+        raise DatasetImportError(
+            f"Spacing CSV {str(path)!r} does not exist; give the CSV with one row per image (a file-name column and "
+            "a pixel-size column, e.g. HC18's pixel_size_and_HC.csv), or --spacing X,Y for one spacing for all."
+        )
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f))
     if not rows:
