@@ -2,7 +2,7 @@
 finished images grows, on unseen hippocampus volumes.
 
     python benchmarks/incontext_session.py [--data ../shared/data/hippocampus] [--images 9] [--orders 3]
-        [--max-clicks 10] [--context 8] [--json FILE]
+        [--max-clicks 10] [--context 8] [--method learned|random_walker] [--json FILE]
 
 A simulated user segments a sequence of held-out hippocampus volumes (the whole hippocampus, labels 1 and 2, as one
 structure) one after the other with `InteractiveSession` (the bundled promptable model, its 3D refinement on). The
@@ -50,10 +50,10 @@ def noc(dices: list[float], thr: float, max_clicks: int) -> int:
 
 
 def session_curve(
-    img: Any, gt: np.ndarray, model: PromptableModel, initial: np.ndarray | None, max_clicks: int
+    img: Any, gt: np.ndarray, model: PromptableModel, initial: np.ndarray | None, max_clicks: int, method: str
 ) -> tuple[list[float], list[float]]:
     """Dice before any click (0 without an initial mask) and after each click; latency of each click (s)."""
-    s = InteractiveSession(img, method="learned", model=model, initial_mask=initial)
+    s = InteractiveSession(img, method=method, model=model if method == "learned" else None, initial_mask=initial)
     mask = s.mask
     dices = [dice(mask, gt) if initial is not None else 0.0]
     todo = first_prompts(gt, "click") if initial is None else ([c] if (c := next_click(mask, gt)) else [])
@@ -79,6 +79,7 @@ def main() -> None:
     ap.add_argument("--orders", type=int, default=3)
     ap.add_argument("--max-clicks", type=int, default=10)
     ap.add_argument("--context", type=int, default=8, help="at most this many finished images as context")
+    ap.add_argument("--method", default="learned", help="session method: learned (default), random_walker")
     ap.add_argument("--json", type=Path, default=HERE / "results" / "incontext_session.json")
     args = ap.parse_args()
     t_all = time.perf_counter()
@@ -114,7 +115,7 @@ def main() -> None:
                 fused, rep = segment_in_context(img, support, speed="fast")
                 ctx_s = time.perf_counter() - t0
                 initial, agreement = fused.array > 0, rep["agreement"]
-            dices, lat = session_curve(img, gt, model, initial, args.max_clicks)
+            dices, lat = session_curve(img, gt, model, initial, args.max_clicks, args.method)
             rows.append(
                 {
                     "order": order,
@@ -168,6 +169,7 @@ def main() -> None:
         "max_clicks": args.max_clicks,
         "context_limit": args.context,
         "structure": "whole hippocampus (labels 1 and 2 as one)",
+        "method": args.method,
         "table": table,
         "rows": rows,
         "medimg_version": medimg.__version__,
