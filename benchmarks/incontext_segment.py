@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import sys
 import time
@@ -42,6 +41,8 @@ from medimg.seg.incontext import load_support
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+from _seg_common import machine  # noqa: E402
+
 FUSIONS = ("weighted", "majority", "staple")
 TASKS: dict[str, dict[str, Any]] = {
     "hippocampus": {
@@ -215,7 +216,7 @@ def main() -> None:
         "in_context": rows,
         "target": "in-context Dice >= trained Dice - 0.03 (trained 3 min on the same 8), in <= 1/10 of that time",
         "medimg_version": medimg.__version__,
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
+        "machine": machine(),
         "timing_note": f"1/5/15-minute load average at the end: {[round(v, 2) for v in os.getloadavg()]}",
         "date": time.strftime("%Y-%m-%d"),
         "wall_seconds": round(time.perf_counter() - t_all, 1),

@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -42,6 +41,8 @@ from medimg.seg.incontext import SupportSet, segment_in_context
 from medimg.seg.train import load_split
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from _seg_common import machine  # noqa: E402
 
 
 def noc(dices: list[float], thr: float, max_clicks: int) -> int:
@@ -173,7 +174,7 @@ def main() -> None:
         "table": table,
         "rows": rows,
         "medimg_version": medimg.__version__,
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
+        "machine": machine(),
         "timing_note": f"1/5/15-minute load average at the end: {[round(v, 2) for v in os.getloadavg()]}",
         "date": time.strftime("%Y-%m-%d"),
         "wall_seconds": round(time.perf_counter() - t_all, 1),

@@ -76,6 +76,7 @@ def interact_cmd(
         lasso_prompts,
         parse_box,
         parse_click,
+        parse_lasso,
         parse_scribble,
     )
 
@@ -90,7 +91,7 @@ def interact_cmd(
         if box:
             items.append(parse_box(box, img.ndim))
         items += [parse_scribble(c, img.ndim) for c in scribble or []]
-        lassos = [_parse_lasso(t, img.ndim) for t in lasso or []]
+        lassos = [parse_lasso(t, img.ndim) for t in lasso or []]
         shape = tuple(img.shape)
         lasso_items = [(lasso_prompts(pts, shape, pos), lasso_constraint(pts, shape, pos)) for pts, pos in lassos]
         clicks = [parse_click(c, img.ndim) for c in click or []]
@@ -114,19 +115,6 @@ def interact_cmd(
         )
 
     _run(body)
-
-
-def _parse_lasso(text: str, ndim: int) -> tuple[list[tuple[int, ...]], bool]:
-    """``"x,y[,z];...[;neg]"`` -> the outline's points and whether it is positive."""
-    from medimg.interactive.prompts import PromptError, parse_click
-
-    parts = [t.strip() for t in text.split(";") if t.strip()]
-    positive = True
-    if parts and parts[-1].lower() in ("neg", "negative", "-"):
-        positive, parts = False, parts[:-1]
-    if len(parts) < 3:
-        raise PromptError(f"Lasso {text!r} needs at least 3 points x,y[,z];x,y[,z];... (add ;neg for background).")
-    return [parse_click(p, ndim).point for p in parts], positive
 
 
 def _initial_mask(img: Any, mask: Path | None, support: Path | None, label: int | None) -> tuple[Any, str]:

@@ -163,17 +163,31 @@ def rasterize_scribble(s: Scribble, shape: tuple[int, ...]) -> np.ndarray:
     return np.unique(np.concatenate(out), axis=0)
 
 
+def _point_items(text: str) -> tuple[list[str], bool]:
+    """Split ``"x,y[,z];x,y[,z];...[;neg]"`` into its point items and whether it is positive (no ``neg`` tag)."""
+    parts = [t.strip() for t in text.split(";") if t.strip()]
+    if parts and parts[-1].lower() in ("neg", "negative", "-"):
+        return parts[:-1], False
+    return parts, True
+
+
 def parse_scribble(text: str, ndim: int) -> Scribble:
     """``"x,y[,z];x,y[,z];...[;neg]"`` -> :class:`Scribble` (a polyline through the points; positive unless the
     last item is ``neg``)."""
-    parts = [t.strip() for t in text.split(";") if t.strip()]
-    positive = True
-    if parts and parts[-1].lower() in ("neg", "negative", "-"):
-        positive, parts = False, parts[:-1]
+    parts, positive = _point_items(text)
     if not parts:
         raise PromptError(f"Scribble {text!r} has no points; write x,y;x,y;... (add ;neg for background).")
     pts = tuple(parse_click(p, ndim).point for p in parts)
     return Scribble(pts, positive)
+
+
+def parse_lasso(text: str, ndim: int) -> tuple[list[tuple[int, ...]], bool]:
+    """``"x,y[,z];x,y[,z];...[;neg]"`` -> a lasso's outline points (at least 3, closed implicitly) and whether it is
+    positive; :func:`lasso_prompts` and :func:`lasso_constraint` take them."""
+    parts, positive = _point_items(text)
+    if len(parts) < 3:
+        raise PromptError(f"Lasso {text!r} needs at least 3 points x,y[,z];x,y[,z];... (add ;neg for background).")
+    return [parse_click(p, ndim).point for p in parts], positive
 
 
 def lasso_slice_axis(points: np.ndarray, shape: tuple[int, ...]) -> int | None:

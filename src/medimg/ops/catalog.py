@@ -397,29 +397,33 @@ def segment(p: SegmentParams, ctx: Context) -> SegmentResult:
     lab = predict_case(
         pred, [Path(p.image)], out, tta=p.tta, reference=None, probabilities=False, force=p.force, read_kw=read_kw
     )
-    sizes = measure_labels(Path(p.output), pred.names).structures
-    named = {s.label: s for s in sizes}
-    structures = [
+    return SegmentResult(
+        output=p.output,
+        model=pred.info.get("name", p.model),
+        structures=_every_structure(Path(p.output), pred.names, lab.ndim),
+        domain=lab.meta["provenance"]["domain"],
+        in_context=None,
+        files=[p.output],
+    )
+
+
+def _every_structure(path: Path, names: dict[int, str], ndim: int) -> list[StructureSize]:
+    """The size of every named structure of the label map at ``path``, in label order; a structure the map does not
+    hold is listed with 0 voxels (0 mL / 0 mm²) rather than left out."""
+    named = {s.label: s for s in measure_labels(path, names).structures}
+    return [
         named.get(
             k,
             StructureSize(
                 label=k,
                 name=v,
                 voxels=0,
-                volume_ml=0.0 if lab.ndim == 3 else None,
-                area_mm2=0.0 if lab.ndim == 2 else None,
+                volume_ml=0.0 if ndim == 3 else None,
+                area_mm2=0.0 if ndim == 2 else None,
             ),
         )
-        for k, v in sorted(pred.names.items())
+        for k, v in sorted(names.items())
     ]
-    return SegmentResult(
-        output=p.output,
-        model=pred.info.get("name", p.model),
-        structures=structures,
-        domain=lab.meta["provenance"]["domain"],
-        in_context=None,
-        files=[p.output],
-    )
 
 
 def _segment_in_context(p: SegmentParams, ctx: Context) -> SegmentResult:
@@ -447,25 +451,11 @@ def _segment_in_context(p: SegmentParams, ctx: Context) -> SegmentResult:
     }
     out = Path(p.output)
     medimg.write(lab, out, reference=Path(p.image) if out.suffix == ".dcm" else None, algorithm="medimg in context")
-    sizes = {s.label: s for s in measure_labels(out, support.names).structures}
-    structures = [
-        sizes.get(
-            k,
-            StructureSize(
-                label=k,
-                name=v,
-                voxels=0,
-                volume_ml=0.0 if lab.ndim == 3 else None,
-                area_mm2=0.0 if lab.ndim == 2 else None,
-            ),
-        )
-        for k, v in sorted(support.names.items())
-        if k != 0
-    ]
+    names = {k: v for k, v in support.names.items() if k != 0}
     return SegmentResult(
         output=p.output,
         model=f"in context: {support.root}",
-        structures=structures,
+        structures=_every_structure(out, names, lab.ndim),
         domain=rep["domain"],
         in_context=rep,
         files=[p.output],

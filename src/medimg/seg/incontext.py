@@ -48,7 +48,7 @@ class SupportSet:
     fingerprint: dict[str, Any] = field(default_factory=dict)
 
 
-def load_support(folder: str | Path, max_cases: int | None = None) -> SupportSet:
+def load_support(folder: str | Path) -> SupportSet:
     """Read and check a support set; every problem case is named in one :class:`MedimgError`."""
     import medimg
     from medimg.seg.dataset import load_dataset
@@ -70,8 +70,6 @@ def load_support(folder: str | Path, max_cases: int | None = None) -> SupportSet
             "single-channel images. Keep one channel: only the _0000 image files in imagesTr/ and one entry in "
             "dataset.json's channel_names."
         )
-    if max_cases is not None:
-        cases = cases[:max_cases]
     images, labels, problems = [], [], []
     for c in cases:
         img = medimg.read(c.images[0])
@@ -111,7 +109,7 @@ def load_support(folder: str | Path, max_cases: int | None = None) -> SupportSet
         images,
         labels,
         names,
-        fingerprint(ds) if max_cases is None else {},
+        fingerprint(ds),
     )
 
 

@@ -25,7 +25,7 @@ import numpy as np
 
 from medimg.errors import MedimgError
 from medimg.io._atomic import atomic_path
-from medimg.seg.train import Trainer, _Cache, _crop
+from medimg.seg.train import Trainer, _Cache, _crop, foreground_coords
 
 #: Methods ``--method`` accepts.
 METHODS = ("mean-teacher", "self-training", "copy-paste")
@@ -242,17 +242,6 @@ class PseudoLabelTrainer(_UnlabeledTrainer):
         lab = lab.masked_fill(conf < self.confidence, ignore)
         return lab.cpu().numpy().astype(np.int16)
 
-    def _fg_coords(self, lab: np.ndarray, ignore: int) -> dict[int, np.ndarray]:
-        fg = {}
-        for v in np.unique(lab):
-            if v == 0 or v == ignore:
-                continue
-            coords = np.argwhere(lab == v)
-            if len(coords) > 2000:
-                coords = coords[self.rng.choice(len(coords), 2000, replace=False)]
-            fg[int(v)] = coords.astype(np.int32)
-        return fg
-
     def _maybe_pseudo_label(self, cache: _Cache) -> None:
         """Predict pseudo-labels when the schedule reaches :attr:`start` or a :attr:`refresh` fraction."""
         import time
@@ -272,7 +261,7 @@ class PseudoLabelTrainer(_UnlabeledTrainer):
             lab = self._predict(arr, ign)
             kept, total = kept + int((lab != ign).sum()), total + lab.size
             uid = f"u{i:05d}"
-            pseudo.images[uid], pseudo.labels[uid], pseudo.fg[uid] = arr, lab, self._fg_coords(lab, ign)
+            pseudo.images[uid], pseudo.labels[uid], pseudo.fg[uid] = arr, lab, foreground_coords(lab, ign, self.rng)
         for cid in self.split["train"] if self.fill_ignored else []:
             lab = np.asarray(cache.labels[cid])
             holes = lab == ign

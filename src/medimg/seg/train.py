@@ -137,14 +137,7 @@ def prepare_cache(
         lab_arr = preprocess_label(lab, plan)
         if lab_arr.shape != arr.shape[1:]:
             raise MedimgError(f"Case {cid}: preprocessed label {lab_arr.shape} and image {arr.shape[1:]} differ.")
-        fg = {}
-        for v in np.unique(lab_arr):
-            if v == 0 or v == ignore:
-                continue
-            coords = np.argwhere(lab_arr == v)
-            if len(coords) > 2000:
-                coords = coords[rng.choice(len(coords), 2000, replace=False)]
-            fg[f"c{int(v)}"] = coords.astype(np.int32)
+        fg = {f"c{v}": coords for v, coords in foreground_coords(lab_arr, ignore, rng).items()}
         for name, a in ((f"{cid}_img.npy", arr), (f"{cid}_lab.npy", lab_arr)):
             with atomic_path(cache_dir / name) as tmp:
                 np.save(tmp, a)
@@ -169,6 +162,20 @@ def prepare_cache(
         with np.load(cache_dir / f"{cid}_fg.npz") as z:
             cache.fg[cid] = {int(k[1:]): z[k] for k in z.files}
     return cache
+
+
+def foreground_coords(lab: np.ndarray, ignore: int | None, rng: np.random.Generator) -> dict[int, np.ndarray]:
+    """Voxel indices of each foreground class of ``lab`` (not 0, not ``ignore``), at most 2000 per class drawn
+    without replacement: the centres foreground-oversampled patches are drawn around."""
+    fg = {}
+    for v in np.unique(lab):
+        if v == 0 or v == ignore:
+            continue
+        coords = np.argwhere(lab == v)
+        if len(coords) > 2000:
+            coords = coords[rng.choice(len(coords), 2000, replace=False)]
+        fg[int(v)] = coords.astype(np.int32)
+    return fg
 
 
 def _crop(arr: np.ndarray, start: Sequence[int], size: Sequence[int], spatial_from: int) -> np.ndarray:
