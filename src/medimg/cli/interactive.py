@@ -60,6 +60,15 @@ def interact_cmd(
     model: Annotated[
         Path | None, typer.Option("--model", help="Promptable model folder (default: the bundled one).")
     ] = None,
+    engine: Annotated[
+        str | None,
+        typer.Option(
+            "--engine",
+            help="3D volumes, learned method: 3d (the 3D network on a crop around the prompts) or slices (the 2D "
+            "network slice by slice, then a 3D random walker). Default: 3d when the first prompt is a 3D box, else "
+            "slices.",
+        ),
+    ] = None,
     channel: ChannelOpt = None,
     fill_nonfinite: FillNonfiniteOpt = None,
     allow_irregular: IrregularOpt = False,
@@ -97,7 +106,11 @@ def interact_cmd(
         clicks = [parse_click(c, img.ndim) for c in click or []]
         if not items and not lasso_items and not clicks and start is None:
             raise PromptError("Give at least one prompt (--box, --scribble, --lasso, --click or --prompts) or --mask.")
-        s = InteractiveSession(img, method, model, initial_mask=start)
+        if engine is not None and engine not in ("3d", "slices"):
+            raise MedimgError(f"--engine {engine!r} is not known; choose --engine 3d or --engine slices.")
+        if engine is not None and (method != "learned" or img.ndim != 3):
+            raise MedimgError("--engine applies to the learned method on 3D volumes; drop --engine here.")
+        s = InteractiveSession(img, method, model, initial_mask=start, engine=engine)
         for p in items:
             s.add(p)  # one interaction each: the learned method refines its previous mask
         for group, within in lasso_items:
@@ -109,12 +122,16 @@ def interact_cmd(
         n = len(items) + len(lasso_items) + len(clicks)
         console.print(
             f"{start_note}{n} prompt(s), {int(lab.array.sum())} voxels segmented "
-            f"({1000 * sum(s.latencies):.0f} ms, method {method}); wrote {out}",
+            f"({1000 * sum(s.latencies):.0f} ms, method {method}{_engine_note(s)}); wrote {out}",
             highlight=False,
             markup=False,
         )
 
     _run(body)
+
+
+def _engine_note(s: Any) -> str:
+    return f", {s.engine} engine" if s.method == "learned" and s.array.ndim == 3 else ""
 
 
 def _initial_mask(img: Any, mask: Path | None, support: Path | None, label: int | None) -> tuple[Any, str]:

@@ -349,10 +349,11 @@ class ImageSession:
             sess = self.sessions.get(obj)
             if sess is None:  # an object with voxels (segmented, uploaded, edited) is refined from them
                 current = self.labels == obj
-                sess = InteractiveSession(
-                    self._float_image(),
+                img = self._float_image()
+                sess = InteractiveSession(  # volumes: the engine is chosen by the first prompt (a 3D box: 3D)
+                    img,
                     "learned",
-                    self.store.promptable_model(),
+                    self.store.promptable_model() if img.ndim == 2 else None,
                     initial_mask=current if current.any() else None,
                 )
                 self.sessions[obj] = sess
@@ -532,7 +533,6 @@ class Store:
         self.sessions: dict[str, ImageSession] = {}
         self._lock = threading.Lock()
         self._wl_lock = threading.Lock()
-        self._model: Any = None
         self._model_lock = threading.Lock()
         self._dirty: dict[str, ImageSession] = {}
         self._cv = threading.Condition()
@@ -565,19 +565,22 @@ class Store:
         return p.relative_to(r).as_posix() if p != r else "."
 
     # ------------------------------------------------------------------ the promptable model (loaded once)
-    def promptable_model(self) -> Any:
-        with self._model_lock:
-            if self._model is None:
-                from medimg.interactive.promptable import PromptableModel
+    def promptable_model(self, kind: str = "2d") -> Any:
+        """The bundled promptable model of ``kind`` ("2d" or "3d"), loaded once per process."""
+        from medimg.interactive.promptable3d import Promptable3DModel
+        from medimg.interactive.session import bundled_model
 
-                self._model = PromptableModel.load(None)
-            return self._model
+        with self._model_lock:
+            if kind == "3d" and not Promptable3DModel.available():
+                return None
+            return bundled_model(kind)
 
     def warm_up(self) -> None:
         """Load the promptable model and the random walker's libraries before the first prompt."""
         import skimage.segmentation  # noqa: F401
 
         self.promptable_model()
+        self.promptable_model("3d")
 
     # ------------------------------------------------------------------ sessions
     def open(self, path: str, labels: str | None = None) -> ImageSession:
