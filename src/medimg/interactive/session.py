@@ -305,9 +305,9 @@ def default_engine(image: Image) -> str:
     """The learned method's engine for ``image`` when none is asked for: ``"2d"`` for 2D images; for volumes
     ``"auto"`` when the bundled 3D model is installed (else ``"slices"``): the session then takes the 3D network
     (``"3d"``) when its first interaction has a 3D box, slice propagation (``"slices"``) otherwise — what the
-    benchmarks measured best (docs/interactive.md): from a 3D box the 3D network wins over 91 held-out targets
-    (Dice after box + 5 clicks 0.654 vs 0.601), from a click slice propagation wins on hippocampus (0.557 vs
-    0.475)."""
+    benchmarks measured best (``benchmarks/interactive3d_challenge.py``, 91 held-out targets): from a 3D box the 3D
+    network wins (Dice after box + 5 clicks 0.654 vs 0.601), from a centre click slice propagation does (after 6
+    clicks 0.452 vs 0.393)."""
     from medimg.interactive.promptable3d import Promptable3DModel
 
     if image.ndim != 3:
@@ -492,12 +492,12 @@ class InteractiveSession:
             raise
         self._mask = None
         self._groups.append(len(prompts))
-        if self.method == "learned" and self.engine == "auto":
-            box3 = any(isinstance(p, Box) and len(p.lo) == 3 for p in self.prompts)
-            self._settle("3d" if box3 else "slices")
         if self.method == "learned":
             t0 = time.perf_counter()
             try:
+                if self.engine == "auto":  # the first interaction decides: a 3D box takes the 3D network
+                    box3 = any(isinstance(p, Box) and len(p.lo) == 3 for p in self.prompts)
+                    self._settle("3d" if box3 else "slices")
                 raw = self._learned(prompts)
                 shown = refine_3d(self.array, raw, self.prompts, fixed=self._kept(raw)) if self.refine_3d else raw
                 if within is not None:

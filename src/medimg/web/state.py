@@ -350,11 +350,14 @@ class ImageSession:
             if sess is None:  # an object with voxels (segmented, uploaded, edited) is refined from them
                 current = self.labels == obj
                 img = self._float_image()
-                sess = InteractiveSession(  # volumes: the engine is chosen by the first prompt (a 3D box: 3D)
+                # volumes: slice propagation — the workbench's box is drawn on one slice and its depth is a guess,
+                # which the 3D network would take as the structure's true extent (and clip to it)
+                sess = InteractiveSession(
                     img,
                     "learned",
-                    self.store.promptable_model() if img.ndim == 2 else None,
+                    self.store.promptable_model(),
                     initial_mask=current if current.any() else None,
+                    engine="slices" if img.ndim == 3 else None,
                 )
                 self.sessions[obj] = sess
             prev = sess.mask
@@ -565,22 +568,18 @@ class Store:
         return p.relative_to(r).as_posix() if p != r else "."
 
     # ------------------------------------------------------------------ the promptable model (loaded once)
-    def promptable_model(self, kind: str = "2d") -> Any:
-        """The bundled promptable model of ``kind`` ("2d" or "3d"), loaded once per process."""
-        from medimg.interactive.promptable3d import Promptable3DModel
+    def promptable_model(self) -> Any:
+        """The bundled 2D promptable model, loaded once per process."""
         from medimg.interactive.session import bundled_model
 
         with self._model_lock:
-            if kind == "3d" and not Promptable3DModel.available():
-                return None
-            return bundled_model(kind)
+            return bundled_model("2d")
 
     def warm_up(self) -> None:
         """Load the promptable model and the random walker's libraries before the first prompt."""
         import skimage.segmentation  # noqa: F401
 
         self.promptable_model()
-        self.promptable_model("3d")
 
     # ------------------------------------------------------------------ sessions
     def open(self, path: str, labels: str | None = None) -> ImageSession:
