@@ -95,11 +95,12 @@ def paste(prob: torch.Tensor, roi: Roi, shape: tuple[int, int]) -> tuple[np.ndar
     return full[ax.start - x0 : ax.stop - x0, ay.start - y0 : ay.stop - y0], (ax, ay)
 
 
-def normalise(img: torch.Tensor) -> torch.Tensor:
-    """Scale a crop to [0, 1] by its 1st and 99th percentiles."""
+def normalise(img: torch.Tensor, max_samples: int = 4096) -> torch.Tensor:
+    """Scale a crop to [0, 1] by its 1st and 99th percentiles (estimated on at most ~``max_samples`` values,
+    taken at a regular stride)."""
     flat = img.flatten()
-    if flat.numel() > 4096:
-        flat = flat[:: flat.numel() // 4096]
+    if flat.numel() > max_samples:
+        flat = flat[:: flat.numel() // max_samples]
     lo, hi = torch.quantile(flat, torch.tensor([0.01, 0.99]))
     return ((img - lo) / (hi - lo + 1e-6)).clamp(0, 1)
 

@@ -294,11 +294,34 @@ def _from_worker(res: tuple[np.ndarray, np.ndarray, list[int], list[_Sample]]) -
 
 
 def _loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """BCE + soft Dice per sample (2D or 3D batches: every axis after the batch one)."""
     bce = F.binary_cross_entropy_with_logits(logits, target)
     p = torch.sigmoid(logits)
-    inter = (p * target).sum((1, 2, 3))
-    dice = 1 - (2 * inter + 1) / (p.sum((1, 2, 3)) + target.sum((1, 2, 3)) + 1)
+    dims = tuple(range(1, p.ndim))
+    inter = (p * target).sum(dims)
+    dice = 1 - (2 * inter + 1) / (p.sum(dims) + target.sum(dims) + 1)
     return bce + dice.mean()
+
+
+def family_pools(
+    tasks: list[Any], family_weights: dict[str, float] | None
+) -> tuple[dict[str, list[Any]], list[str], np.ndarray]:
+    """Tasks grouped by ``family``, the sorted family names and their drawing probabilities (weight 1 unless
+    ``family_weights`` says otherwise)."""
+    by_family: dict[str, list[Any]] = {}
+    for t in tasks:
+        by_family.setdefault(t.family, []).append(t)
+    fams = sorted(by_family)
+    w = np.array([(family_weights or {}).get(f, 1.0) for f in fams], float)
+    return by_family, fams, w / w.sum()
+
+
+def write_training_log(out: Path, log: list[dict[str, Any]]) -> None:
+    """``training_log.csv`` (step, seconds, loss, lr) in the model folder ``out``."""
+    with open(out / "training_log.csv", "w", newline="") as fh:
+        wr = csv.DictWriter(fh, fieldnames=["step", "seconds", "loss", "lr"])
+        wr.writeheader()
+        wr.writerows(log)
 
 
 def train_promptable(
@@ -330,12 +353,7 @@ def train_promptable(
         torch.set_num_threads(threads)
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
-    by_family: dict[str, list[Task]] = {}
-    for t in tasks:
-        by_family.setdefault(t.family, []).append(t)
-    fams = sorted(by_family)
-    w = np.array([(family_weights or {}).get(f, 1.0) for f in fams], float)
-    w /= w.sum()
+    by_family, fams, w = family_pools(tasks, family_weights)
     dev = torch.device(device)
     if dev.type == "cuda":
         torch.backends.cudnn.benchmark = True
@@ -422,8 +440,5 @@ def train_promptable(
     if out_dir is not None:
         out = Path(out_dir)
         model.save(out)
-        with open(out / "training_log.csv", "w", newline="") as fh:
-            wr = csv.DictWriter(fh, fieldnames=["step", "seconds", "loss", "lr"])
-            wr.writeheader()
-            wr.writerows(log)
+        write_training_log(out, log)
     return model, summary

@@ -19,7 +19,6 @@ cosine over a wall-clock budget.
 
 from __future__ import annotations
 
-import csv
 import math
 import time
 from collections.abc import Callable
@@ -29,7 +28,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from scipy import ndimage
 
 from medimg.interactive.network import IN_CHANNELS_3D, PromptUNet
@@ -47,6 +45,7 @@ from medimg.interactive.promptable3d import (
     normalise,
     roi_around,
 )
+from medimg.interactive.train import _loss, family_pools, write_training_log
 
 
 @dataclass
@@ -224,15 +223,6 @@ def augment(x: torch.Tensor, y: np.ndarray, rng: np.random.Generator) -> tuple[t
     return x, np.ascontiguousarray(y)
 
 
-def _loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    bce = F.binary_cross_entropy_with_logits(logits, target)
-    p = torch.sigmoid(logits)
-    dims = tuple(range(1, p.ndim))
-    inter = (p * target).sum(dims)
-    dice = 1 - (2 * inter + 1) / (p.sum(dims) + target.sum(dims) + 1)
-    return bce + dice.mean()
-
-
 def draw_batch(
     by_family: dict[str, list[Task3]], fams: list[str], w: np.ndarray, size: int, n: int, rng: np.random.Generator
 ) -> list[_Sample]:
@@ -272,12 +262,7 @@ def train_promptable3d(
         torch.set_num_threads(threads)
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
-    by_family: dict[str, list[Task3]] = {}
-    for t in tasks:
-        by_family.setdefault(t.family, []).append(t)
-    fams = sorted(by_family)
-    w = np.array([(family_weights or {}).get(f, 1.0) for f in fams], float)
-    w /= w.sum()
+    by_family, fams, w = family_pools(tasks, family_weights)
     net = init.net if init is not None else PromptUNet(widths, IN_CHANNELS_3D, dims=3)
     widths = tuple(net.widths)
     net.train()
@@ -342,8 +327,5 @@ def train_promptable3d(
     if out_dir is not None:
         out = Path(out_dir)
         model.save(out)
-        with open(out / "training_log.csv", "w", newline="") as fh:
-            wr = csv.DictWriter(fh, fieldnames=["step", "seconds", "loss", "lr"])
-            wr.writeheader()
-            wr.writerows(log)
+        write_training_log(out, log)
     return model, summary
