@@ -259,7 +259,8 @@ def _scenarios(b: dict[str, Path]) -> list[list[str]]:
         runs += [
             ["segment", f, "-o", str(o / "s.nii.gz")],
             ["predict", "-m", "hippocampus", "-i", f, "-o", str(o / "pred")],
-            ["interact", f, "--click", "10,10,10", "-o", str(o / "m.nii.gz")],
+            # two channels: the slice engine reads both; the 3D network reads one (refused, saying what to do)
+            ["interact", f, "--click", "10,10,10", "--engine", "3d", "-o", str(o / "m.nii.gz")],
             ["register", f, f, "-o", str(o / "reg"), "--method", "rigid"],
         ]
     runs += [

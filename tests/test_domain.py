@@ -177,7 +177,11 @@ def test_interact_channel_option(tmp_path: Path) -> None:
     png = tmp_path / "rgb.png"
     PILImage.fromarray(rgb).save(png)
     out = tmp_path / "m.png"
+    # every channel: the random walker reads them all; region growing reads one and says how to pick it
     r = runner.invoke(app, ["interact", str(png), "-o", str(out), "--click", "30,30", "--method", "random_walker"])
+    assert r.exit_code == 0, r.output
+    assert medimg.read_labels(out).voxel_counts()[1] == 400
+    r = runner.invoke(app, ["interact", str(png), "-o", str(out), "--click", "30,30", "--method", "region_growing"])
     assert r.exit_code == 2 and "--channel" in r.output
     r = runner.invoke(
         app,

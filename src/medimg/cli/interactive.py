@@ -131,7 +131,7 @@ def interact_cmd(
 
 
 def _engine_note(s: Any) -> str:
-    return f", {s.engine} engine" if s.method == "learned" and s.array.ndim == 3 else ""
+    return f", {s.engine} engine" if s.method == "learned" and s.image.ndim == 3 else ""
 
 
 def _initial_mask(img: Any, mask: Path | None, support: Path | None, label: int | None) -> tuple[Any, str]:

@@ -13,6 +13,15 @@ Input channels (all on the network's square crop, ``size`` x ``size`` pixels, de
 
 Output: one channel of logits for "this pixel belongs to the prompted structure". The 3D network has channels 0-4
 only (``IN_CHANNELS_3D``), on a cube of ``size``^3 voxels.
+
+Any number of image channels (RGB, multi-sequence MR, two visits; 2D network with ``stem`` > 0): each image channel
+is scaled on its own (1st-99th percentiles of the crop), channel 0 above becomes their mean, and a shared
+convolution (1 -> ``stem`` features, 3 x 3) runs on every channel separately; the mean and the maximum of those
+features over the channels join the input (``2 * stem`` more channels). The stem is the same for every channel and
+the pooling does not depend on their order or number, so one network reads grey, RGB or 4-sequence images, and it
+can still find a structure that shows in one channel only (the maximum). A stem network made from a grey one by
+:func:`with_channel_stem` starts with zero weights on the stem's features: before fine-tuning it computes exactly
+what the grey network computes on the channels' mean.
 """
 
 from __future__ import annotations
@@ -47,19 +56,27 @@ class PromptUNet(nn.Module):
     """U-Net with ``len(widths)`` levels (stride-2 convolutions down, transposed convolutions up); ``dims`` 2 or 3."""
 
     def __init__(
-        self, widths: tuple[int, ...] = (16, 32, 64, 96), in_channels: int = IN_CHANNELS, dims: int = 2
+        self,
+        widths: tuple[int, ...] = (16, 32, 64, 96),
+        in_channels: int = IN_CHANNELS,
+        dims: int = 2,
+        stem: int = 0,
     ) -> None:
         super().__init__()
         if dims not in (2, 3):
             raise ValueError(f"dims must be 2 or 3, not {dims}")
+        if stem and dims != 2:
+            raise ValueError("The per-channel stem is built for the 2D network only.")
         self.widths = tuple(widths)
         self.in_channels = in_channels
         self.dims = dims
+        self.stem_features = int(stem)
         conv = _conv(dims)
         up_conv = nn.ConvTranspose3d if dims == 3 else nn.ConvTranspose2d
+        self.stem = nn.Sequential(nn.Conv2d(1, stem, 3, padding=1), nn.LeakyReLU(0.01, inplace=True)) if stem else None
         self.enc = nn.ModuleList()
         self.down = nn.ModuleList()
-        cin = in_channels
+        cin = in_channels + 2 * self.stem_features
         for i, w in enumerate(widths):
             self.enc.append(_block(cin, w, dims))
             if i < len(widths) - 1:
@@ -72,7 +89,14 @@ class PromptUNet(nn.Module):
             self.dec.append(_block(2 * widths[i - 1], widths[i - 1], dims))
         self.head = conv(widths[0], 1, 1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, channels: torch.Tensor | None = None, valid: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Logits (B, 1, ...) for the input ``x`` (B, in_channels, ...). A stem network also reads the image
+        ``channels`` (B, C, H, W), each scaled to [0, 1], with ``valid`` (B, C) bool marking the real ones when
+        images with fewer channels are padded into the batch; None = channel 0 of ``x`` is the only channel."""
+        if self.stem is not None:
+            x = torch.cat([x, self.pooled_stem(x[:, :1] if channels is None else channels, valid)], 1)
         skips: list[torch.Tensor] = []
         for i, block in enumerate(self.enc):
             x = block(x)
@@ -84,8 +108,40 @@ class PromptUNet(nn.Module):
         out: torch.Tensor = self.head(x)
         return out
 
+    def pooled_stem(self, channels: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
+        """The stem's features on every channel, pooled over the channels: mean then max, (B, 2 * stem, H, W)."""
+        assert self.stem is not None
+        b, c, h, w = channels.shape
+        u = self.stem(channels.reshape(b * c, 1, h, w).to(self.stem[0].weight.dtype)).reshape(b, c, -1, h, w)
+        if valid is None:
+            return torch.cat([u.mean(1), u.amax(1)], 1)
+        keep = valid.to(u.device)[:, :, None, None, None]
+        n = keep.sum(1).clamp(min=1).to(u.dtype)
+        mean = (u * keep).sum(1) / n
+        peak = u.masked_fill(~keep, float("-inf")).amax(1)
+        return torch.cat([mean, peak], 1)
+
     def config(self) -> dict[str, Any]:
         out: dict[str, Any] = {"widths": list(self.widths), "in_channels": self.in_channels}
         if self.dims != 2:
             out["dims"] = self.dims
+        if self.stem_features:
+            out["stem"] = self.stem_features
         return out
+
+
+def with_channel_stem(net: PromptUNet, stem: int = 8) -> PromptUNet:
+    """A copy of the 2D network ``net`` with a per-channel stem of ``stem`` features whose pooled output enters
+    through zero weights: it computes what ``net`` computes (on the channels' mean) until it is fine-tuned."""
+    if net.dims != 2 or net.stem is not None:
+        raise ValueError("with_channel_stem takes a 2D network without a stem.")
+    out = PromptUNet(net.widths, net.in_channels, 2, stem)
+    state = net.state_dict()
+    first = "enc.0.0.weight"
+    w = state[first]
+    grown = torch.zeros(w.shape[0], w.shape[1] + 2 * stem, *w.shape[2:], dtype=w.dtype)
+    grown[:, : w.shape[1]] = w
+    state = {**state, first: grown}
+    missing, unexpected = out.load_state_dict(state, strict=False)
+    assert not unexpected and all(k.startswith("stem.") for k in missing), (missing, unexpected)
+    return out

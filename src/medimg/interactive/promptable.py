@@ -105,6 +105,32 @@ def normalise(img: torch.Tensor, max_samples: int = 4096) -> torch.Tensor:
     return ((img - lo) / (hi - lo + 1e-6)).clamp(0, 1)
 
 
+def image_crop(image: np.ndarray, roi: Roi, size: int, fill: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The network's view of a 2D ``image`` (x, y) or multi-channel image (x, y, channels) over ``roi``: every
+    channel cropped (outside the image = ``fill`` for a 2D image, else that channel's minimum) and scaled to
+    [0, 1] on its own by :func:`normalise`; returns their mean (size, size) and the channels (C, size, size)."""
+    planes = [image] if image.ndim == 2 else [image[..., c] for c in range(image.shape[-1])]
+    chans = torch.stack(
+        [
+            normalise(crop(p, roi, size, fill=float(np.min(p)) if fill is None or p is not image else fill))
+            for p in planes
+        ]
+    )
+    return chans.mean(0), chans
+
+
+def stack_channels(chans: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images with different numbers of channels in one batch: (B, C_max, S, S) zero-padded, and the (B, C_max)
+    mask of the real channels."""
+    n = max(int(c.shape[0]) for c in chans)
+    out = torch.zeros(len(chans), n, *chans[0].shape[1:])
+    valid = torch.zeros(len(chans), n, dtype=torch.bool)
+    for i, c in enumerate(chans):
+        out[i, : c.shape[0]] = c
+        valid[i, : c.shape[0]] = True
+    return out, valid
+
+
 def draw_points(maps: torch.Tensor, pts: np.ndarray, radius: float) -> None:
     """Set disks of ``radius`` (crop pixels) around ``pts`` (n, 2 crop coordinates) to 1 in ``maps`` (in place)."""
     size = maps.shape[-1]
@@ -198,6 +224,11 @@ def choose_roi(shape: tuple[int, int], prompts: SlicePrompts, prev: np.ndarray |
     return roi_around(lo, hi, shape)  # a lone click: the smallest window, MIN_SIDE pixels
 
 
+def bundled_folder(name: str = BUNDLED) -> Path:
+    """The folder of the bundled 2D model (``name``: a folder under the package's interactive models)."""
+    return Path(str(resources.files("medimg.interactive") / "models" / name))
+
+
 def bundled_models() -> list[dict[str, Any]]:
     """The promptable models shipped in the package (their promptable.json, plus ``name`` and ``path``)."""
     base = Path(str(resources.files("medimg.interactive") / "models"))
@@ -231,14 +262,14 @@ class PromptableModel:
     @staticmethod
     def load(folder: str | Path | None = None) -> PromptableModel:
         """Load a model folder (``promptable.json`` + ``promptable.pt``); None = the bundled model."""
-        if folder is None:
-            folder = Path(str(resources.files("medimg.interactive") / "models" / BUNDLED))
-        folder = Path(folder)
+        folder = bundled_folder() if folder is None else Path(folder)
         cfg_path = folder / "promptable.json"
         if not cfg_path.is_file():
             raise MedimgError(f"{folder} is not a promptable model folder (no promptable.json).")
         meta = json.loads(cfg_path.read_text())
-        net = PromptUNet(tuple(meta["widths"]), int(meta.get("in_channels", IN_CHANNELS)))
+        net = PromptUNet(
+            tuple(meta["widths"]), int(meta.get("in_channels", IN_CHANNELS)), stem=int(meta.get("stem", 0))
+        )
         state = torch.load(folder / "promptable.pt", map_location="cpu", weights_only=True)
         net.load_state_dict({k: v.float() for k, v in state.items()})
         return PromptableModel(net, int(meta["size"]), meta)
@@ -248,7 +279,8 @@ class PromptableModel:
     def segment_slice(
         self, image: np.ndarray, prompts: SlicePrompts, prev: np.ndarray | None = None, roi: Roi | None = None
     ) -> np.ndarray:
-        """Boolean mask of a 2D ``image`` from ``prompts`` and the previous mask ``prev`` (same shape)."""
+        """Boolean mask of a 2D ``image`` (x, y), or (x, y, channels) for a multi-channel network, from ``prompts``
+        and the previous mask ``prev`` (x, y)."""
         shape = (int(image.shape[0]), int(image.shape[1]))
         if roi is None and prompts.extent() is None and (prev is None or not prev.any()):
             return np.zeros(shape, bool)  # only negative clicks and nothing to remove
@@ -260,6 +292,20 @@ class PromptableModel:
     ) -> tuple[np.ndarray, np.ndarray]:
         return self._predict_many([(image, prompts, prev, roi)], tta=self.tta)[0]
 
+    @property
+    def multichannel(self) -> bool:
+        """True when the network reads any number of image channels (a per-channel stem, see network.py)."""
+        return self.net.stem is not None
+
+    def check_channels(self, image: np.ndarray, ndim: int) -> None:
+        """Refuse a multi-channel ``image`` (a trailing channel axis after ``ndim`` spatial axes) for a grey
+        network."""
+        if image.ndim > ndim and not self.multichannel:
+            raise MedimgError(
+                f"This promptable model reads single-channel images; the image has {image.shape[-1]} channels. "
+                "Use the bundled model (it reads any number of channels) or select one channel (--channel 0 or grey)."
+            )
+
     @torch.no_grad()
     def _predict_many(
         self,
@@ -269,19 +315,23 @@ class PromptableModel:
     ) -> list[tuple[np.ndarray, np.ndarray]]:
         """One batched forward pass for several (image, prompts, previous mask, crop) items (and, when propagating,
         the neighbouring slices ``refs``); returns each item's mask on the image grid (the previous mask outside
-        the crop) and on the crop grid."""
-        xs = []
+        the crop) and on the crop grid. An image is 2D (x, y) or, for a multi-channel network, (x, y, channels)."""
+        xs, chans = [], []
         for i, (image, prompts, prev, roi) in enumerate(items):
-            fill = float(np.min(image))
-            img = normalise(crop(image, roi, self.size, fill=fill))
+            self.check_channels(image, 2)
+            mean, ch = image_crop(image, roi, self.size)
             prev_t = crop(prev.astype(np.float32), roi, self.size) if prev is not None else None
             ref = refs[i] if refs is not None else None
-            ref_t = normalise(crop(ref, roi, self.size, fill=fill)) if ref is not None else None
-            xs.append(encode(img, prompts, prev_t, roi, self.size, ref_t))
+            fill = float(np.min(image)) if image.ndim == 2 else None  # a grey slice's neighbour: the slice's minimum
+            ref_t = image_crop(ref, roi, self.size, fill)[0] if ref is not None else None
+            xs.append(encode(mean, prompts, prev_t, roi, self.size, ref_t))
+            chans.append(ch)
         x = torch.stack(xs)
-        logits = self.net(x)
+        ch_t, valid = stack_channels(chans) if self.multichannel else (None, None)
+        logits = self.net(x, ch_t, valid)
         if tta:  # average with the prediction on the mirrored crop
-            logits = (logits + self.net(x.flip(-1)).flip(-1)) / 2
+            flipped = None if ch_t is None else ch_t.flip(-1)
+            logits = (logits + self.net(x.flip(-1), flipped, valid).flip(-1)) / 2
         probs = torch.sigmoid(logits[:, 0])
         res = []
         for (image, _, prev, roi), prob in zip(items, probs, strict=True):
@@ -305,8 +355,10 @@ class PromptableModel:
         """3D mask from ``prompts`` (all of the session's, in order): re-segment the ``changed`` slices (default:
         every prompted slice) with their prompts and ``prev``, then propagate outward from them — at most
         ``depth_ratio`` x the prompted cross-section's equivalent diameter (mm, from ``spacing``) to each side; a
-        prompt on another slice extends that."""
-        shape = volume.shape
+        prompt on another slice extends that. ``volume`` is (x, y, z), or (x, y, z, channels) for a multi-channel
+        network."""
+        self.check_channels(volume, 3)
+        shape = volume.shape[:3]
         per_slice, box = slice_prompts(prompts, shape)
         zrange = (0, shape[2] - 1)
         if box is not None:

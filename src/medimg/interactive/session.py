@@ -101,7 +101,9 @@ def _walker_crop(seeds: np.ndarray, margin: int) -> tuple[slice, ...]:
 def segment_random_walker(
     image: np.ndarray, seeds: np.ndarray, margin: int = RW_MARGIN, beta: float = 130.0
 ) -> np.ndarray:
-    """Binary mask from seeds by the random walker, on the seeds' bounding box plus ``margin``."""
+    """Binary mask from seeds by the random walker, on the seeds' bounding box plus ``margin``. ``image`` has the
+    seeds' shape, or one more trailing axis of channels (each scaled on its own; the walker's edge weights then
+    use the distance between the channel vectors)."""
     from skimage.segmentation import random_walker
 
     if not np.any(seeds == 1):
@@ -113,8 +115,11 @@ def segment_random_walker(
     crop_seeds[border & (crop_seeds == 0)] = 2  # the crop border is background
     if not np.any(crop_seeds == 2):
         crop_seeds[border] = 2
+    sub = image[sl].astype(np.float64)
+    multi = image.ndim == seeds.ndim + 1
+    scaled = np.stack([_scaled(sub[..., c]) for c in range(sub.shape[-1])], -1) if multi else _scaled(sub)
     labels = random_walker(
-        _scaled(image[sl].astype(np.float64)), crop_seeds, beta=beta, mode="cg_j", tol=1e-3, prob_tol=1e-2
+        scaled, crop_seeds, beta=beta, mode="cg_j", tol=1e-3, prob_tol=1e-2, channel_axis=-1 if multi else None
     )
     out = np.zeros(seeds.shape, bool)
     out[sl] = labels == 1
@@ -170,7 +175,7 @@ def refine_3d(
     idx = np.argwhere(learned)
     if np.prod(idx.max(0) - idx.min(0) + 1 + 2 * band) > max_voxels:
         return learned  # a large structure: the random walker would take over a second; propagation only
-    seeds, _ = seeds_from_prompts(prompts, volume.shape)
+    seeds, _ = seeds_from_prompts(prompts, learned.shape)
     zs = prompted_slices(prompts)
     for p in prompts:
         if isinstance(p, Box) and len(p.lo) == 3:
@@ -302,7 +307,8 @@ def _bbox_slices(mask: np.ndarray, pad: int = 0) -> tuple[slice, ...] | None:
 
 
 def default_engine(image: Image) -> str:
-    """The learned method's engine for ``image`` when none is asked for: ``"2d"`` for 2D images; for volumes
+    """The learned method's engine for ``image`` when none is asked for: ``"2d"`` for 2D images, ``"slices"`` for
+    multi-channel volumes (the 3D network reads one channel); for other volumes
     ``"auto"`` when the bundled 3D model is installed (else ``"slices"``): the session then takes the 3D network
     (``"3d"``) when its first interaction has a 3D box, slice propagation (``"slices"``) otherwise — what the
     benchmarks measured best (``benchmarks/interactive3d_challenge.py``, 91 held-out targets): from a 3D box the 3D
@@ -312,6 +318,8 @@ def default_engine(image: Image) -> str:
 
     if image.ndim != 3:
         return "2d"
+    if image.is_multichannel:
+        return "slices"  # the 3D network reads one channel
     return "auto" if Promptable3DModel.available() else "slices"
 
 
@@ -374,15 +382,15 @@ class InteractiveSession:
         if method not in METHODS:
             raise MedimgError(f"Unknown interactive method {method!r}; choose {', '.join(METHODS)}.")
         self.image = image if isinstance(image, Image) else Image(np.asarray(image))
-        if self.image.is_multichannel:
+        if self.image.is_multichannel and method == "region_growing":
             raise MedimgError(
-                f"Interactive segmentation needs a single-channel image; this one has {self.image.n_channels} "
-                "channels. Select one (image.channel(i) / medimg.transforms.select_channel(image, 'grey'); "
-                "CLI: --channel 0 or --channel grey)."
+                f"Region growing reads one channel; this image has {self.image.n_channels}. Use the learned or "
+                "random_walker method (they read every channel), or select one channel (image.channel(i) / "
+                "medimg.transforms.select_channel(image, 'grey'); CLI: --channel 0 or --channel grey)."
             )
         arr = np.asarray(self.image.array, np.float64 if method != "learned" else np.float32)
-        if arr.ndim not in (2, 3):
-            raise MedimgError(f"Interactive segmentation needs a 2D or 3D image, not {arr.ndim}D.")
+        if self.image.ndim not in (2, 3):
+            raise MedimgError(f"Interactive segmentation needs a 2D or 3D image, not {self.image.ndim}D.")
         if not np.all(np.isfinite(arr)):
             raise MedimgError(
                 "The image contains NaN or infinite values; fill them first (medimg.transforms.fill_nonfinite; "
@@ -393,7 +401,7 @@ class InteractiveSession:
         self.model: Any = None
         self._model_arg = model
         self._refine_arg = refine_3d
-        self.engine = self._choose_engine(engine, model) if method == "learned" and arr.ndim == 3 else "2d"
+        self.engine = self._choose_engine(engine, model) if method == "learned" and self.image.ndim == 3 else "2d"
         self.refine_3d = False
         if method == "learned" and self.engine != "auto":
             self._settle(self.engine)
@@ -418,6 +426,7 @@ class InteractiveSession:
             self.model = model if isinstance(model, Promptable3DModel) else bundled_model("3d", model)
         else:
             self.model = model if isinstance(model, PromptableModel) else bundled_model("2d", model)
+            self.model.check_channels(self.array, self.image.ndim)
         self.refine_3d = bool(
             engine == "slices"
             and (
@@ -435,6 +444,11 @@ class InteractiveSession:
 
         if engine not in (None, "3d", "slices"):
             raise MedimgError(f"Unknown 3D engine {engine!r}; choose 3d or slices (or leave it out: automatic).")
+        if engine == "3d" and self.image.is_multichannel:
+            raise MedimgError(
+                f"The 3D network reads one channel; this volume has {self.image.n_channels}. Use engine='slices' "
+                "(CLI: --engine slices; it reads every channel) or select one channel (--channel 0)."
+            )
         if isinstance(model, Promptable3DModel) or (
             isinstance(model, str | Path) and Promptable3DModel.available(model)
         ):
@@ -469,7 +483,8 @@ class InteractiveSession:
 
     @property
     def shape(self) -> tuple[int, ...]:
-        return tuple(self.array.shape)
+        """The image's spatial shape (x, y[, z]); a multi-channel image's channels follow in ``array``."""
+        return tuple(self.array.shape[: self.image.ndim])
 
     def add_many(self, prompts: list[Prompt], within: np.ndarray | None = None) -> np.ndarray:
         """Apply several prompts as one interaction (e.g. the strokes of one broken scribble, or the prompts of a
@@ -536,7 +551,7 @@ class InteractiveSession:
                 elif all(c.positive for c in clicks):
                     out = out | prev
             return out
-        if self.array.ndim == 2:
+        if self.image.ndim == 2:
             return np.asarray(self.model.segment_slice(self.array, prompts_2d(self.prompts, self.shape), prev))
         changed = prompted_slices(new)
         spacing = tuple(float(v) for v in self.image.spacing)

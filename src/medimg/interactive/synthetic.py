@@ -16,18 +16,23 @@ from medimg.interactive.train import Task
 
 
 def _scaled(img: np.ndarray) -> np.ndarray:
+    """``img`` scaled to [0, 1] by its 1st-99th percentiles; a colour image (x, y, channels) channel by channel."""
+    if img.ndim == 3:
+        return np.stack([_scaled(img[..., c]) for c in range(img.shape[-1])], -1)
     lo, hi = np.percentile(img, [1, 99])
     return np.clip((img - lo) / (hi - lo + 1e-6), 0, 1).astype(np.float32)
 
 
 def superpixel_tasks(image: np.ndarray, rng: np.random.Generator, n: int = 4, family: str = "synthetic") -> list[Task]:
-    """Up to ``n`` tasks whose targets are SLIC superpixels (sometimes merged with a neighbour) of ``image`` that
-    cover 0.5-25 % of it."""
+    """Up to ``n`` tasks whose targets are SLIC superpixels (sometimes merged with a neighbour) of ``image`` (2D,
+    or (x, y, channels): superpixels in colour) that cover 0.5-25 % of it."""
     from skimage.segmentation import slic
 
     img = _scaled(image)
     n_seg = int(rng.integers(8, 40))
-    seg = slic(img, n_segments=n_seg, compactness=float(rng.uniform(0.05, 0.3)), channel_axis=None, start_label=1)
+    colour = img.ndim == 3
+    compact = float(rng.uniform(0.05, 0.3)) * (30 if colour else 1)  # SLIC's colour distance is in Lab units
+    seg = slic(img, n_segments=n_seg, compactness=compact, channel_axis=-1 if colour else None, start_label=1)
     ids, counts = np.unique(seg, return_counts=True)
     ok = ids[(counts > 0.005 * seg.size) & (counts < 0.25 * seg.size)]
     out = []
@@ -69,17 +74,33 @@ def random_shape(shape: tuple[int, int], rng: np.random.Generator) -> np.ndarray
 
 def blob_tasks(image: np.ndarray, rng: np.random.Generator, n: int = 2, family: str = "synthetic") -> list[Task]:
     """``n`` tasks: a random shape painted into ``image`` with random contrast (+-0.15-0.6 of the range), texture
-    and edge blur."""
+    and edge blur; in a colour image (x, y, channels) a random colour (each channel its own contrast, some none)."""
     img = _scaled(image)
+    shape2 = img.shape[:2]
     out = []
     for _ in range(n):
-        m = random_shape(img.shape, rng)
+        m = random_shape(shape2, rng)
         if m.sum() < 9:
             continue
         soft = ndimage.gaussian_filter(m.astype(np.float32), rng.uniform(0.3, 1.5))
-        contrast = rng.uniform(0.15, 0.6) * rng.choice([-1, 1])
-        texture = ndimage.gaussian_filter(rng.normal(size=img.shape), rng.uniform(0.5, 2)) * rng.uniform(0, 0.1)
-        mix = float(rng.uniform(0.3, 1.0))  # how much of the underlying anatomy shows through the shape
-        new = img * (1 - soft * (1 - mix)) + soft * (contrast + (1 - mix) * img.mean() + texture)
-        out.append(Task(new.astype(np.float32), m, family))
+        if img.ndim == 2:
+            contrast = rng.uniform(0.15, 0.6) * rng.choice([-1, 1])
+            texture = ndimage.gaussian_filter(rng.normal(size=shape2), rng.uniform(0.5, 2)) * rng.uniform(0, 0.1)
+            mix = float(rng.uniform(0.3, 1.0))  # how much of the underlying anatomy shows through the shape
+            arr = img * (1 - soft * (1 - mix)) + soft * (contrast + (1 - mix) * img.mean() + texture)
+            out.append(Task(arr.astype(np.float32), m, family))
+            continue
+        texture = ndimage.gaussian_filter(rng.normal(size=shape2), rng.uniform(0.5, 2)) * rng.uniform(0, 0.1)
+        mix = float(rng.uniform(0.3, 1.0))
+        shown = int(rng.integers(img.shape[-1]))  # a colour blob shows in this channel at least
+        new = []
+        for c in range(img.shape[-1]):
+            p = img[..., c]
+            if c != shown and rng.random() < 0.3:
+                new.append(p)
+                continue
+            contrast = rng.uniform(0.15, 0.6) * rng.choice([-1, 1])
+            new.append(p * (1 - soft * (1 - mix)) + soft * (contrast + (1 - mix) * p.mean() + texture))
+        arr = np.stack(new, -1)
+        out.append(Task(arr.astype(np.float32), m, family))
     return out

@@ -18,6 +18,7 @@ teach the network that "the structure" is whatever the prompts say.
 
 from __future__ import annotations
 
+import copy
 import csv
 import itertools
 import math
@@ -33,15 +34,16 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
-from medimg.interactive.network import IN_CHANNELS, PromptUNet
+from medimg.interactive.network import IN_CHANNELS, PromptUNet, with_channel_stem
 from medimg.interactive.promptable import (
     PromptableModel,
     Roi,
     SlicePrompts,
     crop,
     encode,
-    normalise,
+    image_crop,
     roi_around,
+    stack_channels,
     whole_image_roi,
 )
 from medimg.interactive.prompts import rasterize_scribble
@@ -50,8 +52,8 @@ from medimg.interactive.simulate import next_click, simulate_scribble
 
 @dataclass
 class Task:
-    """One 2D target: ``image`` (float32, any intensity range), ``mask`` (bool, same shape), the dataset
-    ``family`` it comes from, and the target's masks on neighbouring slices with those slices' images (for
+    """One 2D target: ``image`` (float32, any intensity range; (x, y) or (x, y, channels)), ``mask`` (bool, (x, y)),
+    the dataset ``family`` it comes from, and the target's masks on neighbouring slices with those slices' images (for
     propagation samples; same length)."""
 
     image: np.ndarray
@@ -160,7 +162,7 @@ def _opening(g: np.ndarray, rng: np.random.Generator) -> SlicePrompts:
 
 @dataclass
 class _Sample:
-    image: torch.Tensor
+    image: torch.Tensor  # the image channels (C, S, S), each scaled to [0, 1]
     target: np.ndarray
     prompts: SlicePrompts
     prev: np.ndarray | None
@@ -172,7 +174,7 @@ def make_sample(task: Task, size: int, rng: np.random.Generator) -> _Sample | No
     """One training sample (crop, prompts, previous mask) from a task; None when the crop misses the target."""
     shape = (int(task.mask.shape[0]), int(task.mask.shape[1]))
     nbs = [i for i, n in enumerate(task.neighbours) if n.any()]
-    fill = float(task.image.min())
+    fill = float(task.image.min()) if task.image.ndim == 2 else None
     if nbs and (rng.random() < 0.4 or not task.mask.any()):  # propagation from a neighbouring slice
         i = nbs[int(rng.integers(len(nbs)))]
         nb = task.neighbours[i]
@@ -180,8 +182,8 @@ def make_sample(task: Task, size: int, rng: np.random.Generator) -> _Sample | No
         roi = roi_around(idx.min(0), idx.max(0), shape)
         g = crop(task.mask.astype(np.float32), roi, size).numpy() > 0.5
         prev = crop(nb.astype(np.float32), roi, size).numpy() > 0.5
-        img = normalise(crop(task.image, roi, size, fill))
-        ref = normalise(crop(task.neighbour_images[i], roi, size, fill)) if task.neighbour_images else None
+        img = image_crop(task.image, roi, size, fill)[1]
+        ref = image_crop(task.neighbour_images[i], roi, size, fill)[0] if task.neighbour_images else None
         sp = SlicePrompts.empty()
         if not g.any() and prev.any() and rng.random() < 0.3:  # a negative click on a slice past the structure
             _add_click(sp, _deep_point(prev, rng), False)
@@ -196,7 +198,7 @@ def make_sample(task: Task, size: int, rng: np.random.Generator) -> _Sample | No
     g = crop(task.mask.astype(np.float32), roi, size).numpy() > 0.5
     if g.sum() < 3:
         return None
-    img = normalise(crop(task.image, roi, size, fill))
+    img = image_crop(task.image, roi, size, fill)[1]
     if lone_click:
         sp = SlicePrompts.empty()
         _add_click(sp, roi.to_crop(pt[None], size)[0], True)
@@ -233,8 +235,34 @@ def _inputs(samples: list[_Sample], size: int) -> torch.Tensor:
     out = []
     for s in samples:
         prev = None if s.prev is None else torch.from_numpy(s.prev.astype(np.float32))
-        out.append(encode(s.image, s.prompts, prev, ident, size, s.ref))
+        out.append(encode(s.image.mean(0), s.prompts, prev, ident, size, s.ref))
     return torch.stack(out)
+
+
+def colourise(chans: torch.Tensor, target: np.ndarray, rng: np.random.Generator) -> torch.Tensor:
+    """A multi-channel version (2-4 channels) of a grey crop (1, S, S) for teaching the channel stem: each channel
+    is the crop through its own random contrast (gamma, sometimes inverted, as T1 vs T2), with a smooth gain field
+    and noise; in 40 % of the samples the ``target`` shows in one channel only (elsewhere it is filled in from its
+    surroundings, as a lesion that is new at the second visit)."""
+    g = chans[0].numpy().astype(np.float64)
+    n = int(rng.integers(2, 5))
+    only = int(rng.integers(n)) if rng.random() < 0.4 and target.any() else -1
+    filled = g
+    if only >= 0:
+        keep = ndimage.binary_dilation(target, iterations=2)
+        w = ndimage.gaussian_filter((~keep).astype(float), 6.0)
+        filled = np.where(keep, ndimage.gaussian_filter(g * ~keep, 6.0) / np.maximum(w, 1e-3), g)
+    out = []
+    for c in range(n):
+        v = g if only < 0 or c == only else filled
+        v = np.clip(v, 0, 1) ** float(np.exp(rng.uniform(-0.7, 0.7)))
+        if rng.random() < 0.35:
+            v = 1 - v
+        gain = ndimage.zoom(rng.uniform(0.8, 1.2, (3, 3)), np.array(g.shape) / 3, order=1)[: g.shape[0], : g.shape[1]]
+        v = v * gain + rng.normal(0, rng.uniform(0, 0.06), g.shape)
+        lo, hi = np.percentile(v, [1, 99])
+        out.append(np.clip((v - lo) / (hi - lo + 1e-6), 0, 1))
+    return torch.from_numpy(np.stack(out).astype(np.float32))
 
 
 @dataclass
@@ -247,10 +275,18 @@ class _Batch:
     y: torch.Tensor
     iterate: list[int]
     its: list[_Sample]
+    ch: torch.Tensor  # the image channels (B, C_max, S, S), padded, and which are real (B, C_max)
+    valid: torch.Tensor
 
 
 def _draw_batch(
-    by_family: dict[str, list[Task]], fams: list[str], w: np.ndarray, size: int, n: int, rng: np.random.Generator
+    by_family: dict[str, list[Task]],
+    fams: list[str],
+    w: np.ndarray,
+    size: int,
+    n: int,
+    rng: np.random.Generator,
+    colour_p: float = 0.0,
 ) -> _Batch:
     samples: list[_Sample] = []
     while len(samples) < n:
@@ -258,6 +294,8 @@ def _draw_batch(
         pool = by_family[fam]
         s = make_sample(pool[int(rng.integers(len(pool)))], size, rng)
         if s is not None:
+            if s.image.shape[0] == 1 and s.ref is None and rng.random() < colour_p:
+                s.image = colourise(s.image, s.target, rng)
             samples.append(s)
     iterate = [i for i, s in enumerate(samples) if s.iterate]
     ready = [i for i, s in enumerate(samples) if not s.iterate]
@@ -265,7 +303,8 @@ def _draw_batch(
     if ready:
         x[ready] = _inputs([samples[i] for i in ready], size)
     y = torch.from_numpy(np.stack([s.target for s in samples]).astype(np.float32))[:, None]
-    return _Batch(x, y, iterate, [samples[i] for i in iterate])
+    ch, valid = stack_channels([s.image for s in samples])
+    return _Batch(x, y, iterate, [samples[i] for i in iterate], ch, valid)
 
 
 # sample generation in worker processes (forked: they inherit the task bank through this module-level state)
@@ -276,21 +315,26 @@ def _worker_init() -> None:
     torch.set_num_threads(1)
 
 
-def _worker_batch(seed: int) -> tuple[np.ndarray, np.ndarray, list[int], list[_Sample]]:
+_Shipped = tuple[np.ndarray, np.ndarray, list[int], list[_Sample], np.ndarray, np.ndarray]
+
+
+def _worker_batch(seed: int) -> _Shipped:
     st = _WORKER_STATE
-    b = _draw_batch(st["by_family"], st["fams"], st["w"], st["size"], st["n"], np.random.default_rng(seed))
+    b = _draw_batch(
+        st["by_family"], st["fams"], st["w"], st["size"], st["n"], np.random.default_rng(seed), st["colour_p"]
+    )
     for s in b.its:  # plain arrays travel between processes; tensors would need shared-memory handles
         s.image = s.image.numpy()  # type: ignore[assignment]
         s.ref = None if s.ref is None else s.ref.numpy()  # type: ignore[assignment]
-    return b.x.numpy(), b.y.numpy(), b.iterate, b.its
+    return b.x.numpy(), b.y.numpy(), b.iterate, b.its, b.ch.numpy(), b.valid.numpy()
 
 
-def _from_worker(res: tuple[np.ndarray, np.ndarray, list[int], list[_Sample]]) -> _Batch:
-    x, y, iterate, its = res
+def _from_worker(res: _Shipped) -> _Batch:
+    x, y, iterate, its, ch, valid = res
     for s in its:
         s.image = torch.from_numpy(np.asarray(s.image))
         s.ref = None if s.ref is None else torch.from_numpy(np.asarray(s.ref))
-    return _Batch(torch.from_numpy(x), torch.from_numpy(y), iterate, its)
+    return _Batch(torch.from_numpy(x), torch.from_numpy(y), iterate, its, torch.from_numpy(ch), torch.from_numpy(valid))
 
 
 def _loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -338,6 +382,9 @@ def train_promptable(
     device: str = "cpu",
     workers: int = 0,
     progress: Callable[[dict[str, Any]], None] | None = None,
+    init: PromptableModel | None = None,
+    stem: int = 0,
+    colour_p: float = 0.0,
 ) -> tuple[PromptableModel, dict[str, Any]]:
     """Train a promptable network for ``time_budget`` seconds of wall-clock on ``tasks``.
 
@@ -346,7 +393,12 @@ def train_promptable(
     (promptable.json, promptable.pt in float16) and training_log.csv are written there.
 
     ``device`` is a torch device ("cpu", "cuda"); ``workers`` > 0 draws the samples in that many forked worker
-    processes (for a machine with more cores than the 2 this project budgets for; 0: in this process)."""
+    processes (for a machine with more cores than the 2 this project budgets for; 0: in this process).
+
+    ``init``: start from this model's weights (fine-tuning; ``widths`` is then the model's); ``stem`` > 0 gives a
+    grey network a per-channel stem of that many features (:func:`~medimg.interactive.network.with_channel_stem`)
+    so that it reads any number of channels; ``colour_p``: the fraction of grey samples turned into 2-4 channel
+    ones by :func:`colourise` (tasks whose images have channels are used as they are)."""
     if not tasks:
         raise ValueError("No training tasks.")
     if threads:
@@ -362,10 +414,17 @@ def train_promptable(
     if workers > 0:
         import multiprocessing as mp
 
-        _WORKER_STATE.update(by_family=by_family, fams=fams, w=w, size=size, n=batch_size)
+        _WORKER_STATE.update(by_family=by_family, fams=fams, w=w, size=size, n=batch_size, colour_p=colour_p)
         pool = mp.get_context("fork").Pool(workers, initializer=_worker_init)
         seeds = itertools.count(seed * 1_000_003 + 1)
-    net = PromptUNet(widths).to(dev)
+    if init is not None:
+        net = copy.deepcopy(init.net)
+        widths = net.widths
+    else:
+        net = PromptUNet(widths)
+    if stem and net.stem is None:
+        net = with_channel_stem(net, stem)
+    net = net.to(dev)
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
     log: list[dict[str, Any]] = []
     t0 = time.perf_counter()
@@ -384,13 +443,15 @@ def train_promptable(
                     pending.append(pool.apply_async(_worker_batch, (next(seeds),)))
                 batch = _from_worker(pending.popleft().get())
             else:
-                batch = _draw_batch(by_family, fams, w, size, batch_size, rng)
+                batch = _draw_batch(by_family, fams, w, size, batch_size, rng, colour_p)
+            ch, valid = batch.ch.to(dev), batch.valid.to(dev)
             if batch.iterate:
                 its = batch.its
                 net.eval()
+                rows = torch.tensor(batch.iterate, device=dev)
                 for _ in range(int(rng.integers(1, 4))):
                     with torch.no_grad(), torch.autocast(dev.type, dtype=torch.bfloat16):
-                        pred = (net(_inputs(its, size).to(dev)).float() > 0)[:, 0].cpu().numpy()
+                        pred = (net(_inputs(its, size).to(dev), ch[rows], valid[rows]).float() > 0)[:, 0].cpu().numpy()
                     for s, pr in zip(its, pred, strict=True):
                         c = _corrective(pr, s.target, rng)
                         s.prev = pr
@@ -400,7 +461,7 @@ def train_promptable(
                 batch.x[batch.iterate] = _inputs(its, size)
             x, y = batch.x.to(dev, non_blocking=True), batch.y.to(dev, non_blocking=True)
             with torch.autocast(dev.type, dtype=torch.bfloat16):
-                logits = net(x)
+                logits = net(x, ch, valid)
             loss = _loss(logits.float(), y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -431,6 +492,9 @@ def train_promptable(
         "lr": lr,
         "seed": seed,
         "widths": list(widths),
+        "stem": net.stem_features,
+        "init": None if init is None else init.meta.get("name", "given"),
+        "colour_p": colour_p,
         "device": str(dev) if dev.type == "cpu" else f"{dev.type}: {torch.cuda.get_device_name(dev)}",
         "workers": workers,
         "families": {f: len(by_family[f]) for f in fams},

@@ -188,10 +188,14 @@ class ImageSession:
     def __init__(self, sid: str, path: Path, root: Path, rel: str, image: Image, store: Store) -> None:
         self.id, self.path, self.root, self.rel, self.store = sid, path, root, rel, store
         self.name = path.name
+        # prompts read every channel (the multi-channel promptable network); the viewer shows one grey image: RGB as
+        # luminance, other multi-channel images (e.g. two MR sequences) their first channel
+        self.channels: Image | None = None
         if image.is_multichannel:
             from medimg.transforms.intensity import select_channel
 
-            image = select_channel(image, "grey")
+            self.channels = image
+            image = select_channel(image, "grey" if image.n_channels in (3, 4) else 0)
         self.image = image
         self.lock = threading.RLock()
         self.labels = np.zeros(image.shape, np.uint8)
@@ -328,9 +332,13 @@ class ImageSession:
             return value
 
     def _float_image(self) -> Image:
+        """The image the prompts segment (float32): every channel of a multi-channel image (RGBA: RGB)."""
         if self._float is None:
-            im = self.image
-            self._float = Image(np.asarray(im.array, np.float32), im.spacing, im.origin, im.direction)
+            im = self.channels if self.channels is not None else self.image
+            arr = np.asarray(im.array, np.float32)
+            if im.is_multichannel and im.n_channels == 4:
+                arr = arr[..., :3]  # the alpha channel is not image content
+            self._float = Image(arr, im.spacing, im.origin, im.direction)
         return self._float
 
     def prompt(self, obj: int, kind: str, points: list[list[float]], positive: bool) -> dict[str, Any]:
@@ -569,7 +577,7 @@ class Store:
 
     # ------------------------------------------------------------------ the promptable model (loaded once)
     def promptable_model(self) -> Any:
-        """The bundled 2D promptable model, loaded once per process."""
+        """The bundled 2D promptable model (it reads any number of channels), loaded once per process."""
         from medimg.interactive.session import bundled_model
 
         with self._model_lock:
