@@ -112,7 +112,8 @@ class PromptUNet(nn.Module):
         """The stem's features on every channel, pooled over the channels: mean then max, (B, 2 * stem, H, W)."""
         assert self.stem is not None
         b, c, h, w = channels.shape
-        u = self.stem(channels.reshape(b * c, 1, h, w).to(self.stem[0].weight.dtype)).reshape(b, c, -1, h, w)
+        dtype = next(self.stem.parameters()).dtype
+        u = self.stem(channels.reshape(b * c, 1, h, w).to(dtype)).reshape(b, c, -1, h, w)
         if valid is None:
             return torch.cat([u.mean(1), u.amax(1)], 1)
         keep = valid.to(u.device)[:, :, None, None, None]
