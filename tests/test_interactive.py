@@ -128,3 +128,21 @@ def test_session_refines_an_initial_mask_and_undo_returns_to_it(hippo: tuple, me
     assert not s.mask.any() and s.prompts == [] and s.initial_mask is None
     with pytest.raises(medimg.MedimgError, match="initial mask has shape"):
         s.set_mask(gt[:-1])
+
+
+def test_clicks_on_a_given_mask_act_one_way(hippo: tuple) -> None:
+    """Refining a mask the session was given (slice engine): a positive click near the structure's tip never wipes
+    the rest (found: an in-context mask at Dice 0.85 fell to 0.04 when propagation from the tip slice found
+    nothing), and a negative click only removes."""
+    img, gt = hippo
+    zs = np.flatnonzero(gt.any((0, 1)))
+    tip = int(zs[-1])
+    pt = (*tuple(int(v) for v in np.argwhere(gt[:, :, tip])[0]), tip)
+    s = InteractiveSession(img, "learned", initial_mask=gt, engine="slices")
+    after = s.add_click(pt)
+    assert np.all(after[gt]) and after.sum() >= gt.sum()
+    mid = int(zs[len(zs) // 2])
+    neg = (*tuple(int(v) for v in np.argwhere(gt[:, :, mid]).mean(0).round()), mid)
+    s2 = InteractiveSession(img, "learned", initial_mask=gt, engine="slices")
+    trimmed = s2.add_click(neg, positive=False)
+    assert not np.any(trimmed & ~gt)

@@ -569,3 +569,34 @@ def test_dicom_series_saved_as_dicom_seg(tmp_path: Path) -> None:
     np.testing.assert_allclose(back.spacing, img.spacing, atol=1e-4)
     np.testing.assert_allclose(back.origin, img.origin, atol=1e-4)
     np.testing.assert_allclose(back.direction, img.direction, atol=1e-6)
+
+
+def test_prompts_read_every_channel_of_a_colour_image(tmp_path: Path) -> None:
+    """An RGB photograph: the viewer gets one grey image, the prompts segment from all three channels (a shape that
+    differs from its background in hue only is found; the luminance alone does not show it)."""
+    yy, xx = np.mgrid[:96, :96]
+    shape = ((xx - 40) ** 2 + (yy - 40) ** 2 < 14**2) | ((xx - 58) ** 2 + (yy - 52) ** 2 < 11**2)
+    rng = np.random.default_rng(0)
+    rgb = np.where(shape[..., None], [90.0, 137.0, 90.0], [180.0, 90.0, 90.0]) + rng.normal(0, 4, (96, 96, 3))
+    root = tmp_path / "served"
+    root.mkdir()
+    medimg.write(medimg.Image(np.clip(rgb, 0, 255).astype(np.uint8), ndim=2), root / "photo.png")
+    gt = medimg.read(root / "photo.png").array[..., 1] > 113  # the shape, on the file's own grid
+    with TestClient(create_app([root])) as client:
+        info = _open(client, "photo.png")
+        sid = info["id"]
+        obj = client.post(f"/api/images/{sid}/objects", json={"name": "shape"}).json()["object"]
+        c = [int(v) for v in np.argwhere(gt).mean(0).round()]
+        assert gt[tuple(c)]
+        r = client.post(f"/api/images/{sid}/objects/{obj}/prompts", json={"type": "click", "points": [c]})
+        assert r.status_code == 200, r.text
+        for _ in range(3):
+            mask = _labels(client, sid, tmp_path) == obj
+            nc = next_click(mask, gt)
+            if nc is None:
+                break
+            body = {"type": "click", "points": [list(nc.point)], "positive": nc.positive}
+            assert client.post(f"/api/images/{sid}/objects/{obj}/prompts", json=body).status_code == 200
+        mask = _labels(client, sid, tmp_path) == obj
+        print(f"\ncolour shape in the workbench: Dice {dice(mask, gt):.3f}")
+        assert mask.shape == gt.shape and dice(mask, gt) >= 0.85
