@@ -117,7 +117,8 @@ def all_models(extra: Sequence[Path] = ()) -> list[dict[str, Any]]:
         rows.append(
             dict(
                 name=m["name"],
-                task="interactive (clicks, boxes, scribbles; 2D, 3D by propagation)",
+                task="interactive (clicks, boxes, scribbles; 2D, 3D by propagation"
+                + ("; any number of image channels)" if m.get("stem") else ")"),
                 labels="any prompted structure",
                 validation="see model card",
                 trained=f"{tr.get('seconds', 0) / 60:.1f} min, {sum(tr.get('families', {}).values())} 2D tasks",

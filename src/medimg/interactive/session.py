@@ -362,7 +362,11 @@ def _as_mask(mask: Any, shape: tuple[int, ...]) -> np.ndarray | None:
 
 
 class InteractiveSession:
-    """An annotation session on one image (2D or 3D): add prompts, read ``mask``, ``undo``.
+    """An annotation session on one image (2D or 3D, any number of channels): add prompts, read ``mask``, ``undo``.
+
+    Multi-channel images (RGB, MR sequences, visits; ``Image`` with a trailing channel axis): the learned method's
+    bundled 2D network reads every channel (slice propagation in volumes; the 3D network reads one and is
+    refused), the random walker too; region growing reads one channel and refuses them.
 
     ``method="learned"`` uses the promptable network (``model``: a :class:`PromptableModel`, a model folder, or
     None for the bundled one); it feeds its previous mask back, so the result depends on the order of the
@@ -467,6 +471,12 @@ class InteractiveSession:
         ):
             if engine == "slices":
                 raise MedimgError("The model given is a 3D promptable model; engine='slices' needs a 2D one.")
+            if self.image.is_multichannel:
+                raise MedimgError(
+                    f"The 3D network reads one channel; this volume has {self.image.n_channels}. Give a 2D "
+                    "promptable model (or none: the bundled one reads every channel) or select one channel "
+                    "(--channel 0)."
+                )
             return "3d"
         if model is not None:
             if engine == "3d":
