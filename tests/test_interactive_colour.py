@@ -231,3 +231,33 @@ def test_fine_tuning_a_grey_model_into_a_multichannel_one(tmp_path: Path) -> Non
     loaded = PromptableModel.load(tmp_path / "m")
     assert loaded.multichannel and loaded.net.config()["stem"] == 2
     assert PromptableModel.load().multichannel  # the bundled model reads any number of channels
+
+
+def test_alpha_and_single_channels_and_advice(tmp_path: Path) -> None:
+    """An RGBA picture's alpha is not image content (dropped: same result as the RGB picture); a single trailing
+    channel is a grey image; 'grey' is offered only for colour pictures."""
+    from medimg.interactive.session import channel_advice, prompt_image
+
+    img, _shape = _isoluminant(np.random.default_rng(0))
+    rgb8 = np.clip(img, 0, 255).astype(np.uint8)
+    rgba8 = np.concatenate([rgb8, np.full((96, 96, 1), 255, np.uint8)], -1)
+    medimg.write(Image(rgb8, ndim=2), tmp_path / "rgb.png")
+    medimg.write(Image(rgba8, ndim=2), tmp_path / "rgba.png")
+    rgba = medimg.read(tmp_path / "rgba.png")
+    assert rgba.n_channels == 4 and prompt_image(rgba).n_channels == 3
+    a = InteractiveSession(medimg.read(tmp_path / "rgb.png")).add_click((40, 40))
+    b = InteractiveSession(rgba).add_click((40, 40))
+    assert np.array_equal(a, b)
+    one = Image(img[..., :1], ndim=2)
+    s = InteractiveSession(one, "region_growing")  # one channel: a grey image, region growing takes it
+    assert s.shape == (96, 96) and not s.image.is_multichannel
+    two = Image(np.zeros((8, 8, 2)), ndim=2)
+    assert "grey" not in channel_advice(two) and "--channel 0" in channel_advice(two)
+    assert "--channel grey" in channel_advice(Image(rgb8, ndim=2))
+
+
+def test_fine_tuning_refuses_a_different_crop_size() -> None:
+    grey = PromptableModel(PromptUNet((4, 8)), size=48)
+    img, disc = _isoluminant(np.random.default_rng(0))
+    with pytest.raises(ValueError, match="48-pixel crops"):
+        train_promptable([Task(img, disc, "c")], time_budget=1, size=96, init=grey)

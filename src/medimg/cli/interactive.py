@@ -66,7 +66,7 @@ def interact_cmd(
             "--engine",
             help="3D volumes, learned method: 3d (the 3D network on a crop around the prompts) or slices (the 2D "
             "network slice by slice, then a 3D random walker). Default: 3d when the first prompt is a 3D box, else "
-            "slices.",
+            "slices; multi-channel volumes: slices (the 3D network reads one channel).",
         ),
     ] = None,
     channel: ChannelOpt = None,

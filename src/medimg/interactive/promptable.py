@@ -301,9 +301,12 @@ class PromptableModel:
         """Refuse a multi-channel ``image`` (a trailing channel axis after ``ndim`` spatial axes) for a grey
         network."""
         if image.ndim > ndim and not self.multichannel:
+            n = image.shape[-1]
+            pick = "--channel 0 or grey" if n in (3, 4) else "--channel 0"
             raise MedimgError(
-                f"This promptable model reads single-channel images; the image has {image.shape[-1]} channels. "
-                "Use the bundled model (it reads any number of channels) or select one channel (--channel 0 or grey)."
+                f"This promptable model reads single-channel images; the image has {n} channels. Use the bundled "
+                f"model (it reads any number of channels) or select one channel (medimg.transforms.select_channel; "
+                f"CLI: {pick})."
             )
 
     @torch.no_grad()

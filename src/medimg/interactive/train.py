@@ -294,7 +294,7 @@ def _draw_batch(
         pool = by_family[fam]
         s = make_sample(pool[int(rng.integers(len(pool)))], size, rng)
         if s is not None:
-            if s.image.shape[0] == 1 and s.ref is None and rng.random() < colour_p:
+            if colour_p > 0 and s.image.shape[0] == 1 and s.ref is None and rng.random() < colour_p:
                 s.image = colourise(s.image, s.target, rng)
             samples.append(s)
     iterate = [i for i, s in enumerate(samples) if s.iterate]
@@ -420,6 +420,10 @@ def train_promptable(
     if init is not None:
         net = copy.deepcopy(init.net)
         widths = net.widths
+        if size != init.size:
+            raise ValueError(f"size={size}, but the model to fine-tune works on {init.size}-pixel crops.")
+        if stem and net.stem is not None and stem != net.stem_features:
+            raise ValueError(f"stem={stem}, but the model to fine-tune has a stem of {net.stem_features} features.")
     else:
         net = PromptUNet(widths)
     if stem and net.stem is None:

@@ -188,14 +188,16 @@ class ImageSession:
     def __init__(self, sid: str, path: Path, root: Path, rel: str, image: Image, store: Store) -> None:
         self.id, self.path, self.root, self.rel, self.store = sid, path, root, rel, store
         self.name = path.name
-        # prompts read every channel (the multi-channel promptable network); the viewer shows one grey image: RGB as
-        # luminance, other multi-channel images (e.g. two MR sequences) their first channel
+        # prompts read every channel (the promptable network reads any number; an RGBA picture's alpha dropped); the
+        # viewer shows one grey image: colour pictures as luminance, other multi-channel images (MR sequences) their
+        # first channel
         self.channels: Image | None = None
         if image.is_multichannel:
+            from medimg.interactive.session import PHOTO_MODES, prompt_image
             from medimg.transforms.intensity import select_channel
 
-            self.channels = image
-            image = select_channel(image, "grey" if image.n_channels in (3, 4) else 0)
+            self.channels = prompt_image(image)
+            image = select_channel(image, "grey" if image.meta.get("mode") in PHOTO_MODES else 0)
         self.image = image
         self.lock = threading.RLock()
         self.labels = np.zeros(image.shape, np.uint8)
@@ -335,10 +337,7 @@ class ImageSession:
         """The image the prompts segment (float32): every channel of a multi-channel image (RGBA: RGB)."""
         if self._float is None:
             im = self.channels if self.channels is not None else self.image
-            arr = np.asarray(im.array, np.float32)
-            if im.is_multichannel and im.n_channels == 4:
-                arr = arr[..., :3]  # the alpha channel is not image content
-            self._float = Image(arr, im.spacing, im.origin, im.direction)
+            self._float = Image(np.asarray(im.array, np.float32), im.spacing, im.origin, im.direction)
         return self._float
 
     def prompt(self, obj: int, kind: str, points: list[list[float]], positive: bool) -> dict[str, Any]:
