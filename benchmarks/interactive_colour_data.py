@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from interactive_data import EvalTarget
+from interactive_data import EvalTarget, _chase, vessel_crops
 from medimg.interactive.promptable import PromptableModel
 from medimg.interactive.synthetic import blob_tasks, superpixel_tasks
 from medimg.interactive.train import Task
@@ -63,38 +63,10 @@ MS_MIN_AREA = 20
 
 
 def _chase_rgb(path: Path) -> np.ndarray:
+    """A CHASE_DB1 colour photograph (x, y, 3) at half resolution, float32."""
     import medimg
 
     return np.ascontiguousarray(medimg.read(path).array[::2, ::2].astype(np.float32))
-
-
-def _chase_mask(path: Path) -> np.ndarray:
-    import medimg
-
-    a = medimg.read(path).array
-    return np.ascontiguousarray((a[..., 0] if a.ndim == 3 else a)[::2, ::2] > 0)
-
-
-def _vessel_crops(
-    img: np.ndarray, ves: np.ndarray, n: int, rng: np.random.Generator
-) -> list[tuple[np.ndarray, np.ndarray]]:
-    """``n`` 128-pixel crops of ``img`` with the vessel component through a random vessel pixel (>= 40 pixels)."""
-    from scipy import ndimage
-
-    out: list[tuple[np.ndarray, np.ndarray]] = []
-    cand = np.argwhere(ves)
-    for _ in range(n * 5):
-        if len(out) >= n:
-            break
-        c = cand[rng.integers(len(cand))]
-        x0 = int(np.clip(c[0] - rng.integers(16, 112), 0, img.shape[0] - 128))
-        y0 = int(np.clip(c[1] - rng.integers(16, 112), 0, img.shape[1] - 128))
-        lab, _ = ndimage.label(ves[x0 : x0 + 128, y0 : y0 + 128], structure=np.ones((3, 3)))
-        k = lab[c[0] - x0, c[1] - y0]
-        if k == 0 or (lab == k).sum() < 40:
-            continue
-        out.append((img[x0 : x0 + 128, y0 : y0 + 128].copy(), lab == k))
-    return out
 
 
 def colour_tasks(data: Path, seed: int = 0) -> tuple[list[Task], list[EvalTarget]]:
@@ -108,9 +80,9 @@ def colour_tasks(data: Path, seed: int = 0) -> tuple[list[Task], list[EvalTarget
     for jpg in sorted((data / "chasedb1").glob("Image_*.jpg")):
         stem = jpg.name.removesuffix(".jpg")
         img = _chase_rgb(jpg)
-        ves = _chase_mask(data / "chasedb1" / f"{stem}_1stHO.png")
+        ves = _chase(data / "chasedb1" / f"{stem}_1stHO.png", 0) > 0
         is_eval = stem[6:8] in ("09", "10")
-        for im, m in _vessel_crops(img, ves, 12 if is_eval else 30, rng):
+        for im, m, _ in vessel_crops(img, ves, 12 if is_eval else 30, rng):
             if is_eval:
                 ev.append(EvalTarget(im, m, "fundus_rgb", stem))
             else:

@@ -230,33 +230,17 @@ def load_bank(
         raw["ct_mr_body"] += _unlabelled_slices(img, rng, 20)
 
     # fundus --------------------------------------------------------------------------------------------------
-    from scipy import ndimage
 
     for jpg in src.listing("chasedb1 files", lambda: sorted(p.name for p in (data / "chasedb1").glob("Image_*.jpg"))):
         stem = jpg.removesuffix(".jpg")
         green = src.get(f"chasedb1/{jpg} green", partial(_chase, data / "chasedb1" / jpg, 1)).astype(np.float32)
         ves = src.get(f"chasedb1/{stem}_1stHO.png", partial(_chase, data / "chasedb1" / f"{stem}_1stHO.png", 0)) > 0
         is_eval = stem[6:8] in ("09", "10")
-        n = 6 if is_eval else 30
-        made = 0
-        for _ in range(n * 5):
-            if made >= n:
-                break
-            cand = np.argwhere(ves)
-            c = cand[rng.integers(len(cand))]
-            x0 = int(np.clip(c[0] - rng.integers(16, 112), 0, green.shape[0] - 128))
-            y0 = int(np.clip(c[1] - rng.integers(16, 112), 0, green.shape[1] - 128))
-            v = ves[x0 : x0 + 128, y0 : y0 + 128]
-            lab, _ = ndimage.label(v, structure=np.ones((3, 3)))
-            k = lab[c[0] - x0, c[1] - y0]
-            if k == 0 or (lab == k).sum() < 40:
-                continue
-            im = green[x0 : x0 + 128, y0 : y0 + 128].copy()
-            made += 1
+        for made, (im, m, (x0, y0)) in enumerate(vessel_crops(green, ves, 6 if is_eval else 30, rng), 1):
             if is_eval:
-                ev2.append(EvalTarget(im, lab == k, "fundus", f"{stem} crop {x0},{y0}"))
+                ev2.append(EvalTarget(im, m, "fundus", f"{stem} crop {x0},{y0}"))
             else:
-                tasks.append(Task(im, lab == k, "fundus"))
+                tasks.append(Task(im, m, "fundus"))
                 if made % 5 == 0:
                     raw["fundus"].append(im)
 
@@ -288,6 +272,29 @@ def _h5(path: Path, key: str) -> np.ndarray:
 
     with h5py.File(path) as h:
         return np.asarray(h[key])
+
+
+def vessel_crops(
+    img: np.ndarray, ves: np.ndarray, n: int, rng: np.random.Generator
+) -> list[tuple[np.ndarray, np.ndarray, tuple[int, int]]]:
+    """Up to ``n`` 128-pixel crops of ``img`` (2D, or with channels last) with the vessel component of ``ves``
+    through a random vessel pixel (>= 40 pixels; at most 5 n tries): (crop, mask, crop origin)."""
+    from scipy import ndimage
+
+    out: list[tuple[np.ndarray, np.ndarray, tuple[int, int]]] = []
+    for _ in range(n * 5):
+        if len(out) >= n:
+            break
+        cand = np.argwhere(ves)
+        c = cand[rng.integers(len(cand))]
+        x0 = int(np.clip(c[0] - rng.integers(16, 112), 0, img.shape[0] - 128))
+        y0 = int(np.clip(c[1] - rng.integers(16, 112), 0, img.shape[1] - 128))
+        lab, _ = ndimage.label(ves[x0 : x0 + 128, y0 : y0 + 128], structure=np.ones((3, 3)))
+        k = lab[c[0] - x0, c[1] - y0]
+        if k == 0 or (lab == k).sum() < 40:
+            continue
+        out.append((img[x0 : x0 + 128, y0 : y0 + 128].copy(), lab == k, (x0, y0)))
+    return out
 
 
 def _chase(path: Path, channel: int) -> np.ndarray:

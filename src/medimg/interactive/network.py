@@ -26,10 +26,14 @@ what the grey network computes on the channels' mean.
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
+
+from medimg.errors import MedimgError
 
 IN_CHANNELS = 6
 IN_CHANNELS_3D = 5
@@ -146,3 +150,34 @@ def with_channel_stem(net: PromptUNet, stem: int = 8) -> PromptUNet:
     missing, unexpected = out.load_state_dict(state, strict=False)
     assert not unexpected and all(k.startswith("stem.") for k in missing), (missing, unexpected)
     return out
+
+
+def save_net(
+    net: PromptUNet, folder: str | Path, kind: str, size: int, meta: dict[str, Any], half: bool = True
+) -> Path:
+    """Write ``<kind>.pt`` (the weights; float16 when ``half``) and ``<kind>.json`` (``kind``, the crop ``size``,
+    the network's config, then ``meta``) into ``folder``; returns the folder."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {k: (v.half() if half and v.is_floating_point() else v) for k, v in net.state_dict().items()}
+    torch.save(state, folder / f"{kind}.pt")
+    info = {"kind": kind, "size": size, **net.config(), **meta}
+    (folder / f"{kind}.json").write_text(json.dumps(info, indent=2) + "\n")
+    return folder
+
+
+def load_net(folder: Path, kind: str, what: str) -> tuple[PromptUNet, dict[str, Any]]:
+    """The network and the metadata of a folder written by :func:`save_net` (weights loaded as float32); a folder
+    without ``<kind>.json`` is refused as not being ``what``."""
+    cfg_path = folder / f"{kind}.json"
+    if not cfg_path.is_file():
+        raise MedimgError(f"{folder} is not {what} folder (no {kind}.json).")
+    meta = json.loads(cfg_path.read_text())
+    dims = int(meta.get("dims", 2))
+    default_in = IN_CHANNELS_3D if dims == 3 else IN_CHANNELS
+    net = PromptUNet(
+        tuple(meta["widths"]), int(meta.get("in_channels", default_in)), dims=dims, stem=int(meta.get("stem", 0))
+    )
+    state = torch.load(folder / f"{kind}.pt", map_location="cpu", weights_only=True)
+    net.load_state_dict({k: v.float() for k, v in state.items()})
+    return net, meta

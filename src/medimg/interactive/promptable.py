@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from medimg.errors import MedimgError
-from medimg.interactive.network import CLICK_RADIUS, IN_CHANNELS, PromptUNet
+from medimg.interactive.network import CLICK_RADIUS, IN_CHANNELS, PromptUNet, load_net, save_net
 from medimg.interactive.prompts import Box, Click, Prompt, Scribble, box_slices, check_point, rasterize_scribble
 from medimg.interactive.simulate import dice
 
@@ -251,27 +251,13 @@ class PromptableModel:
 
     # -- persistence -------------------------------------------------------------------------------------
     def save(self, folder: str | Path, extra: dict[str, Any] | None = None, half: bool = True) -> Path:
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        state = {k: (v.half() if half and v.is_floating_point() else v) for k, v in self.net.state_dict().items()}
-        torch.save(state, folder / "promptable.pt")
-        meta = {"kind": "promptable", "size": self.size, **self.net.config(), **self.meta, **(extra or {})}
-        (folder / "promptable.json").write_text(json.dumps(meta, indent=2) + "\n")
-        return folder
+        return save_net(self.net, folder, "promptable", self.size, {**self.meta, **(extra or {})}, half)
 
     @staticmethod
     def load(folder: str | Path | None = None) -> PromptableModel:
         """Load a model folder (``promptable.json`` + ``promptable.pt``); None = the bundled model."""
         folder = bundled_folder() if folder is None else Path(folder)
-        cfg_path = folder / "promptable.json"
-        if not cfg_path.is_file():
-            raise MedimgError(f"{folder} is not a promptable model folder (no promptable.json).")
-        meta = json.loads(cfg_path.read_text())
-        net = PromptUNet(
-            tuple(meta["widths"]), int(meta.get("in_channels", IN_CHANNELS)), stem=int(meta.get("stem", 0))
-        )
-        state = torch.load(folder / "promptable.pt", map_location="cpu", weights_only=True)
-        net.load_state_dict({k: v.float() for k, v in state.items()})
+        net, meta = load_net(folder, "promptable", "a promptable model")
         return PromptableModel(net, int(meta["size"]), meta)
 
     # -- 2D -------------------------------------------------------------------------------------------------

@@ -17,7 +17,6 @@ once more with the first result as its previous mask — at most ``ZOOM_OUTS`` t
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -29,7 +28,7 @@ import torch.nn.functional as F
 
 from medimg.errors import MedimgError
 from medimg.interactive import promptable
-from medimg.interactive.network import IN_CHANNELS_3D, PromptUNet
+from medimg.interactive.network import IN_CHANNELS_3D, PromptUNet, load_net, save_net
 from medimg.interactive.prompts import Box, Click, Prompt, Scribble, box_slices, check_point, rasterize_scribble
 
 SIZE = 48
@@ -231,13 +230,7 @@ class Promptable3DModel:
         self.last_crops: list[Roi3] = []  # the crops the last interaction used (zoom-outs included)
 
     def save(self, folder: str | Path, extra: dict[str, Any] | None = None, half: bool = True) -> Path:
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        state = {k: (v.half() if half and v.is_floating_point() else v) for k, v in self.net.state_dict().items()}
-        torch.save(state, folder / "promptable3d.pt")
-        meta = {"kind": "promptable3d", "size": self.size, **self.net.config(), **self.meta, **(extra or {})}
-        (folder / "promptable3d.json").write_text(json.dumps(meta, indent=2) + "\n")
-        return folder
+        return save_net(self.net, folder, "promptable3d", self.size, {**self.meta, **(extra or {})}, half)
 
     @staticmethod
     def available(folder: str | Path | None = None) -> bool:
@@ -247,13 +240,7 @@ class Promptable3DModel:
     def load(folder: str | Path | None = None) -> Promptable3DModel:
         """Load a model folder (``promptable3d.json`` + ``promptable3d.pt``); None = the bundled model."""
         folder = Path(folder) if folder is not None else bundled_path()
-        cfg_path = folder / "promptable3d.json"
-        if not cfg_path.is_file():
-            raise MedimgError(f"{folder} is not a 3D promptable model folder (no promptable3d.json).")
-        meta = json.loads(cfg_path.read_text())
-        net = PromptUNet(tuple(meta["widths"]), int(meta.get("in_channels", IN_CHANNELS_3D)), dims=3)
-        state = torch.load(folder / "promptable3d.pt", map_location="cpu", weights_only=True)
-        net.load_state_dict({k: v.float() for k, v in state.items()})
+        net, meta = load_net(folder, "promptable3d", "a 3D promptable model")
         return Promptable3DModel(net, int(meta["size"]), meta)
 
     @torch.no_grad()
