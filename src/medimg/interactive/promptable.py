@@ -109,13 +109,12 @@ def image_crop(image: np.ndarray, roi: Roi, size: int, fill: float | None = None
     """The network's view of a 2D ``image`` (x, y) or multi-channel image (x, y, channels) over ``roi``: every
     channel cropped (outside the image = ``fill`` for a 2D image, else that channel's minimum) and scaled to
     [0, 1] on its own by :func:`normalise`; returns their mean (size, size) and the channels (C, size, size)."""
-    planes = [image] if image.ndim == 2 else [image[..., c] for c in range(image.shape[-1])]
-    chans = torch.stack(
-        [
-            normalise(crop(p, roi, size, fill=float(np.min(p)) if fill is None or p is not image else fill))
-            for p in planes
-        ]
-    )
+    if image.ndim == 2:
+        planes, fills = [image], [float(np.min(image)) if fill is None else fill]
+    else:
+        planes = [image[..., c] for c in range(image.shape[-1])]
+        fills = [float(np.min(p)) for p in planes]
+    chans = torch.stack([normalise(crop(p, roi, size, fill=f)) for p, f in zip(planes, fills, strict=True)])
     return chans.mean(0), chans
 
 
@@ -308,10 +307,10 @@ class PromptableModel:
         xs, chans = [], []
         for i, (image, prompts, prev, roi) in enumerate(items):
             self.check_channels(image, 2)
-            mean, ch = image_crop(image, roi, self.size)
+            fill = float(np.min(image)) if image.ndim == 2 else None  # a grey slice and its neighbour: its minimum
+            mean, ch = image_crop(image, roi, self.size, fill)
             prev_t = crop(prev.astype(np.float32), roi, self.size) if prev is not None else None
             ref = refs[i] if refs is not None else None
-            fill = float(np.min(image)) if image.ndim == 2 else None  # a grey slice's neighbour: the slice's minimum
             ref_t = image_crop(ref, roi, self.size, fill)[0] if ref is not None else None
             xs.append(encode(mean, prompts, prev_t, roi, self.size, ref_t))
             chans.append(ch)

@@ -347,6 +347,23 @@ def _loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return bce + dice.mean()
 
 
+def set_warm_cosine_lr(opt: torch.optim.Optimizer, lr: float, step: int, warmup: int, frac: float) -> float:
+    """Set and return the learning rate at ``step`` of a wall-clock budget ``frac`` used: linear warm-up over
+    ``warmup`` steps, cosine decay from ``lr`` to 0 over the budget."""
+    cur = lr * min(1.0, (step + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * frac))
+    for gr in opt.param_groups:
+        gr["lr"] = cur
+    return cur
+
+
+def optimiser_step(opt: torch.optim.Optimizer, net: torch.nn.Module, loss: torch.Tensor) -> None:
+    """Backpropagate ``loss``, clip the gradient norm at 5 and step."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(net.parameters(), 5.0)
+    opt.step()
+
+
 def family_pools(
     tasks: list[Any], family_weights: dict[str, float] | None
 ) -> tuple[dict[str, list[Any]], list[str], np.ndarray]:
@@ -439,9 +456,7 @@ def train_promptable(
             if elapsed >= time_budget:
                 break
             frac = elapsed / time_budget
-            cur_lr = lr * min(1.0, (step + 1) / 100) * 0.5 * (1 + math.cos(math.pi * frac))
-            for gr in opt.param_groups:
-                gr["lr"] = cur_lr
+            cur_lr = set_warm_cosine_lr(opt, lr, step, 100, frac)
             if pool is not None:
                 while len(pending) < 3 * workers:
                     pending.append(pool.apply_async(_worker_batch, (next(seeds),)))
@@ -467,10 +482,7 @@ def train_promptable(
             with torch.autocast(dev.type, dtype=torch.bfloat16):
                 logits = net(x, ch, valid)
             loss = _loss(logits.float(), y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(net.parameters(), 5.0)
-            opt.step()
+            optimiser_step(opt, net, loss)
             step += 1
             run_loss = loss.item() if step == 1 else 0.98 * run_loss + 0.02 * loss.item()
             if step % 50 == 0:

@@ -19,7 +19,6 @@ cosine over a wall-clock budget.
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -45,7 +44,7 @@ from medimg.interactive.promptable3d import (
     normalise,
     roi_around,
 )
-from medimg.interactive.train import _loss, family_pools, write_training_log
+from medimg.interactive.train import _loss, family_pools, optimiser_step, set_warm_cosine_lr, write_training_log
 
 
 @dataclass
@@ -274,9 +273,7 @@ def train_promptable3d(
         elapsed = time.perf_counter() - t0
         if elapsed >= time_budget:
             break
-        cur_lr = lr * min(1.0, (step + 1) / 50) * 0.5 * (1 + math.cos(math.pi * elapsed / time_budget))
-        for gr in opt.param_groups:
-            gr["lr"] = cur_lr
+        cur_lr = set_warm_cosine_lr(opt, lr, step, 50, elapsed / time_budget)
         batch = draw_batch(by_family, fams, w, size, batch_size, rng)
         x = torch.stack([s.x for s in batch])
         y_np = np.stack([s.y for s in batch])
@@ -294,10 +291,7 @@ def train_promptable3d(
             net.train()
         y = torch.from_numpy(y_np.astype(np.float32))[:, None]
         loss = _loss(net(x), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(net.parameters(), 5.0)
-        opt.step()
+        optimiser_step(opt, net, loss)
         step += 1
         samples += len(batch)
         run_loss = loss.item() if step == 1 else 0.97 * run_loss + 0.03 * loss.item()
